@@ -1,0 +1,230 @@
+//! The `meshfleet` commands.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::app::{self, AppConfig, AppState, Server};
+use crate::auth::{DevSigner, KeyError, Role, Verifier, VerifyKey};
+use crate::config::{Cli, Command, HttpArgs, LogFormat, MigrateArgs, OpenapiArgs, ServeArgs, TokenArgs, UpArgs};
+use crate::db;
+use crate::pg::{DataDirLock, EmbeddedPg, PgError, PgOptions};
+
+/// Errors of the commands; each says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("DATABASE_URL is not a PostgreSQL URL: {0}")]
+    DatabaseUrl(sqlx::Error),
+    #[error("cannot connect to the database: {0}")]
+    Connect(sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log, cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up(args).await,
+            Command::Serve(args) => serve(args).await,
+            Command::Migrate(args) => migrate(args).await,
+            Command::Token(args) => token(args),
+            Command::Openapi(args) => openapi(args),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(filter: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    };
+}
+
+async fn connect_url(url: &str, max: u32) -> Result<PgPool, CliError> {
+    let options = PgConnectOptions::from_str(url).map_err(CliError::DatabaseUrl)?;
+    db::connect(options, max).await.map_err(CliError::Connect)
+}
+
+async fn migrate(args: MigrateArgs) -> Result<(), CliError> {
+    let pool = connect_url(&args.database_url, 2).await?;
+    db::MIGRATOR.run(&pool).await?;
+    println!("migrations applied");
+    Ok(())
+}
+
+fn openapi(args: OpenapiArgs) -> Result<(), CliError> {
+    let doc = crate::openapi::document_json();
+    match args.output {
+        Some(path) => std::fs::write(&path, doc)
+            .map_err(|source| CliError::Io { what: format!("cannot write {}", path.display()), source }),
+        None => {
+            print!("{doc}");
+            Ok(())
+        }
+    }
+}
+
+fn token(args: TokenArgs) -> Result<(), CliError> {
+    if std::env::var_os("MESHFLEET_JWT_KEYS").is_some() {
+        return Err(CliError::Usage(
+            "refusing to mint a dev token: MESHFLEET_JWT_KEYS is set, so this is a production configuration; \
+             get tokens from your identity provider"
+                .into(),
+        ));
+    }
+    let mut roles = Vec::new();
+    for r in &args.roles {
+        roles.push(Role::parse(r.trim()).ok_or_else(|| {
+            CliError::Usage(format!("unknown role `{r}`; use reader, contributor, owner or sre"))
+        })?);
+    }
+    let signer = DevSigner::load(&args.data_dir).map_err(|e| match e {
+        KeyError::Read { path, .. } => CliError::Usage(format!(
+            "no dev key at {}; run `meshfleet up` once to create the data folder, or pass --data-dir",
+            path.display()
+        )),
+        other => other.into(),
+    })?;
+    println!("{}", signer.mint(&args.sub, &args.tenant, &roles, args.ttl));
+    Ok(())
+}
+
+fn app_config(http: &HttpArgs) -> AppConfig {
+    AppConfig { request_timeout: http.request_timeout }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let keys = args.jwt_keys.iter().map(|k| VerifyKey::from_spec(k.trim())).collect::<Result<Vec<_>, _>>()?;
+    let verifier = Verifier::new(keys, args.jwt_issuer.clone(), args.jwt_audience.clone());
+    let pool = connect_url(&args.database_url, args.http.db_max_connections).await?;
+    if args.migrate {
+        db::MIGRATOR.run(&pool).await?;
+    }
+    let state = AppState::new(pool.clone(), verifier);
+    let server = Server::bind(args.listen, app::router(state, &app_config(&args.http)))
+        .await
+        .map_err(|source| CliError::Bind { addr: args.listen, source })?;
+    tracing::info!(addr = %args.listen, "meshfleet serving");
+    server
+        .run(app::shutdown_signal())
+        .await
+        .map_err(|source| CliError::Io { what: "server failed".into(), source })?;
+    pool.close().await;
+    Ok(())
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, CliError> {
+    std::fs::create_dir_all(path)
+        .and_then(|_| path.canonicalize())
+        .map_err(|source| CliError::Io { what: format!("cannot use data folder {}", path.display()), source })
+}
+
+/// Makes sure `database` exists in the private server.
+async fn ensure_database(pg: &EmbeddedPg, database: &str) -> Result<(), CliError> {
+    let admin = db::connect(pg.connect_options("postgres"), 1).await.map_err(CliError::Connect)?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(database)
+        .fetch_one(&admin)
+        .await?;
+    if !exists {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{database}\""))).execute(&admin).await?;
+    }
+    admin.close().await;
+    Ok(())
+}
+
+async fn up(args: UpArgs) -> Result<(), CliError> {
+    let data_dir = absolute(&args.data_dir)?;
+    let _lock = DataDirLock::acquire(&data_dir)?;
+    let signer = DevSigner::load_or_create(&data_dir)?;
+
+    let mut embedded = None;
+    let pool = match &args.database_url {
+        Some(url) => connect_url(url, args.http.db_max_connections).await?,
+        None => {
+            let opts = PgOptions { root: data_dir.clone(), ephemeral: false };
+            println!("starting the private PostgreSQL in {} ...", data_dir.join("pg").display());
+            let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&opts))
+                .await
+                .map_err(|e| CliError::Usage(format!("postgres start-up panicked: {e}")))??;
+            ensure_database(&pg, "meshfleet").await?;
+            let pool =
+                db::connect(pg.connect_options("meshfleet"), args.http.db_max_connections).await.map_err(CliError::Connect)?;
+            embedded = Some(pg);
+            pool
+        }
+    };
+    db::MIGRATOR.run(&pool).await?;
+
+    let state = AppState::new(pool.clone(), signer.verifier());
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+    let server = Server::bind(addr, app::router(state, &app_config(&args.http)))
+        .await
+        .map_err(|source| CliError::Bind { addr, source })?;
+    let bound = server.local_addr().map_err(|source| CliError::Io { what: "no local address".into(), source })?;
+    let base = format!("http://{bound}");
+    let day = Duration::from_secs(24 * 3600);
+    let token = signer.mint("demo-owner@meshfleet.local", &args.demo_tenant, &[Role::Owner], day);
+    println!();
+    println!("meshfleet is up");
+    println!("  API      {base}/v1/clusters");
+    println!("  docs     {base}/docs");
+    println!("  OpenAPI  {base}/openapi.json");
+    println!("  probes   {base}/healthz  {base}/readyz  {base}/metrics");
+    if let Some(pg) = &embedded {
+        println!("  database {}", pg.psql_hint("meshfleet"));
+    }
+    println!("  data     {}", data_dir.display());
+    println!();
+    println!("dev token (tenant `{}`, role owner, valid 24h):", args.demo_tenant);
+    println!("  export TOKEN={token}");
+    println!("more tokens: cargo run -q -p meshfleet-api -- token --tenant {} --role reader", args.demo_tenant);
+    println!("try:  curl -H \"Authorization: Bearer $TOKEN\" {base}/v1/clusters");
+    println!("Ctrl-C stops the API and the private PostgreSQL; the data stays in {}", data_dir.display());
+    println!();
+
+    let served = server.run(app::shutdown_signal()).await;
+    pool.close().await;
+    if let Some(mut pg) = embedded {
+        tokio::task::spawn_blocking(move || pg.stop()).await.ok();
+        println!("private PostgreSQL stopped");
+    }
+    served.map_err(|source| CliError::Io { what: "server failed".into(), source })
+}

@@ -1,0 +1,165 @@
+//! The api crate's one error enum, and its mapping to `application/problem+json`
+//! at the HTTP edge.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use meshfleet_model::{FieldError, Problem};
+
+use crate::http::current_request_id;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Syntactically bad request: malformed JSON, bad query parameter, bad header.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or invalid credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials lacking the role.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Missing, or not the caller's (the two are indistinguishable on purpose).
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// `If-Match` / `If-None-Match` failed.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Semantically invalid body, with one entry per invalid field.
+    #[error("{detail}")]
+    Unprocessable { detail: String, errors: Vec<FieldError> },
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(errors: Vec<FieldError>) -> Self {
+        let detail = match errors.as_slice() {
+            [one] => format!("{}: {}", one.pointer, one.detail),
+            many => format!("{} fields are invalid; see `errors`", many.len()),
+        };
+        ApiError::Unprocessable { detail, errors }
+    }
+
+    pub fn invalid_field(pointer: &str, detail: impl Into<String>) -> Self {
+        Self::invalid(vec![FieldError::new(pointer, detail)])
+    }
+
+    pub fn cluster_not_found(name: &str) -> Self {
+        ApiError::NotFound(format!("cluster `{name}` not found"))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+}
+
+/// Maps a constraint violation to 409 (one place for all of them); anything
+/// else stays a database error.
+pub fn on_constraint(e: sqlx::Error, conflict: impl FnOnce(&str) -> String) -> ApiError {
+    if let sqlx::Error::Database(db) = &e
+        && let Some(constraint) = db.constraint()
+        && (db.is_unique_violation() || db.is_check_violation() || db.is_foreign_key_violation())
+    {
+        return ApiError::Conflict(conflict(constraint));
+    }
+    ApiError::Database(e)
+}
+
+/// Builds a problem response; used for our own errors and for the bodies
+/// that axum or tower layers produce without one.
+pub fn problem_response(
+    status: StatusCode,
+    detail: String,
+    errors: Option<Vec<FieldError>>,
+) -> Response {
+    let problem = Problem {
+        type_: format!("https://meshfleet.dev/problems/{}", slug(status)),
+        title: status.canonical_reason().unwrap_or("Error").to_string(),
+        status: status.as_u16(),
+        detail,
+        instance: current_request_id(),
+        errors,
+    };
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}
+
+fn slug(status: StatusCode) -> String {
+    status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut www_authenticate = None;
+        let (detail, errors) = match self {
+            ApiError::Database(e) if status == StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::error!(error = %e, "database unavailable");
+                ("the database is unavailable; retry later".to_string(), None)
+            }
+            ApiError::Database(e) => {
+                tracing::error!(error = %e, "database error");
+                ("internal error; quote the request id when reporting it".to_string(), None)
+            }
+            ApiError::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+                ("internal error; quote the request id when reporting it".to_string(), None)
+            }
+            ApiError::Unavailable(e) => {
+                tracing::warn!(error = %e, "unavailable");
+                ("the database is unavailable; retry later".to_string(), None)
+            }
+            ApiError::Unprocessable { detail, errors } => (detail, Some(errors)),
+            ApiError::Unauthorized(detail) => {
+                let escaped = detail.replace('"', "'");
+                www_authenticate = Some(format!(
+                    "Bearer realm=\"meshfleet\", error=\"invalid_token\", error_description=\"{escaped}\""
+                ));
+                (detail, None)
+            }
+            other => (other.to_string(), None),
+        };
+        let mut response = problem_response(status, detail, errors);
+        if let Some(value) = www_authenticate.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

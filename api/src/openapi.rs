@@ -1,0 +1,85 @@
+//! The OpenAPI document, generated from the route annotations.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::routes::{clusters, events, health, releases};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "meshfleet API",
+        description = "Tenants' API of meshfleet, the control plane of a managed Istio ambient mesh. \
+Every error is application/problem+json. Writes honour If-Match with the strong ETag of the resource.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "clusters", description = "Registered clusters and their desired mesh state"),
+        (name = "releases", description = "The Istio release catalog"),
+        (name = "events", description = "Audit and activity log"),
+        (name = "ops", description = "Operator (sre) routes"),
+        (name = "health", description = "Probes and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.bearer_format = Some("JWT".into());
+        http.description = Some("A JWT with `sub`, `tid` (tenant) and `roles` claims".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(http));
+    }
+}
+
+/// Every documented route, with its handler.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(clusters::list_clusters))
+        .routes(routes!(
+            clusters::put_cluster,
+            clusters::get_cluster,
+            clusters::patch_cluster,
+            clusters::delete_cluster
+        ))
+        .routes(routes!(releases::list_releases))
+        .routes(routes!(releases::put_release))
+        .routes(routes!(events::list_events))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+}
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = api_router().into_openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    doc
+}
+
+/// The document as committed in `openapi/openapi.json`.
+pub fn document_json() -> String {
+    let mut s = document().to_pretty_json().unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_committed_openapi_document_matches_the_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/openapi.json");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        let generated = super::document_json();
+        assert!(
+            committed == generated,
+            "openapi/openapi.json is out of date; regenerate it with `cargo run -p meshfleet-api -- openapi --output openapi/openapi.json`"
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! The route handlers, one module per resource.
+
+pub mod clusters;
+pub mod events;
+pub mod health;
+pub mod releases;

@@ -1,0 +1,87 @@
+//! `/v1/releases` (the catalog) and the SRE's `/v1/ops/releases/{version}`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use meshfleet_model::{ComponentImages, Problem, Release, ReleaseInput, ReleaseList};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::db::{self, NewEvent};
+use crate::error::{ApiError, ApiResult};
+use crate::http::JsonBody;
+use crate::validation::Version;
+
+/// The release catalog: supported Istio versions, newest first.
+#[utoipa::path(
+    get, path = "/v1/releases", tag = "releases",
+    responses(
+        (status = 200, description = "The catalog", body = ReleaseList),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "No role", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_releases(State(state): State<AppState>, principal: Principal) -> ApiResult<axum::Json<ReleaseList>> {
+    if principal.require_read().is_err() {
+        principal.require_sre()?;
+    }
+    Ok(axum::Json(ReleaseList { items: db::list_releases(&state.pool).await? }))
+}
+
+/// Add, change or retire a release (role `sre`).
+#[utoipa::path(
+    put, path = "/v1/ops/releases/{version}", tag = "ops",
+    params(("version" = String, Path, description = "Istio version, e.g. 1.28.2")),
+    request_body = ReleaseInput,
+    responses(
+        (status = 200, description = "Replaced", body = Release),
+        (status = 201, description = "Added", body = Release),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks the sre role", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid release", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_release(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(version): Path<String>,
+    JsonBody(input): JsonBody<ReleaseInput>,
+) -> ApiResult<Response> {
+    principal.require_sre()?;
+    let parsed = Version::parse(&version)
+        .ok_or_else(|| ApiError::invalid_field("/version", format!("`{version}` is not a version like `1.28.2`")))?;
+    if let Some(eos) = input.end_of_support
+        && eos < input.released_at
+    {
+        return Err(ApiError::invalid_field("/endOfSupport", "must not be before releasedAt"));
+    }
+    let images = input.images.clone().unwrap_or_else(|| ComponentImages::upstream(&version));
+    for (field, image) in
+        [("istiod", &images.istiod), ("cni", &images.cni), ("ztunnel", &images.ztunnel), ("proxy", &images.proxy)]
+    {
+        if image.is_empty() || image.len() > 512 || image.contains(char::is_whitespace) {
+            return Err(ApiError::invalid_field(&format!("/images/{field}"), "must be an image reference"));
+        }
+    }
+    let mut tx = state.pool.begin().await?;
+    let (release, created) = db::upsert_release(&mut tx, parsed, &input, &images).await?;
+    db::insert_event(
+        &mut tx,
+        &principal.tenant,
+        NewEvent {
+            cluster_name: None,
+            cluster_id: None,
+            actor: &principal.sub,
+            action: if created { "release.added" } else { "release.updated" },
+            generation: None,
+            detail: json!({ "version": version, "retired": release.retired, "channels": release.channels }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, axum::Json(release)).into_response())
+}
