@@ -29,7 +29,9 @@ pub struct AppConfig {
 
 impl Default for AppConfig {
     fn default() -> Self {
-        AppConfig { request_timeout: Duration::from_secs(30) }
+        AppConfig {
+            request_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -39,7 +41,10 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+                .set_buckets(&[
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    60.0,
+                ])
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
@@ -53,7 +58,11 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 impl AppState {
     pub fn new(pool: PgPool, verifier: Verifier) -> Self {
-        AppState { pool, verifier: Arc::new(verifier), metrics: metrics_handle() }
+        AppState {
+            pool,
+            verifier: Arc::new(verifier),
+            metrics: metrics_handle(),
+        }
     }
 }
 
@@ -63,7 +72,10 @@ pub fn router(state: AppState, config: &AppConfig) -> Router {
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(http::not_found)
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ))
         .layer(axum::middleware::from_fn(http::request_context))
         .with_state(state)
 }
@@ -76,7 +88,10 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(addr: SocketAddr, router: Router) -> std::io::Result<Server> {
-        Ok(Server { listener: TcpListener::bind(addr).await?, router })
+        Ok(Server {
+            listener: TcpListener::bind(addr).await?,
+            router,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -84,8 +99,13 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then drains the requests in flight.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 }
 

@@ -78,7 +78,9 @@ impl Principal {
         if self.has(Role::Reader) || self.has(Role::Contributor) || self.has(Role::Owner) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("reading requires the `reader`, `contributor` or `owner` role".into()))
+            Err(ApiError::Forbidden(
+                "reading requires the `reader`, `contributor` or `owner` role".into(),
+            ))
         }
     }
 
@@ -86,7 +88,9 @@ impl Principal {
         if self.has(Role::Contributor) || self.has(Role::Owner) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("changing clusters requires the `contributor` or `owner` role".into()))
+            Err(ApiError::Forbidden(
+                "changing clusters requires the `contributor` or `owner` role".into(),
+            ))
         }
     }
 
@@ -94,7 +98,9 @@ impl Principal {
         if self.has(Role::Sre) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("the ops routes require the `sre` role".into()))
+            Err(ApiError::Forbidden(
+                "the ops routes require the `sre` role".into(),
+            ))
         }
     }
 }
@@ -110,10 +116,19 @@ pub struct VerifyKey {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read key file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("key file {path} is not a valid {alg:?} public key in PEM: {source}")]
-    Parse { path: PathBuf, alg: Algorithm, source: jsonwebtoken::errors::Error },
-    #[error("`{0}` is not ALG:PATH with ALG one of EdDSA, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384")]
+    Parse {
+        path: PathBuf,
+        alg: Algorithm,
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error(
+        "`{0}` is not ALG:PATH with ALG one of EdDSA, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384"
+    )]
     Spec(String),
     #[error("dev key {path}: {reason}")]
     DevKey { path: PathBuf, reason: String },
@@ -122,10 +137,15 @@ pub enum KeyError {
 impl VerifyKey {
     /// Parses `ALG:PATH` (e.g. `EdDSA:/etc/meshfleet/issuer.pem`); the key id is the file stem.
     pub fn from_spec(spec: &str) -> Result<VerifyKey, KeyError> {
-        let (alg, path) = spec.split_once(':').ok_or_else(|| KeyError::Spec(spec.into()))?;
+        let (alg, path) = spec
+            .split_once(':')
+            .ok_or_else(|| KeyError::Spec(spec.into()))?;
         let alg: Algorithm = alg.parse().map_err(|_| KeyError::Spec(spec.into()))?;
         let path = PathBuf::from(path);
-        let pem = std::fs::read(&path).map_err(|source| KeyError::Read { path: path.clone(), source })?;
+        let pem = std::fs::read(&path).map_err(|source| KeyError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let key = match alg {
             Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
             Algorithm::RS256
@@ -137,7 +157,11 @@ impl VerifyKey {
             Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
             _ => return Err(KeyError::Spec(spec.into())),
         }
-        .map_err(|source| KeyError::Parse { path: path.clone(), alg, source })?;
+        .map_err(|source| KeyError::Parse {
+            path: path.clone(),
+            alg,
+            source,
+        })?;
         let kid = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         Ok(VerifyKey { kid, alg, key })
     }
@@ -154,7 +178,12 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(keys: Vec<VerifyKey>, issuer: String, audience: String) -> Self {
-        Verifier { keys, issuer, audience, leeway_secs: 30 }
+        Verifier {
+            keys,
+            issuer,
+            audience,
+            leeway_secs: 30,
+        }
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
@@ -167,7 +196,10 @@ impl Verifier {
             .filter(|k| header.kid.is_none() || k.kid.is_none() || k.kid == header.kid)
             .collect();
         if candidates.is_empty() {
-            return Err(invalid(&format!("no trusted key for algorithm {:?} and this key id", header.alg)));
+            return Err(invalid(&format!(
+                "no trusted key for algorithm {:?} and this key id",
+                header.alg
+            )));
         }
         let mut last = None;
         for key in candidates {
@@ -200,7 +232,9 @@ impl Verifier {
 fn valid_tenant(tid: &str) -> bool {
     !tid.is_empty()
         && tid.len() <= 64
-        && tid.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && tid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 fn principal_from(claims: Claims) -> Result<Principal, ApiError> {
@@ -210,13 +244,19 @@ fn principal_from(claims: Claims) -> Result<Principal, ApiError> {
         ));
     }
     if claims.sub.is_empty() {
-        return Err(ApiError::Unauthorized("invalid bearer token: empty `sub`".into()));
+        return Err(ApiError::Unauthorized(
+            "invalid bearer token: empty `sub`".into(),
+        ));
     }
     // Unknown roles are ignored: they can only ever grant less.
     let mut roles: Vec<Role> = claims.roles.iter().filter_map(|r| Role::parse(r)).collect();
     roles.sort();
     roles.dedup();
-    Ok(Principal { sub: claims.sub, tenant: claims.tid, roles })
+    Ok(Principal {
+        sub: claims.sub,
+        tenant: claims.tid,
+        roles,
+    })
 }
 
 /// Reads the bearer token of a request.
@@ -224,15 +264,19 @@ pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = parts
         .headers
         .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+        .ok_or_else(|| ApiError::Unauthorized(crate::error::MISSING_TOKEN.into()))?;
     let value = value
         .to_str()
         .map_err(|_| ApiError::Unauthorized("invalid Authorization header".into()))?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(token.trim())
         }
-        _ => Err(ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())),
+        _ => Err(ApiError::Unauthorized(
+            "the Authorization header must be `Bearer <token>`".into(),
+        )),
     }
 }
 
@@ -275,8 +319,10 @@ impl DevSigner {
     }
 
     fn from_pkcs8(pkcs8: &[u8], path: &Path) -> Result<DevSigner, KeyError> {
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8)
-            .map_err(|e| KeyError::DevKey { path: path.into(), reason: format!("not an Ed25519 PKCS#8 key: {e}") })?;
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| KeyError::DevKey {
+            path: path.into(),
+            reason: format!("not an Ed25519 PKCS#8 key: {e}"),
+        })?;
         Ok(DevSigner {
             encoding: EncodingKey::from_ed_der(pkcs8),
             public_key: pair.public_key().as_ref().to_vec(),
@@ -292,10 +338,14 @@ impl DevSigner {
             Ok(bytes) => Self::from_pkcs8(&bytes, &path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let rng = aws_lc_rs::rand::SystemRandom::new();
-                let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-                    .map_err(|e| KeyError::DevKey { path: path.clone(), reason: format!("cannot generate: {e}") })?;
-                write_private(&path, pkcs8.as_ref())
-                    .map_err(|source| KeyError::Read { path: path.clone(), source })?;
+                let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| KeyError::DevKey {
+                    path: path.clone(),
+                    reason: format!("cannot generate: {e}"),
+                })?;
+                write_private(&path, pkcs8.as_ref()).map_err(|source| KeyError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
                 Self::from_pkcs8(pkcs8.as_ref(), &path)
             }
             Err(source) => Err(KeyError::Read { path, source }),
@@ -305,21 +355,41 @@ impl DevSigner {
     /// Loads the dev key of `data_dir`; fails if there is none.
     pub fn load(data_dir: &Path) -> Result<DevSigner, KeyError> {
         let path = data_dir.join(DEV_KEY_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| KeyError::Read { path: path.clone(), source })?;
+        let bytes = std::fs::read(&path).map_err(|source| KeyError::Read {
+            path: path.clone(),
+            source,
+        })?;
         Self::from_pkcs8(&bytes, &path)
     }
 
     pub fn verify_key(&self) -> VerifyKey {
-        VerifyKey { kid: Some("dev".into()), alg: Algorithm::EdDSA, key: DecodingKey::from_ed_der(&self.public_key) }
+        VerifyKey {
+            kid: Some("dev".into()),
+            alg: Algorithm::EdDSA,
+            key: DecodingKey::from_ed_der(&self.public_key),
+        }
     }
 
     pub fn verifier(&self) -> Verifier {
-        Verifier::new(vec![self.verify_key()], self.issuer.clone(), self.audience.clone())
+        Verifier::new(
+            vec![self.verify_key()],
+            self.issuer.clone(),
+            self.audience.clone(),
+        )
     }
 
     /// Mints a token for `tenant` with `roles`, valid for `ttl`.
-    pub fn mint(&self, sub: &str, tenant: &str, roles: &[Role], ttl: std::time::Duration) -> String {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    pub fn mint(
+        &self,
+        sub: &str,
+        tenant: &str,
+        roles: &[Role],
+        ttl: std::time::Duration,
+    ) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let claims = Claims {
             sub: sub.into(),
             tid: tenant.into(),
@@ -345,7 +415,11 @@ impl DevSigner {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
 }
@@ -358,7 +432,12 @@ mod tests {
     #[test]
     fn a_minted_dev_token_verifies_and_carries_its_roles() {
         let signer = DevSigner::generate().unwrap();
-        let token = signer.mint("alice", "acme", &[Role::Contributor], Duration::from_secs(60));
+        let token = signer.mint(
+            "alice",
+            "acme",
+            &[Role::Contributor],
+            Duration::from_secs(60),
+        );
         let p = signer.verifier().verify(&token).unwrap();
         assert_eq!(p.tenant, "acme");
         assert_eq!(p.roles, vec![Role::Contributor]);
@@ -371,6 +450,9 @@ mod tests {
         let a = DevSigner::generate().unwrap();
         let b = DevSigner::generate().unwrap();
         let token = a.mint("alice", "acme", &[Role::Reader], Duration::from_secs(60));
-        assert!(matches!(b.verifier().verify(&token), Err(ApiError::Unauthorized(_))));
+        assert!(matches!(
+            b.verifier().verify(&token),
+            Err(ApiError::Unauthorized(_))
+        ));
     }
 }

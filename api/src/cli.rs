@@ -12,7 +12,9 @@ use sqlx::postgres::PgConnectOptions;
 
 use crate::app::{self, AppConfig, AppState, Server};
 use crate::auth::{DevSigner, KeyError, Role, Verifier, VerifyKey};
-use crate::config::{Cli, Command, HttpArgs, LogFormat, MigrateArgs, OpenapiArgs, ServeArgs, TokenArgs, UpArgs};
+use crate::config::{
+    Cli, Command, HttpArgs, LogFormat, MigrateArgs, OpenapiArgs, ServeArgs, TokenArgs, UpArgs,
+};
 use crate::db;
 use crate::pg::{DataDirLock, EmbeddedPg, PgError, PgOptions};
 
@@ -32,17 +34,26 @@ pub enum CliError {
     #[error("migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Usage(String),
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log, cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -70,10 +81,16 @@ pub fn main() -> ExitCode {
 fn init_tracing(filter: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
 }
 
@@ -92,8 +109,10 @@ async fn migrate(args: MigrateArgs) -> Result<(), CliError> {
 fn openapi(args: OpenapiArgs) -> Result<(), CliError> {
     let doc = crate::openapi::document_json();
     match args.output {
-        Some(path) => std::fs::write(&path, doc)
-            .map_err(|source| CliError::Io { what: format!("cannot write {}", path.display()), source }),
+        Some(path) => std::fs::write(&path, doc).map_err(|source| CliError::Io {
+            what: format!("cannot write {}", path.display()),
+            source,
+        }),
         None => {
             print!("{doc}");
             Ok(())
@@ -112,7 +131,9 @@ fn token(args: TokenArgs) -> Result<(), CliError> {
     let mut roles = Vec::new();
     for r in &args.roles {
         roles.push(Role::parse(r.trim()).ok_or_else(|| {
-            CliError::Usage(format!("unknown role `{r}`; use reader, contributor, owner or sre"))
+            CliError::Usage(format!(
+                "unknown role `{r}`; use reader, contributor, owner or sre"
+            ))
         })?);
     }
     let signer = DevSigner::load(&args.data_dir).map_err(|e| match e {
@@ -127,11 +148,17 @@ fn token(args: TokenArgs) -> Result<(), CliError> {
 }
 
 fn app_config(http: &HttpArgs) -> AppConfig {
-    AppConfig { request_timeout: http.request_timeout }
+    AppConfig {
+        request_timeout: http.request_timeout,
+    }
 }
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let keys = args.jwt_keys.iter().map(|k| VerifyKey::from_spec(k.trim())).collect::<Result<Vec<_>, _>>()?;
+    let keys = args
+        .jwt_keys
+        .iter()
+        .map(|k| VerifyKey::from_spec(k.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
     let verifier = Verifier::new(keys, args.jwt_issuer.clone(), args.jwt_audience.clone());
     let pool = connect_url(&args.database_url, args.http.db_max_connections).await?;
     if args.migrate {
@@ -140,12 +167,18 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let state = AppState::new(pool.clone(), verifier);
     let server = Server::bind(args.listen, app::router(state, &app_config(&args.http)))
         .await
-        .map_err(|source| CliError::Bind { addr: args.listen, source })?;
+        .map_err(|source| CliError::Bind {
+            addr: args.listen,
+            source,
+        })?;
     tracing::info!(addr = %args.listen, "meshfleet serving");
     server
         .run(app::shutdown_signal())
         .await
-        .map_err(|source| CliError::Io { what: "server failed".into(), source })?;
+        .map_err(|source| CliError::Io {
+            what: "server failed".into(),
+            source,
+        })?;
     pool.close().await;
     Ok(())
 }
@@ -153,18 +186,28 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
 fn absolute(path: &Path) -> Result<PathBuf, CliError> {
     std::fs::create_dir_all(path)
         .and_then(|_| path.canonicalize())
-        .map_err(|source| CliError::Io { what: format!("cannot use data folder {}", path.display()), source })
+        .map_err(|source| CliError::Io {
+            what: format!("cannot use data folder {}", path.display()),
+            source,
+        })
 }
 
 /// Makes sure `database` exists in the private server.
 async fn ensure_database(pg: &EmbeddedPg, database: &str) -> Result<(), CliError> {
-    let admin = db::connect(pg.connect_options("postgres"), 1).await.map_err(CliError::Connect)?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(database)
-        .fetch_one(&admin)
-        .await?;
+    let admin = db::connect(pg.connect_options("postgres"), 1)
+        .await
+        .map_err(CliError::Connect)?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(database)
+            .fetch_one(&admin)
+            .await?;
     if !exists {
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{database}\""))).execute(&admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{database}\""
+        )))
+        .execute(&admin)
+        .await?;
     }
     admin.close().await;
     Ok(())
@@ -179,14 +222,24 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     let pool = match &args.database_url {
         Some(url) => connect_url(url, args.http.db_max_connections).await?,
         None => {
-            let opts = PgOptions { root: data_dir.clone(), ephemeral: false };
-            println!("starting the private PostgreSQL in {} ...", data_dir.join("pg").display());
+            let opts = PgOptions {
+                root: data_dir.clone(),
+                ephemeral: false,
+            };
+            println!(
+                "starting the private PostgreSQL in {} ...",
+                data_dir.join("pg").display()
+            );
             let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&opts))
                 .await
                 .map_err(|e| CliError::Usage(format!("postgres start-up panicked: {e}")))??;
             ensure_database(&pg, "meshfleet").await?;
-            let pool =
-                db::connect(pg.connect_options("meshfleet"), args.http.db_max_connections).await.map_err(CliError::Connect)?;
+            let pool = db::connect(
+                pg.connect_options("meshfleet"),
+                args.http.db_max_connections,
+            )
+            .await
+            .map_err(CliError::Connect)?;
             embedded = Some(pg);
             pool
         }
@@ -198,10 +251,18 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     let server = Server::bind(addr, app::router(state, &app_config(&args.http)))
         .await
         .map_err(|source| CliError::Bind { addr, source })?;
-    let bound = server.local_addr().map_err(|source| CliError::Io { what: "no local address".into(), source })?;
+    let bound = server.local_addr().map_err(|source| CliError::Io {
+        what: "no local address".into(),
+        source,
+    })?;
     let base = format!("http://{bound}");
     let day = Duration::from_secs(24 * 3600);
-    let token = signer.mint("demo-owner@meshfleet.local", &args.demo_tenant, &[Role::Owner], day);
+    let token = signer.mint(
+        "demo-owner@meshfleet.local",
+        &args.demo_tenant,
+        &[Role::Owner],
+        day,
+    );
     println!();
     println!("meshfleet is up");
     println!("  API      {base}/v1/clusters");
@@ -213,11 +274,20 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     }
     println!("  data     {}", data_dir.display());
     println!();
-    println!("dev token (tenant `{}`, role owner, valid 24h):", args.demo_tenant);
+    println!(
+        "dev token (tenant `{}`, role owner, valid 24h):",
+        args.demo_tenant
+    );
     println!("  export TOKEN={token}");
-    println!("more tokens: cargo run -q -p meshfleet-api -- token --tenant {} --role reader", args.demo_tenant);
+    println!(
+        "more tokens: cargo run -q -p meshfleet-api -- token --tenant {} --role reader",
+        args.demo_tenant
+    );
     println!("try:  curl -H \"Authorization: Bearer $TOKEN\" {base}/v1/clusters");
-    println!("Ctrl-C stops the API and the private PostgreSQL; the data stays in {}", data_dir.display());
+    println!(
+        "Ctrl-C stops the API and the private PostgreSQL; the data stays in {}",
+        data_dir.display()
+    );
     println!();
 
     let served = server.run(app::shutdown_signal()).await;
@@ -226,5 +296,8 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
         tokio::task::spawn_blocking(move || pg.stop()).await.ok();
         println!("private PostgreSQL stopped");
     }
-    served.map_err(|source| CliError::Io { what: "server failed".into(), source })
+    served.map_err(|source| CliError::Io {
+        what: "server failed".into(),
+        source,
+    })
 }

@@ -9,13 +9,29 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "meshfleet", version, about = "meshfleet: the control plane of a managed Istio ambient mesh")]
+#[command(
+    name = "meshfleet",
+    version,
+    about = "meshfleet: the control plane of a managed Istio ambient mesh"
+)]
 pub struct Cli {
     /// Log filter (tracing `EnvFilter` syntax).
-    #[arg(long, env = "MESHFLEET_LOG", value_name = "MESHFLEET_LOG", default_value = "info,sqlx=warn", global = true)]
+    #[arg(
+        long,
+        env = "MESHFLEET_LOG",
+        value_name = "MESHFLEET_LOG",
+        default_value = "info,sqlx=warn",
+        global = true
+    )]
     pub log: String,
     /// Log line format.
-    #[arg(long, env = "MESHFLEET_LOG_FORMAT", value_name = "MESHFLEET_LOG_FORMAT", default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "MESHFLEET_LOG_FORMAT",
+        value_name = "MESHFLEET_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -56,16 +72,31 @@ pub struct HttpArgs {
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Folder for the private database, the dev signing key and the lock (kept between runs).
-    #[arg(long, env = "MESHFLEET_DATA_DIR", value_name = "MESHFLEET_DATA_DIR", default_value = ".meshfleet")]
+    #[arg(
+        long,
+        env = "MESHFLEET_DATA_DIR",
+        value_name = "MESHFLEET_DATA_DIR",
+        default_value = ".meshfleet"
+    )]
     pub data_dir: PathBuf,
     /// Port to serve on, on 127.0.0.1 (0 picks a free one).
-    #[arg(long, env = "MESHFLEET_PORT", value_name = "MESHFLEET_PORT", default_value_t = 8080)]
+    #[arg(
+        long,
+        env = "MESHFLEET_PORT",
+        value_name = "MESHFLEET_PORT",
+        default_value_t = 8080
+    )]
     pub port: u16,
     /// Use this database instead of starting a private one.
     #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// Tenant of the printed dev token.
-    #[arg(long, env = "MESHFLEET_DEMO_TENANT", value_name = "MESHFLEET_DEMO_TENANT", default_value = "demo")]
+    #[arg(
+        long,
+        env = "MESHFLEET_DEMO_TENANT",
+        value_name = "MESHFLEET_DEMO_TENANT",
+        default_value = "demo"
+    )]
     pub demo_tenant: String,
     #[command(flatten)]
     pub http: HttpArgs,
@@ -76,17 +107,35 @@ pub struct ServeArgs {
     #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL")]
     pub database_url: String,
     /// Address to listen on.
-    #[arg(long, env = "MESHFLEET_LISTEN", value_name = "MESHFLEET_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "MESHFLEET_LISTEN",
+        value_name = "MESHFLEET_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
     pub listen: SocketAddr,
     /// Token verification keys as ALG:PATH-TO-PEM (EdDSA, RS256.., PS256.., ES256, ES384), comma-separated.
-    #[arg(long = "jwt-key", env = "MESHFLEET_JWT_KEYS", value_name = "MESHFLEET_JWT_KEYS",
-          value_delimiter = ',', required = true)]
+    #[arg(
+        long = "jwt-key",
+        env = "MESHFLEET_JWT_KEYS",
+        value_name = "MESHFLEET_JWT_KEYS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub jwt_keys: Vec<String>,
     /// Required `iss` of tokens.
-    #[arg(long, env = "MESHFLEET_JWT_ISSUER", value_name = "MESHFLEET_JWT_ISSUER")]
+    #[arg(
+        long,
+        env = "MESHFLEET_JWT_ISSUER",
+        value_name = "MESHFLEET_JWT_ISSUER"
+    )]
     pub jwt_issuer: String,
     /// Required `aud` of tokens.
-    #[arg(long, env = "MESHFLEET_JWT_AUDIENCE", value_name = "MESHFLEET_JWT_AUDIENCE")]
+    #[arg(
+        long,
+        env = "MESHFLEET_JWT_AUDIENCE",
+        value_name = "MESHFLEET_JWT_AUDIENCE"
+    )]
     pub jwt_audience: String,
     /// Apply migrations before serving.
     #[arg(long, env = "MESHFLEET_MIGRATE", value_name = "MESHFLEET_MIGRATE")]
@@ -115,7 +164,12 @@ pub struct TokenArgs {
     /// Lifetime, e.g. `1h`, `30m`.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
-    #[arg(long, env = "MESHFLEET_DATA_DIR", value_name = "MESHFLEET_DATA_DIR", default_value = ".meshfleet")]
+    #[arg(
+        long,
+        env = "MESHFLEET_DATA_DIR",
+        value_name = "MESHFLEET_DATA_DIR",
+        default_value = ".meshfleet"
+    )]
     pub data_dir: PathBuf,
 }
 

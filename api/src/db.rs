@@ -13,7 +13,10 @@ use crate::validation::{Catalog, CatalogEntry, Version};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+pub async fn connect(
+    options: PgConnectOptions,
+    max_connections: u32,
+) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(5))
@@ -41,7 +44,11 @@ impl From<ReleaseRow> for Release {
     fn from(r: ReleaseRow) -> Release {
         Release {
             version: r.version,
-            channels: r.channels.iter().filter_map(|c| Channel::parse(c)).collect(),
+            channels: r
+                .channels
+                .iter()
+                .filter_map(|c| Channel::parse(c))
+                .collect(),
             released_at: r.released_at,
             end_of_support: r.end_of_support,
             retired: r.retired,
@@ -62,7 +69,9 @@ pub async fn list_releases(db: impl PgExecutor<'_>) -> Result<Vec<Release>, sqlx
 
 pub async fn load_catalog(db: impl PgExecutor<'_>) -> Result<Catalog, sqlx::Error> {
     let rows: Vec<(String, Vec<String>, bool)> =
-        sqlx::query_as("SELECT version, channels, retired FROM releases").fetch_all(db).await?;
+        sqlx::query_as("SELECT version, channels, retired FROM releases")
+            .fetch_all(db)
+            .await?;
     let entries = rows
         .into_iter()
         .filter_map(|(v, channels, retired)| {
@@ -141,7 +150,8 @@ pub struct ClusterRow {
     pub updated_at: DateTime<Utc>,
 }
 
-const CLUSTER_COLUMNS: &str = "name, id, labels, mesh, generation, resource_version, desired_version,
+const CLUSTER_COLUMNS: &str =
+    "name, id, labels, mesh, generation, resource_version, desired_version,
     version_history, status, last_heartbeat_at, created_at, updated_at";
 
 pub async fn get_cluster(
@@ -251,7 +261,9 @@ pub async fn list_clusters(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<ClusterRow>, sqlx::Error> {
-    let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE tenant_id = "));
+    let mut q = QueryBuilder::<Postgres>::new(format!(
+        "SELECT {CLUSTER_COLUMNS} FROM clusters WHERE tenant_id = "
+    ));
     q.push_bind(tenant);
     if let Some(after) = after {
         q.push(" AND name > ").push_bind(after);
@@ -259,13 +271,23 @@ pub async fn list_clusters(
     for req in selector {
         match req {
             Requirement::Eq(k, v) => {
-                q.push(" AND labels ->> ").push_bind(k.clone()).push(" = ").push_bind(v.clone());
+                q.push(" AND labels ->> ")
+                    .push_bind(k.clone())
+                    .push(" = ")
+                    .push_bind(v.clone());
             }
             Requirement::NotEq(k, v) => {
-                q.push(" AND (labels ->> ").push_bind(k.clone()).push(") IS DISTINCT FROM ").push_bind(v.clone());
+                q.push(" AND (labels ->> ")
+                    .push_bind(k.clone())
+                    .push(") IS DISTINCT FROM ")
+                    .push_bind(v.clone());
             }
             Requirement::In(k, vs) => {
-                q.push(" AND labels ->> ").push_bind(k.clone()).push(" = ANY(").push_bind(vs.clone()).push(")");
+                q.push(" AND labels ->> ")
+                    .push_bind(k.clone())
+                    .push(" = ANY(")
+                    .push_bind(vs.clone())
+                    .push(")");
             }
             Requirement::NotIn(k, vs) => {
                 q.push(" AND NOT coalesce(labels ->> ")

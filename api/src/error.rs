@@ -8,6 +8,7 @@ use meshfleet_model::{FieldError, Problem};
 use crate::http::current_request_id;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
+pub const MISSING_TOKEN: &str = "missing bearer token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -34,7 +35,10 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// Semantically invalid body, with one entry per invalid field.
     #[error("{detail}")]
-    Unprocessable { detail: String, errors: Vec<FieldError> },
+    Unprocessable {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database error: {0}")]
@@ -79,7 +83,10 @@ impl ApiError {
 }
 
 fn is_unavailable(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+    )
 }
 
 /// Maps a constraint violation to 409 (one place for all of them); anything
@@ -111,7 +118,9 @@ pub fn problem_response(
     };
     let body = serde_json::to_vec(&problem).unwrap_or_default();
     let mut response = (status, body).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
 }
 
@@ -134,11 +143,17 @@ impl IntoResponse for ApiError {
             }
             ApiError::Database(e) => {
                 tracing::error!(error = %e, "database error");
-                ("internal error; quote the request id when reporting it".to_string(), None)
+                (
+                    "internal error; quote the request id when reporting it".to_string(),
+                    None,
+                )
             }
             ApiError::Internal(e) => {
                 tracing::error!(error = %e, "internal error");
-                ("internal error; quote the request id when reporting it".to_string(), None)
+                (
+                    "internal error; quote the request id when reporting it".to_string(),
+                    None,
+                )
             }
             ApiError::Unavailable(e) => {
                 tracing::warn!(error = %e, "unavailable");
@@ -146,17 +161,24 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unprocessable { detail, errors } => (detail, Some(errors)),
             ApiError::Unauthorized(detail) => {
-                let escaped = detail.replace('"', "'");
-                www_authenticate = Some(format!(
-                    "Bearer realm=\"meshfleet\", error=\"invalid_token\", error_description=\"{escaped}\""
-                ));
+                // RFC 6750 §3.1: no error code when no credentials were sent.
+                www_authenticate = Some(if detail == MISSING_TOKEN {
+                    "Bearer realm=\"meshfleet\"".to_string()
+                } else {
+                    let escaped = detail.replace('"', "'");
+                    format!(
+                        "Bearer realm=\"meshfleet\", error=\"invalid_token\", error_description=\"{escaped}\""
+                    )
+                });
                 (detail, None)
             }
             other => (other.to_string(), None),
         };
         let mut response = problem_response(status, detail, errors);
         if let Some(value) = www_authenticate.and_then(|v| HeaderValue::from_str(&v).ok()) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
         }
         response
     }

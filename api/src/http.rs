@@ -30,7 +30,8 @@ fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
     let s = value.to_str().ok()?;
     let ok = !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     ok.then(|| s.to_string())
 }
 
@@ -72,7 +73,9 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         .record(elapsed.as_secs_f64());
         response
     };
-    let response = CURRENT_REQUEST_ID.scope(id.clone(), tracing::Instrument::instrument(work, span)).await;
+    let response = CURRENT_REQUEST_ID
+        .scope(id.clone(), tracing::Instrument::instrument(work, span))
+        .await;
     let mut response = response;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, v);
@@ -95,7 +98,9 @@ async fn problemize(response: Response) -> Response {
         return response;
     }
     let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(&text).trim().to_string();
     let detail = match status {
         StatusCode::METHOD_NOT_ALLOWED => "this method is not allowed on this resource".to_string(),
@@ -108,7 +113,8 @@ async fn problemize(response: Response) -> Response {
     };
     let mut out = problem_response(status, detail, None);
     for (name, value) in parts.headers.iter() {
-        if name == header::ALLOW || name == header::WWW_AUTHENTICATE || name == header::RETRY_AFTER {
+        if name == header::ALLOW || name == header::WWW_AUTHENTICATE || name == header::RETRY_AFTER
+        {
             out.headers_mut().insert(name.clone(), value.clone());
         }
     }
@@ -117,7 +123,11 @@ async fn problemize(response: Response) -> Response {
 
 /// Fallback for routes that do not exist.
 pub async fn not_found(req: Request) -> ApiError {
-    ApiError::NotFound(format!("no route for {} {}", req.method(), req.uri().path()))
+    ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 /// A JSON body: checks the media type, the size, and the syntax (400), then
@@ -132,7 +142,13 @@ async fn read_body(req: Request, accepted: &[&str]) -> Result<Bytes, ApiError> {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     match content_type {
         Some(ct) if accepted.contains(&ct.as_str()) => {}
         Some(ct) => {
@@ -149,9 +165,9 @@ async fn read_body(req: Request, accepted: &[&str]) -> Result<Bytes, ApiError> {
         }
     }
     let body: Body = req.into_body();
-    axum::body::to_bytes(body, BODY_LIMIT)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(format!("the request body exceeds {BODY_LIMIT} bytes")))
+    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
+        ApiError::PayloadTooLarge(format!("the request body exceeds {BODY_LIMIT} bytes"))
+    })
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -159,11 +175,19 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match serde_path_to_error::deserialize::<_, T>(de) {
         Ok(v) => Ok(v),
         Err(e) => {
-            let pointer = to_pointer(e.path());
+            let mut pointer = to_pointer(e.path());
             let inner = e.into_inner();
             match inner.classify() {
                 serde_json::error::Category::Data => {
-                    Err(ApiError::invalid_field(&pointer, strip_position(&inner.to_string())))
+                    let detail = strip_position(&inner.to_string());
+                    // serde names a missing field at its parent; point at the field itself.
+                    if let Some(field) = detail
+                        .strip_prefix("missing field `")
+                        .and_then(|r| r.split('`').next())
+                    {
+                        pointer = format!("{pointer}/{field}");
+                    }
+                    Err(ApiError::invalid_field(&pointer, detail))
                 }
                 _ => Err(ApiError::BadRequest(format!("malformed JSON: {inner}"))),
             }
@@ -215,7 +239,10 @@ impl<S: Send + Sync> FromRequest<S> for MergePatch {
         let value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
         if !value.is_object() {
-            return Err(ApiError::invalid_field("", "a merge patch must be a JSON object"));
+            return Err(ApiError::invalid_field(
+                "",
+                "a merge patch must be a JSON object",
+            ));
         }
         Ok(MergePatch(value))
     }
@@ -300,7 +327,10 @@ impl Preconditions {
                 }
             }
         };
-        Ok(Preconditions { if_match: read(header::IF_MATCH)?, if_none_match: read(header::IF_NONE_MATCH)? })
+        Ok(Preconditions {
+            if_match: read(header::IF_MATCH)?,
+            if_none_match: read(header::IF_NONE_MATCH)?,
+        })
     }
 }
 
@@ -332,7 +362,9 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for
 
 fn serde_urlencoded_from_str<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
     axum::extract::Query::<T>::try_from_uri(
-        &format!("/?{q}").parse().map_err(|_| ApiError::BadRequest("bad query string".into()))?,
+        &format!("/?{q}")
+            .parse()
+            .map_err(|_| ApiError::BadRequest("bad query string".into()))?,
     )
     .map(|axum::extract::Query(v)| v)
     .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))
@@ -376,9 +408,14 @@ mod tests {
             items: Vec<Inner>,
         }
         match parse_json::<Outer>(br#"{"items":[{"replicas":1},{"replicas":-1}]}"#) {
-            Err(ApiError::Unprocessable { errors, .. }) => assert_eq!(errors[0].pointer, "/items/1/replicas"),
+            Err(ApiError::Unprocessable { errors, .. }) => {
+                assert_eq!(errors[0].pointer, "/items/1/replicas")
+            }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse_json::<Outer>(b"{not json"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            parse_json::<Outer>(b"{not json"),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 }

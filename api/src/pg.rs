@@ -22,11 +22,18 @@ pub enum PgError {
     )]
     NoBinaries,
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("initdb failed ({status}); see {log}")]
     Initdb { status: String, log: PathBuf },
     #[error("PostgreSQL did not become ready: {reason}. Last lines of {log}:\n{tail}")]
-    NotReady { reason: String, log: PathBuf, tail: String },
+    NotReady {
+        reason: String,
+        log: PathBuf,
+        tail: String,
+    },
     #[error(
         "another meshfleet is using the data folder {dir} ({holder}); stop it first, or pass another --data-dir"
     )]
@@ -49,7 +56,12 @@ pub fn find_bin_dir() -> Result<PathBuf, PgError> {
         }
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).filter(|d| has_both(d)).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .filter(|d| has_both(d))
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort();
     versions.pop().ok_or(PgError::NoBinaries)
@@ -73,7 +85,14 @@ fn run_as() -> Option<RunAs> {
     let find = |name: &str| {
         passwd.lines().find_map(|line| {
             let f: Vec<&str> = line.split(':').collect();
-            if f.len() >= 4 && f[0] == name { Some(RunAs { uid: f[2].parse().ok()?, gid: f[3].parse().ok()? }) } else { None }
+            if f.len() >= 4 && f[0] == name {
+                Some(RunAs {
+                    uid: f[2].parse().ok()?,
+                    gid: f[3].parse().ok()?,
+                })
+            } else {
+                None
+            }
         })
     };
     find("postgres").or_else(|| find("nobody"))
@@ -87,7 +106,8 @@ pub struct DataDirLock {
 impl DataDirLock {
     pub fn acquire(root: &Path) -> Result<DataDirLock, PgError> {
         use std::io::{Read, Seek, Write};
-        std::fs::create_dir_all(root).map_err(io(format!("cannot create data folder {}", root.display())))?;
+        std::fs::create_dir_all(root)
+            .map_err(io(format!("cannot create data folder {}", root.display())))?;
         let path = root.join("lock");
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -103,7 +123,10 @@ impl DataDirLock {
                 "" => "another process".to_string(),
                 pid => format!("pid {pid}"),
             };
-            return Err(PgError::Busy { dir: root.to_path_buf(), holder });
+            return Err(PgError::Busy {
+                dir: root.to_path_buf(),
+                holder,
+            });
         }
         file.set_len(0).map_err(io("cannot write the lock file"))?;
         file.rewind().map_err(io("cannot write the lock file"))?;
@@ -134,7 +157,8 @@ impl EmbeddedPg {
         let runner = run_as();
         let data_dir = opts.root.join("pg");
         let log = opts.root.join("postgres.log");
-        std::fs::create_dir_all(&opts.root).map_err(io(format!("cannot create {}", opts.root.display())))?;
+        std::fs::create_dir_all(&opts.root)
+            .map_err(io(format!("cannot create {}", opts.root.display())))?;
         if !data_dir.join("PG_VERSION").exists() {
             init_cluster(&bin, &data_dir, &log, runner, opts.ephemeral)?;
         } else if let Some(r) = runner {
@@ -151,16 +175,43 @@ impl EmbeddedPg {
             .arg(&data_dir)
             .arg("-k")
             .arg(&data_dir)
-            .args(["-p", &PORT.to_string(), "-c", "listen_addresses=", "-c", "max_connections=300"])
-            .args(["-c", "unix_socket_permissions=0777", "-c", "shared_buffers=128MB"]);
+            .args([
+                "-p",
+                &PORT.to_string(),
+                "-c",
+                "listen_addresses=",
+                "-c",
+                "max_connections=300",
+            ])
+            .args([
+                "-c",
+                "unix_socket_permissions=0777",
+                "-c",
+                "shared_buffers=128MB",
+            ]);
         if opts.ephemeral {
-            cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+            cmd.args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
         }
         cmd.stdin(Stdio::null())
-            .stdout(log_file.try_clone().map_err(io("cannot share the log file"))?)
+            .stdout(
+                log_file
+                    .try_clone()
+                    .map_err(io("cannot share the log file"))?,
+            )
             .stderr(log_file);
         let child = spawn_supervised(cmd, runner)?;
-        let mut pg = EmbeddedPg { data_dir, log, child: Some(child) };
+        let mut pg = EmbeddedPg {
+            data_dir,
+            log,
+            child: Some(child),
+        };
         pg.wait_ready(Duration::from_secs(60))?;
         Ok(pg)
     }
@@ -191,7 +242,11 @@ impl EmbeddedPg {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-        PgError::NotReady { reason, log: self.log.clone(), tail }
+        PgError::NotReady {
+            reason,
+            log: self.log.clone(),
+            tail,
+        }
     }
 
     /// Connection options for `database` over the private socket.
@@ -205,7 +260,10 @@ impl EmbeddedPg {
 
     /// A `psql` command line for humans.
     pub fn psql_hint(&self, database: &str) -> String {
-        format!("psql \"host={} port={PORT} user={SUPERUSER} dbname={database}\"", self.data_dir.display())
+        format!(
+            "psql \"host={} port={PORT} user={SUPERUSER} dbname={database}\"",
+            self.data_dir.display()
+        )
     }
 
     /// Stops the server (fast shutdown: open sessions are ended, data is kept).
@@ -241,7 +299,8 @@ fn init_cluster(
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let _ = std::fs::remove_dir_all(data_dir);
-    std::fs::create_dir_all(data_dir).map_err(io(format!("cannot create {}", data_dir.display())))?;
+    std::fs::create_dir_all(data_dir)
+        .map_err(io(format!("cannot create {}", data_dir.display())))?;
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(io(format!("cannot chmod {}", data_dir.display())))?;
     if let Some(r) = runner {
@@ -254,7 +313,11 @@ fn init_cluster(
         .arg(data_dir)
         .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-locale"])
         .stdin(Stdio::null())
-        .stdout(log_file.try_clone().map_err(io("cannot share the log file"))?)
+        .stdout(
+            log_file
+                .try_clone()
+                .map_err(io("cannot share the log file"))?,
+        )
         .stderr(log_file);
     if ephemeral {
         cmd.arg("--no-sync");
@@ -265,7 +328,10 @@ fn init_cluster(
     let status = cmd.status().map_err(io("cannot run initdb"))?;
     if !status.success() {
         let _ = std::fs::remove_dir_all(data_dir);
-        return Err(PgError::Initdb { status: status.to_string(), log: log.to_path_buf() });
+        return Err(PgError::Initdb {
+            status: status.to_string(),
+            log: log.to_path_buf(),
+        });
     }
     Ok(())
 }

@@ -97,7 +97,9 @@ pub fn parse(selector: &str) -> Result<Vec<Requirement>, String> {
         } else if let Some((k, rest)) = split_word(part, " in ") {
             Requirement::In(key(k)?, set(rest)?)
         } else {
-            Requirement::Exists(key(part).map_err(|e| format!("`{part}` is not a requirement: {e}"))?)
+            Requirement::Exists(
+                key(part).map_err(|e| format!("`{part}` is not a requirement: {e}"))?,
+            )
         };
         out.push(req);
     }
@@ -115,7 +117,8 @@ mod tests {
 
     #[test]
     fn every_operator_parses() {
-        let r = parse("env=prod, tier!=db,region in (eu, us),zone notin (a),gpu,!legacy,x==y").unwrap();
+        let r =
+            parse("env=prod, tier!=db,region in (eu, us),zone notin (a),gpu,!legacy,x==y").unwrap();
         assert_eq!(
             r,
             vec![

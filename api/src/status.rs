@@ -31,8 +31,9 @@ pub fn derive(
     last_heartbeat_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> ClusterStatus {
-    let mut status: ClusterStatus =
-        reported.and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
+    let mut status: ClusterStatus = reported
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
     status.last_heartbeat_at = last_heartbeat_at;
     status.connectivity = connectivity(last_heartbeat_at, now);
     status
@@ -47,9 +48,18 @@ mod tests {
     fn connectivity_follows_the_heartbeat_age() {
         let now = Utc::now();
         assert_eq!(connectivity(None, now), Connectivity::Disconnected);
-        assert_eq!(connectivity(Some(now - Duration::seconds(5)), now), Connectivity::Connected);
-        assert_eq!(connectivity(Some(now - Duration::seconds(120)), now), Connectivity::Stale);
-        assert_eq!(connectivity(Some(now - Duration::hours(1)), now), Connectivity::Disconnected);
+        assert_eq!(
+            connectivity(Some(now - Duration::seconds(5)), now),
+            Connectivity::Connected
+        );
+        assert_eq!(
+            connectivity(Some(now - Duration::seconds(120)), now),
+            Connectivity::Stale
+        );
+        assert_eq!(
+            connectivity(Some(now - Duration::hours(1)), now),
+            Connectivity::Disconnected
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -29,7 +30,8 @@ fn is_label_name(s: &str) -> bool {
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
 }
 
 fn is_dns_subdomain(s: &str) -> bool {
@@ -45,7 +47,9 @@ pub fn label_key_problem(key: &str) -> Option<String> {
     if let Some(p) = prefix
         && !is_dns_subdomain(p)
     {
-        return Some(format!("label key `{key}`: the prefix must be a DNS subdomain"));
+        return Some(format!(
+            "label key `{key}`: the prefix must be a DNS subdomain"
+        ));
     }
     if !is_label_name(name) {
         return Some(format!(
@@ -87,7 +91,11 @@ impl Version {
             }
             part.parse().ok()
         };
-        let v = Version { major: next()?, minor: next()?, patch: next()? };
+        let v = Version {
+            major: next()?,
+            minor: next()?,
+            patch: next()?,
+        };
         if it.next().is_some() {
             return None;
         }
@@ -151,7 +159,10 @@ pub fn validate_cluster(
     if let Some(name) = &input.name
         && name != path_name
     {
-        errors.push(FieldError::new("/name", format!("`{name}` differs from the name in the path, `{path_name}`")));
+        errors.push(FieldError::new(
+            "/name",
+            format!("`{name}` differs from the name in the path, `{path_name}`"),
+        ));
     }
     if input.labels.len() > 64 {
         errors.push(FieldError::new("/labels", "at most 64 labels"));
@@ -176,8 +187,13 @@ fn escape_pointer(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 
-const RESERVED_NAMESPACES: [&str; 5] =
-    ["kube-system", "kube-public", "kube-node-lease", "istio-system", "meshfleet-system"];
+const RESERVED_NAMESPACES: [&str; 5] = [
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "istio-system",
+    "meshfleet-system",
+];
 
 fn validate_mesh(
     mesh: &MeshSpec,
@@ -193,16 +209,28 @@ fn validate_mesh(
 
     let mut enrolled = BTreeSet::new();
     if mesh.enrolled_namespaces.len() > 1000 {
-        errors.push(FieldError::new("/mesh/enrolledNamespaces", "at most 1000 namespaces"));
+        errors.push(FieldError::new(
+            "/mesh/enrolledNamespaces",
+            "at most 1000 namespaces",
+        ));
     }
     for (i, ns) in mesh.enrolled_namespaces.iter().enumerate() {
         let pointer = format!("/mesh/enrolledNamespaces/{i}");
         if !is_dns_label(ns) {
-            errors.push(FieldError::new(&pointer, dns_label_problem("namespace", ns)));
+            errors.push(FieldError::new(
+                &pointer,
+                dns_label_problem("namespace", ns),
+            ));
         } else if RESERVED_NAMESPACES.contains(&ns.as_str()) {
-            errors.push(FieldError::new(&pointer, format!("namespace `{ns}` is reserved and cannot join the mesh")));
+            errors.push(FieldError::new(
+                &pointer,
+                format!("namespace `{ns}` is reserved and cannot join the mesh"),
+            ));
         } else if !enrolled.insert(ns.as_str()) {
-            errors.push(FieldError::new(&pointer, format!("namespace `{ns}` is listed twice")));
+            errors.push(FieldError::new(
+                &pointer,
+                format!("namespace `{ns}` is listed twice"),
+            ));
         }
     }
 
@@ -213,7 +241,10 @@ fn validate_mesh(
     for (i, w) in mesh.waypoints.iter().enumerate() {
         let base = format!("/mesh/waypoints/{i}");
         if !is_dns_label(&w.namespace) {
-            errors.push(FieldError::new(format!("{base}/namespace"), dns_label_problem("namespace", &w.namespace)));
+            errors.push(FieldError::new(
+                format!("{base}/namespace"),
+                dns_label_problem("namespace", &w.namespace),
+            ));
         } else if !enrolled.contains(w.namespace.as_str()) {
             errors.push(FieldError::new(
                 format!("{base}/namespace"),
@@ -221,10 +252,16 @@ fn validate_mesh(
             ));
         }
         if !is_dns_label(&w.name) {
-            errors.push(FieldError::new(format!("{base}/name"), dns_label_problem("waypoint name", &w.name)));
+            errors.push(FieldError::new(
+                format!("{base}/name"),
+                dns_label_problem("waypoint name", &w.name),
+            ));
         }
         if !(1..=10).contains(&w.replicas) {
-            errors.push(FieldError::new(format!("{base}/replicas"), "must be between 1 and 10"));
+            errors.push(FieldError::new(
+                format!("{base}/replicas"),
+                "must be between 1 and 10",
+            ));
         }
         if !seen.insert((w.namespace.as_str(), w.name.as_str())) {
             errors.push(FieldError::new(
@@ -235,7 +272,10 @@ fn validate_mesh(
     }
 
     if !(1..=10).contains(&mesh.components.istiod.replicas) {
-        errors.push(FieldError::new("/mesh/components/istiod/replicas", "must be between 1 and 10"));
+        errors.push(FieldError::new(
+            "/mesh/components/istiod/replicas",
+            "must be between 1 and 10",
+        ));
     }
     let res = &mesh.components.ztunnel.resources;
     if let Some(cpu) = &res.cpu
@@ -286,7 +326,10 @@ fn validate_upgrade(
                 ));
             }
             let Some(raw) = &up.version else {
-                errors.push(FieldError::new("/mesh/upgrade/version", "is required with mode `manual`"));
+                errors.push(FieldError::new(
+                    "/mesh/upgrade/version",
+                    "is required with mode `manual`",
+                ));
                 return None;
             };
             let Some(v) = Version::parse(raw) else {
@@ -298,11 +341,18 @@ fn validate_upgrade(
             };
             match catalog.get(v) {
                 None => {
-                    let known: Vec<String> =
-                        catalog.entries.iter().filter(|e| !e.retired).map(|e| e.version.to_string()).collect();
+                    let known: Vec<String> = catalog
+                        .entries
+                        .iter()
+                        .filter(|e| !e.retired)
+                        .map(|e| e.version.to_string())
+                        .collect();
                     errors.push(FieldError::new(
                         "/mesh/upgrade/version",
-                        format!("{v} is not in the release catalog (supported: {})", known.join(", ")),
+                        format!(
+                            "{v} is not in the release catalog (supported: {})",
+                            known.join(", ")
+                        ),
                     ));
                     return None;
                 }
@@ -324,7 +374,10 @@ fn validate_upgrade(
                 ));
             }
             let Some(channel) = up.channel else {
-                errors.push(FieldError::new("/mesh/upgrade/channel", "is required with mode `automatic`"));
+                errors.push(FieldError::new(
+                    "/mesh/upgrade/channel",
+                    "is required with mode `automatic`",
+                ));
                 return None;
             };
             match catalog.channel_head(channel) {
@@ -354,12 +407,18 @@ fn validate_upgrade(
 
 /// The upstream upgrade rules: one minor at a time, no major jumps, and no
 /// downgrade except to a version this cluster ran before.
-pub fn check_version_change(current: Version, history: &[String], target: Version) -> Result<(), String> {
+pub fn check_version_change(
+    current: Version,
+    history: &[String],
+    target: Version,
+) -> Result<(), String> {
     match target.cmp(&current) {
         Ordering::Equal => Ok(()),
         Ordering::Greater => {
             if target.major != current.major {
-                Err(format!("upgrading from {current} to {target} changes the major version, which is not supported"))
+                Err(format!(
+                    "upgrading from {current} to {target} changes the major version, which is not supported"
+                ))
             } else if target.minor > current.minor + 1 {
                 Err(format!(
                     "upgrading from {current} to {target} skips a minor version; upgrade one minor at a time (next: {}.{}.x)",
@@ -394,20 +453,32 @@ fn parse_hhmm(s: &str) -> Option<u32> {
 fn validate_window(window: &meshfleet_model::MaintenanceWindow, errors: &mut Vec<FieldError>) {
     const WEEK: u32 = 7 * 24 * 60;
     if window.slots.is_empty() {
-        errors.push(FieldError::new("/mesh/maintenanceWindow/slots", "needs at least one slot"));
+        errors.push(FieldError::new(
+            "/mesh/maintenanceWindow/slots",
+            "needs at least one slot",
+        ));
     }
     if window.slots.len() > 21 {
-        errors.push(FieldError::new("/mesh/maintenanceWindow/slots", "at most 21 slots"));
+        errors.push(FieldError::new(
+            "/mesh/maintenanceWindow/slots",
+            "at most 21 slots",
+        ));
     }
     let mut ranges: Vec<(u32, u32, usize)> = Vec::new();
     for (i, slot) in window.slots.iter().enumerate() {
         let base = format!("/mesh/maintenanceWindow/slots/{i}");
         let start = parse_hhmm(&slot.start);
         if start.is_none() {
-            errors.push(FieldError::new(format!("{base}/start"), format!("`{}` is not a UTC time `HH:MM`", slot.start)));
+            errors.push(FieldError::new(
+                format!("{base}/start"),
+                format!("`{}` is not a UTC time `HH:MM`", slot.start),
+            ));
         }
         if !(30..=1440).contains(&slot.duration_minutes) {
-            errors.push(FieldError::new(format!("{base}/durationMinutes"), "must be between 30 and 1440"));
+            errors.push(FieldError::new(
+                format!("{base}/durationMinutes"),
+                "must be between 30 and 1440",
+            ));
         }
         if let Some(start) = start {
             let s = slot.day as u32 * 1440 + start;
@@ -445,8 +516,13 @@ fn is_cpu_quantity(s: &str) -> bool {
 
 fn is_memory_quantity(s: &str) -> bool {
     let suffixes = ["Ki", "Mi", "Gi", "Ti", "k", "M", "G", "T"];
-    let digits = suffixes.iter().find_map(|suf| s.strip_suffix(suf)).unwrap_or(s);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && digits.bytes().any(|b| b != b'0')
+    let digits = suffixes
+        .iter()
+        .find_map(|suf| s.strip_suffix(suf))
+        .unwrap_or(s);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits.bytes().any(|b| b != b'0')
 }
 
 #[cfg(test)]
@@ -468,7 +544,14 @@ mod tests {
 
     #[test]
     fn versions_parse_strictly() {
-        assert_eq!(v("1.28.2"), Version { major: 1, minor: 28, patch: 2 });
+        assert_eq!(
+            v("1.28.2"),
+            Version {
+                major: 1,
+                minor: 28,
+                patch: 2
+            }
+        );
         assert!(Version::parse("1.28").is_none());
         assert!(Version::parse("1.28.2.1").is_none());
         assert!(Version::parse("1.028.2").is_none());
@@ -479,15 +562,27 @@ mod tests {
     fn upgrades_go_one_minor_at_a_time() {
         assert!(check_version_change(v("1.26.2"), &[], v("1.27.1")).is_ok());
         assert!(check_version_change(v("1.26.2"), &[], v("1.26.3")).is_ok());
-        assert!(check_version_change(v("1.26.2"), &[], v("1.28.0")).unwrap_err().contains("skips a minor"));
-        assert!(check_version_change(v("1.26.2"), &[], v("2.0.0")).unwrap_err().contains("major"));
+        assert!(
+            check_version_change(v("1.26.2"), &[], v("1.28.0"))
+                .unwrap_err()
+                .contains("skips a minor")
+        );
+        assert!(
+            check_version_change(v("1.26.2"), &[], v("2.0.0"))
+                .unwrap_err()
+                .contains("major")
+        );
     }
 
     #[test]
     fn downgrades_only_go_back_to_a_version_the_cluster_ran() {
         let history = vec!["1.26.0".to_string()];
         assert!(check_version_change(v("1.27.1"), &history, v("1.26.0")).is_ok());
-        assert!(check_version_change(v("1.27.1"), &history, v("1.26.2")).unwrap_err().contains("rollback"));
+        assert!(
+            check_version_change(v("1.27.1"), &history, v("1.26.2"))
+                .unwrap_err()
+                .contains("rollback")
+        );
     }
 
     #[test]
@@ -503,16 +598,30 @@ mod tests {
     #[test]
     fn overlapping_maintenance_slots_are_rejected_even_across_the_week_boundary() {
         use meshfleet_model::{MaintenanceSlot, MaintenanceWindow, Weekday};
-        let slot = |day, start: &str, d| MaintenanceSlot { day, start: start.into(), duration_minutes: d };
+        let slot = |day, start: &str, d| MaintenanceSlot {
+            day,
+            start: start.into(),
+            duration_minutes: d,
+        };
         let mut errors = vec![];
         validate_window(
-            &MaintenanceWindow { slots: vec![slot(Weekday::Sunday, "23:00", 120), slot(Weekday::Monday, "00:30", 60)] },
+            &MaintenanceWindow {
+                slots: vec![
+                    slot(Weekday::Sunday, "23:00", 120),
+                    slot(Weekday::Monday, "00:30", 60),
+                ],
+            },
             &mut errors,
         );
         assert_eq!(errors.len(), 1, "{errors:?}");
         let mut errors = vec![];
         validate_window(
-            &MaintenanceWindow { slots: vec![slot(Weekday::Saturday, "02:00", 60), slot(Weekday::Sunday, "02:00", 60)] },
+            &MaintenanceWindow {
+                slots: vec![
+                    slot(Weekday::Saturday, "02:00", 60),
+                    slot(Weekday::Sunday, "02:00", 60),
+                ],
+            },
             &mut errors,
         );
         assert!(errors.is_empty());

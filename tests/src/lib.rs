@@ -1,1 +1,330 @@
+//! Test harness: the real app on 127.0.0.1:0 against a fresh PostgreSQL
+//! database per test, cloned from a migrated template database.
+//!
+//! One private PostgreSQL serves the whole test process (started from the
+//! machine's binaries on first use, stopped when the process exits). Set
+//! `MESHFLEET_TEST_DATABASE_URL` to an admin URL to use another server.
 
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use meshfleet_api::app::{self, AppConfig, AppState, Server};
+use meshfleet_api::auth::{DevSigner, Role};
+use meshfleet_api::db;
+use meshfleet_api::pg::{EmbeddedPg, PgOptions};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use tokio::sync::OnceCell;
+
+const TEMPLATE: &str = "meshfleet_template";
+
+enum DbServer {
+    Embedded(EmbeddedPg),
+    External(PgConnectOptions),
+}
+
+impl DbServer {
+    fn options(&self, database: &str) -> PgConnectOptions {
+        match self {
+            DbServer::Embedded(pg) => pg.connect_options(database),
+            DbServer::External(o) => o.clone().database(database),
+        }
+    }
+}
+
+fn remove_stale_dirs(prefix: &str) {
+    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix(prefix)
+            && !PathBuf::from(format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn server() -> &'static DbServer {
+    static SERVER: OnceLock<DbServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        if let Ok(url) = std::env::var("MESHFLEET_TEST_DATABASE_URL") {
+            return DbServer::External(
+                PgConnectOptions::from_str(&url).expect("MESHFLEET_TEST_DATABASE_URL"),
+            );
+        }
+        let prefix = "meshfleet-test-pg-";
+        remove_stale_dirs(prefix);
+        let root = std::env::temp_dir().join(format!("{prefix}{}", std::process::id()));
+        let pg = EmbeddedPg::start(&PgOptions {
+            root,
+            ephemeral: true,
+        })
+        .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL: {e}"));
+        DbServer::Embedded(pg)
+    })
+}
+
+async fn admin() -> PgPool {
+    let opts = tokio::task::spawn_blocking(|| server().options("postgres"))
+        .await
+        .expect("server start");
+    db::connect(opts, 1)
+        .await
+        .expect("connect to the test PostgreSQL")
+}
+
+/// Creates the migrated template database once per process.
+async fn template() {
+    static READY: OnceCell<()> = OnceCell::const_new();
+    READY
+        .get_or_init(|| async {
+            let admin = admin().await;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {TEMPLATE}"
+            )))
+            .execute(&admin)
+            .await
+            .expect("drop template");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {TEMPLATE}")))
+                .execute(&admin)
+                .await
+                .expect("create template");
+            let pool = db::connect(server().options(TEMPLATE), 1)
+                .await
+                .expect("connect template");
+            db::MIGRATOR.run(&pool).await.expect("migrate template");
+            pool.close().await;
+            admin.close().await;
+        })
+        .await;
+}
+
+/// A fresh database cloned from the template.
+pub async fn fresh_database() -> PgPool {
+    template().await;
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = admin().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} TEMPLATE {TEMPLATE}"
+    )))
+    .execute(&admin)
+    .await
+    .expect("create test database");
+    admin.close().await;
+    db::connect(server().options(&name), 20)
+        .await
+        .expect("connect test database")
+}
+
+/// The app under test.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub signer: Arc<DevSigner>,
+    pub pool: PgPool,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn etag(&self) -> String {
+        self.header("etag").expect("ETag header").to_string()
+    }
+
+    /// Asserts a problem response with this status, and returns it.
+    #[track_caller]
+    pub fn problem(&self, status: u16) -> &Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "error {status} is not problem+json: {}",
+            self.text
+        );
+        assert_eq!(self.body["status"], status, "{}", self.text);
+        assert!(
+            self.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "no detail: {}",
+            self.text
+        );
+        assert!(
+            self.body["title"].is_string() && self.body["type"].is_string(),
+            "{}",
+            self.text
+        );
+        assert_eq!(
+            self.body["instance"].as_str(),
+            self.header("x-request-id"),
+            "instance is the request id"
+        );
+        &self.body
+    }
+}
+
+pub struct Req<'a> {
+    app: &'a TestApp,
+    builder: reqwest::RequestBuilder,
+}
+
+impl Req<'_> {
+    pub fn token(mut self, token: &str) -> Self {
+        self.builder = self.builder.bearer_auth(token);
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.builder = self.builder.header(name, value);
+        self
+    }
+
+    pub fn json(mut self, body: &Value) -> Self {
+        self.builder = self
+            .builder
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        self
+    }
+
+    pub fn merge_patch(mut self, body: &Value) -> Self {
+        self.builder = self
+            .builder
+            .header("content-type", "application/merge-patch+json")
+            .body(body.to_string());
+        self
+    }
+
+    pub fn raw(mut self, content_type: &str, body: impl Into<reqwest::Body>) -> Self {
+        self.builder = self.builder.header("content-type", content_type).body(body);
+        self
+    }
+
+    pub async fn send(self) -> Reply {
+        let _ = self.app;
+        let response = self.builder.send().await.expect("request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(AppConfig::default()).await
+    }
+
+    pub async fn spawn_with(config: AppConfig) -> TestApp {
+        let pool = fresh_database().await;
+        let signer = Arc::new(DevSigner::generate().expect("dev key"));
+        let state = AppState::new(pool.clone(), signer.verifier());
+        let server = Server::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+            app::router(state, &config),
+        )
+        .await
+        .expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            signer,
+            pool,
+            _shutdown: tx,
+        }
+    }
+
+    /// A token of `tenant` with `roles`, valid for an hour.
+    pub fn token(&self, tenant: &str, roles: &[Role]) -> String {
+        self.signer.mint(
+            &format!("user@{tenant}"),
+            tenant,
+            roles,
+            Duration::from_secs(3600),
+        )
+    }
+
+    pub fn owner(&self, tenant: &str) -> String {
+        self.token(tenant, &[Role::Owner])
+    }
+
+    pub fn req(&self, method: Method, path: &str) -> Req<'_> {
+        Req {
+            app: self,
+            builder: self.client.request(method, format!("{}{path}", self.base)),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Req<'_> {
+        self.req(Method::GET, path)
+    }
+
+    pub fn put(&self, path: &str) -> Req<'_> {
+        self.req(Method::PUT, path)
+    }
+
+    pub fn patch(&self, path: &str) -> Req<'_> {
+        self.req(Method::PATCH, path)
+    }
+
+    pub fn delete(&self, path: &str) -> Req<'_> {
+        self.req(Method::DELETE, path)
+    }
+
+    /// Creates a cluster with `body` as `tenant`'s owner; panics unless 201.
+    pub async fn create(&self, tenant: &str, name: &str, body: &Value) -> Reply {
+        let reply = self
+            .put(&format!("/v1/clusters/{name}"))
+            .token(&self.owner(tenant))
+            .json(body)
+            .send()
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        reply
+    }
+}
+
+/// A valid cluster body pinned to `version`.
+pub fn cluster_body(version: &str) -> Value {
+    serde_json::json!({
+        "labels": {"env": "prod"},
+        "mesh": {"upgrade": {"mode": "manual", "version": version}}
+    })
+}
+
+pub use meshfleet_api::auth::Role as TestRole;

@@ -26,7 +26,11 @@ pub fn etag(row: &ClusterRow) -> String {
 }
 
 pub fn to_cluster(row: ClusterRow) -> Cluster {
-    let status = status::derive(row.status.as_ref().map(|s| &s.0), row.last_heartbeat_at, chrono::Utc::now());
+    let status = status::derive(
+        row.status.as_ref().map(|s| &s.0),
+        row.last_heartbeat_at,
+        chrono::Utc::now(),
+    );
     Cluster {
         name: row.name,
         id: row.id,
@@ -65,13 +69,20 @@ fn path_name(name: &str) -> ApiResult<()> {
     if is_dns_label(name) {
         Ok(())
     } else {
-        Err(ApiError::invalid_field("/name", validation::dns_label_problem("cluster name", name)))
+        Err(ApiError::invalid_field(
+            "/name",
+            validation::dns_label_problem("cluster name", name),
+        ))
     }
 }
 
 fn stored_version(row: &ClusterRow) -> ApiResult<Version> {
-    Version::parse(&row.desired_version)
-        .ok_or_else(|| ApiError::Internal(format!("stored version `{}` does not parse", row.desired_version)))
+    Version::parse(&row.desired_version).ok_or_else(|| {
+        ApiError::Internal(format!(
+            "stored version `{}` does not parse",
+            row.desired_version
+        ))
+    })
 }
 
 /// Validates `input` against `row` and writes it; a no-op when nothing changed.
@@ -180,7 +191,9 @@ pub async fn put_cluster(
         match db::lock_cluster(&mut tx, &principal.tenant, &name).await? {
             Some(row) => {
                 if pre.if_none_match.is_some() {
-                    return Err(ApiError::PreconditionFailed(format!("cluster `{name}` already exists")));
+                    return Err(ApiError::PreconditionFailed(format!(
+                        "cluster `{name}` already exists"
+                    )));
                 }
                 check_if_match(&pre, &row)?;
                 let row = replace(&mut tx, &principal, &catalog, row, input).await?;
@@ -193,7 +206,8 @@ pub async fn put_cluster(
                         "cluster `{name}` does not exist, so If-Match cannot match"
                     )));
                 }
-                let version = validation::validate_cluster(&name, &input, &catalog, None).map_err(ApiError::invalid)?;
+                let version = validation::validate_cluster(&name, &input, &catalog, None)
+                    .map_err(ApiError::invalid)?;
                 let Some(row) = db::insert_cluster(
                     &mut tx,
                     &principal.tenant,
@@ -229,7 +243,9 @@ pub async fn put_cluster(
             }
         }
     }
-    Err(ApiError::Conflict(format!("cluster `{name}` is being created and deleted concurrently; retry")))
+    Err(ApiError::Conflict(format!(
+        "cluster `{name}` is being created and deleted concurrently; retry"
+    )))
 }
 
 /// Read a cluster. `If-None-Match` with its ETag answers 304.
@@ -384,7 +400,9 @@ fn decode_cursor(cursor: &str) -> ApiResult<String> {
 pub fn page_limit(limit: Option<u32>) -> ApiResult<i64> {
     match limit.unwrap_or(50) {
         n @ 1..=500 => Ok(i64::from(n)),
-        n => Err(ApiError::BadRequest(format!("`limit` must be between 1 and 500, not {n}"))),
+        n => Err(ApiError::BadRequest(format!(
+            "`limit` must be between 1 and 500, not {n}"
+        ))),
     }
 }
 
@@ -410,12 +428,22 @@ pub async fn list_clusters(
     let selector = selector::parse(params.label_selector.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::BadRequest(format!("labelSelector: {e}")))?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
-    let mut rows = db::list_clusters(&state.pool, &principal.tenant, &selector, after.as_deref(), limit + 1).await?;
+    let mut rows = db::list_clusters(
+        &state.pool,
+        &principal.tenant,
+        &selector,
+        after.as_deref(),
+        limit + 1,
+    )
+    .await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|r| encode_cursor(&r.name))
     } else {
         None
     };
-    Ok(axum::Json(ClusterList { items: rows.into_iter().map(to_cluster).collect(), next_cursor }))
+    Ok(axum::Json(ClusterList {
+        items: rows.into_iter().map(to_cluster).collect(),
+        next_cursor,
+    }))
 }

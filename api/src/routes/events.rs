@@ -55,11 +55,19 @@ pub async fn list_events(
     principal.require_read()?;
     let limit = page_limit(params.limit)?;
     let before = params.cursor.as_deref().map(decode_cursor).transpose()?;
-    let mut items =
-        db::list_events(&state.pool, &principal.tenant, params.cluster.as_deref(), before, limit + 1).await?;
+    let mut items = db::list_events(
+        &state.pool,
+        &principal.tenant,
+        params.cluster.as_deref(),
+        before,
+        limit + 1,
+    )
+    .await?;
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
-        items.last().map(|e| URL_SAFE_NO_PAD.encode(format!("e1:{}", e.id)))
+        items
+            .last()
+            .map(|e| URL_SAFE_NO_PAD.encode(format!("e1:{}", e.id)))
     } else {
         None
     };

@@ -21,7 +21,9 @@ pub async fn healthz() -> &'static str {
     responses((status = 200, description = "Ready", body = String, content_type = "text/plain"),
               (status = 503, description = "Database unreachable", body = Problem, content_type = "application/problem+json")))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
-    db::ping(&state.pool).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    db::ping(&state.pool)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok("ready\n")
 }
 
@@ -32,5 +34,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let pool = &state.pool;
     metrics::gauge!("meshfleet_db_pool_connections").set(f64::from(pool.size()));
     metrics::gauge!("meshfleet_db_pool_idle_connections").set(pool.num_idle() as f64);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }

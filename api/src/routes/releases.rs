@@ -23,11 +23,16 @@ use crate::validation::Version;
     ),
     security(("bearer" = []))
 )]
-pub async fn list_releases(State(state): State<AppState>, principal: Principal) -> ApiResult<axum::Json<ReleaseList>> {
+pub async fn list_releases(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<axum::Json<ReleaseList>> {
     if principal.require_read().is_err() {
         principal.require_sre()?;
     }
-    Ok(axum::Json(ReleaseList { items: db::list_releases(&state.pool).await? }))
+    Ok(axum::Json(ReleaseList {
+        items: db::list_releases(&state.pool).await?,
+    }))
 }
 
 /// Add, change or retire a release (role `sre`).
@@ -51,19 +56,35 @@ pub async fn put_release(
     JsonBody(input): JsonBody<ReleaseInput>,
 ) -> ApiResult<Response> {
     principal.require_sre()?;
-    let parsed = Version::parse(&version)
-        .ok_or_else(|| ApiError::invalid_field("/version", format!("`{version}` is not a version like `1.28.2`")))?;
+    let parsed = Version::parse(&version).ok_or_else(|| {
+        ApiError::invalid_field(
+            "/version",
+            format!("`{version}` is not a version like `1.28.2`"),
+        )
+    })?;
     if let Some(eos) = input.end_of_support
         && eos < input.released_at
     {
-        return Err(ApiError::invalid_field("/endOfSupport", "must not be before releasedAt"));
+        return Err(ApiError::invalid_field(
+            "/endOfSupport",
+            "must not be before releasedAt",
+        ));
     }
-    let images = input.images.clone().unwrap_or_else(|| ComponentImages::upstream(&version));
-    for (field, image) in
-        [("istiod", &images.istiod), ("cni", &images.cni), ("ztunnel", &images.ztunnel), ("proxy", &images.proxy)]
-    {
+    let images = input
+        .images
+        .clone()
+        .unwrap_or_else(|| ComponentImages::upstream(&version));
+    for (field, image) in [
+        ("istiod", &images.istiod),
+        ("cni", &images.cni),
+        ("ztunnel", &images.ztunnel),
+        ("proxy", &images.proxy),
+    ] {
         if image.is_empty() || image.len() > 512 || image.contains(char::is_whitespace) {
-            return Err(ApiError::invalid_field(&format!("/images/{field}"), "must be an image reference"));
+            return Err(ApiError::invalid_field(
+                &format!("/images/{field}"),
+                "must be an image reference",
+            ));
         }
     }
     let mut tx = state.pool.begin().await?;
@@ -82,6 +103,10 @@ pub async fn put_release(
     )
     .await?;
     tx.commit().await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, axum::Json(release)).into_response())
 }

@@ -1,0 +1,10 @@
+//! End-to-end tests of the tenants' API: the real app over real HTTP against
+//! a fresh PostgreSQL database per test.
+
+#![allow(clippy::unwrap_used)]
+mod auth;
+mod clusters;
+mod concurrency;
+mod problems;
+mod releases;
+mod validation;
