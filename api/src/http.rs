@@ -345,6 +345,49 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Preconditions {
     }
 }
 
+/// Page size from a `limit` parameter: 1 to 500, default 50.
+pub fn page_limit(limit: Option<u32>) -> Result<i64, ApiError> {
+    match limit.unwrap_or(50) {
+        n @ 1..=500 => Ok(i64::from(n)),
+        n => Err(ApiError::BadRequest(format!(
+            "`limit` must be between 1 and 500, not {n}"
+        ))),
+    }
+}
+
+/// Turns a fetch of `limit + 1` rows into a page: drops the extra row and
+/// returns the opaque cursor (of kind `kind`) of the next page, if any.
+pub fn paginate<T>(
+    items: &mut Vec<T>,
+    limit: i64,
+    kind: &str,
+    key: impl Fn(&T) -> String,
+) -> Option<String> {
+    use base64::Engine;
+    if items.len() as i64 <= limit {
+        return None;
+    }
+    items.truncate(limit as usize);
+    items.last().map(|last| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{kind}:{}", key(last)))
+    })
+}
+
+/// Reads a cursor handed out by [`paginate`] for `kind`.
+pub fn decode_cursor(kind: &str, cursor: &str) -> Result<String, ApiError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            s.strip_prefix(kind)
+                .and_then(|r| r.strip_prefix(':'))
+                .map(str::to_string)
+        })
+        .ok_or_else(|| ApiError::BadRequest("`cursor` is not a cursor this API handed out".into()))
+}
+
 /// Query string extraction that answers 400 with a problem.
 pub struct Query<T>(pub T);
 

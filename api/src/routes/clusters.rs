@@ -3,8 +3,6 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use meshfleet_model::{Cluster, ClusterInput, ClusterList, Problem};
 use serde::Deserialize;
 use serde_json::json;
@@ -15,7 +13,10 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db::{self, ClusterRow, ClusterUpdate, NewEvent};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{JsonBody, MergePatch, Preconditions, Query, merge_patch, parse_json};
+use crate::http::{
+    JsonBody, MergePatch, Preconditions, Query, decode_cursor, merge_patch, page_limit, paginate,
+    parse_json,
+};
 use crate::selector;
 use crate::status;
 use crate::validation::{self, Catalog, Current, Version, is_dns_label};
@@ -382,29 +383,7 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
-const CURSOR_PREFIX: &str = "c1:";
-
-pub fn encode_cursor(last: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{last}"))
-}
-
-fn decode_cursor(cursor: &str) -> ApiResult<String> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix(CURSOR_PREFIX).map(str::to_string))
-        .ok_or_else(|| ApiError::BadRequest("`cursor` is not a cursor this API handed out".into()))
-}
-
-pub fn page_limit(limit: Option<u32>) -> ApiResult<i64> {
-    match limit.unwrap_or(50) {
-        n @ 1..=500 => Ok(i64::from(n)),
-        n => Err(ApiError::BadRequest(format!(
-            "`limit` must be between 1 and 500, not {n}"
-        ))),
-    }
-}
+const CURSOR_KIND: &str = "c1";
 
 /// List clusters, by name, in pages (keyset pagination).
 #[utoipa::path(
@@ -427,7 +406,11 @@ pub async fn list_clusters(
     let limit = page_limit(params.limit)?;
     let selector = selector::parse(params.label_selector.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::BadRequest(format!("labelSelector: {e}")))?;
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = params
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor(CURSOR_KIND, c))
+        .transpose()?;
     let mut rows = db::list_clusters(
         &state.pool,
         &principal.tenant,
@@ -436,12 +419,7 @@ pub async fn list_clusters(
         limit + 1,
     )
     .await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| encode_cursor(&r.name))
-    } else {
-        None
-    };
+    let next_cursor = paginate(&mut rows, limit, CURSOR_KIND, |r| r.name.clone());
     Ok(axum::Json(ClusterList {
         items: rows.into_iter().map(to_cluster).collect(),
         next_cursor,

@@ -1,8 +1,6 @@
 //! `/v1/events`: the tenant's audit and activity log.
 
 use axum::extract::State;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use meshfleet_model::{EventList, Problem};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -11,8 +9,7 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db;
 use crate::error::{ApiError, ApiResult};
-use crate::http::Query;
-use crate::routes::clusters::page_limit;
+use crate::http::{Query, decode_cursor, page_limit, paginate};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -26,14 +23,7 @@ pub struct EventParams {
     pub cursor: Option<String>,
 }
 
-fn decode_cursor(cursor: &str) -> ApiResult<i64> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("e1:").and_then(|n| n.parse().ok()))
-        .ok_or_else(|| ApiError::BadRequest("`cursor` is not a cursor this API handed out".into()))
-}
+const CURSOR_KIND: &str = "e1";
 
 /// Who changed what and when, newest first.
 #[utoipa::path(
@@ -54,7 +44,17 @@ pub async fn list_events(
 ) -> ApiResult<axum::Json<EventList>> {
     principal.require_read()?;
     let limit = page_limit(params.limit)?;
-    let before = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let before = match params
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor(CURSOR_KIND, c))
+        .transpose()?
+    {
+        Some(id) => Some(id.parse::<i64>().map_err(|_| {
+            ApiError::BadRequest("`cursor` is not a cursor this API handed out".into())
+        })?),
+        None => None,
+    };
     let mut items = db::list_events(
         &state.pool,
         &principal.tenant,
@@ -63,13 +63,6 @@ pub async fn list_events(
         limit + 1,
     )
     .await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items
-            .last()
-            .map(|e| URL_SAFE_NO_PAD.encode(format!("e1:{}", e.id)))
-    } else {
-        None
-    };
+    let next_cursor = paginate(&mut items, limit, CURSOR_KIND, |e| e.id.to_string());
     Ok(axum::Json(EventList { items, next_cursor }))
 }
