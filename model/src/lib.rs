@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub mod agent;
+pub use agent::*;
+
 /// Labels on a cluster, used by label selectors (`env=prod,tier!=db`).
 pub type Labels = BTreeMap<String, String>;
 
@@ -326,14 +329,34 @@ pub struct ClusterStatus {
     pub observed_generation: Option<i64>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     pub components: Vec<ComponentStatus>,
-    /// Facts about the cluster as last reported (Kubernetes version, node count, agent version).
-    #[schema(value_type = Object)]
-    pub facts: BTreeMap<String, serde_json::Value>,
+    /// Facts about the cluster as last reported.
+    pub facts: ClusterFacts,
+    /// Cluster-level conditions the agent reported (e.g. `Drifted`).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
 }
 
+/// Facts an agent reports about its cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterFacts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "v1.31.4")]
+    pub kubernetes_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// e.g. `gke`, `eks`, `aks`, `kind`, `simulated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+}
+
+/// One component as the agent sees it in the cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentStatus {
+    /// `crds`, `istiod`, `istio-cni`, `ztunnel`, `waypoints`, `namespaces`, `policies`.
     pub name: String,
     pub desired_version: Option<String>,
     pub observed_version: Option<String>,
