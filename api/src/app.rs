@@ -5,32 +5,55 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tower_http::timeout::TimeoutLayer;
+use tokio::sync::watch;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Verifier;
 use crate::http;
+use crate::notify::Hub;
 
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
     pub verifier: Arc<Verifier>,
     pub metrics: PrometheusHandle,
+    pub config: Arc<AppConfig>,
+    /// Wakes long-polling agents (fed by this process's LISTEN connection).
+    pub hub: Arc<Hub>,
+    /// Turns `true` when the server starts draining: long polls answer at once.
+    pub shutdown: watch::Receiver<bool>,
+    shutdown_tx: Arc<watch::Sender<bool>>,
 }
 
 #[derive(Debug, Clone)]
 pub struct AppConfig {
+    /// Limit for ordinary requests.
     pub request_timeout: Duration,
+    /// Limit for the desired-state long poll (which waits up to 60 s by design).
+    pub long_poll_timeout: Duration,
+    pub bootstrap_ttl: Duration,
+    pub credential_ttl: Duration,
+    /// Image of the agent in the install manifest.
+    pub agent_image: String,
+    /// URL agents use to reach this service; derived from the request when unset.
+    pub public_url: Option<String>,
+    /// Status changes kept per cluster.
+    pub status_history_keep: i64,
 }
 
 impl Default for AppConfig {
     fn default() -> Self {
         AppConfig {
             request_timeout: Duration::from_secs(30),
+            long_poll_timeout: Duration::from_secs(90),
+            bootstrap_ttl: Duration::from_secs(24 * 3600),
+            credential_ttl: Duration::from_secs(30 * 24 * 3600),
+            agent_image: format!("meshfleet/meshfleet-agent:{}", env!("CARGO_PKG_VERSION")),
+            public_url: None,
+            status_history_keep: 100,
         }
     }
 }
@@ -57,26 +80,36 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, verifier: Verifier) -> Self {
+    /// Builds the state and starts this process's desired-state listener
+    /// (it ends when the pool is closed).
+    pub fn new(pool: PgPool, verifier: Verifier, config: AppConfig) -> Self {
+        let hub = Arc::new(Hub::default());
+        tokio::spawn(crate::notify::listen(pool.clone(), hub.clone()));
+        let (tx, rx) = watch::channel(false);
         AppState {
             pool,
             verifier: Arc::new(verifier),
             metrics: metrics_handle(),
+            config: Arc::new(config),
+            hub,
+            shutdown: rx,
+            shutdown_tx: Arc::new(tx),
         }
+    }
+
+    /// Starts draining: waiting long polls answer 304 at once.
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown_tx.send(true);
     }
 }
 
-pub fn router(state: AppState, config: &AppConfig) -> Router {
+pub fn router(state: AppState) -> Router {
     let (api, doc) = crate::openapi::api_router().split_for_parts();
     let mut doc = doc;
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(http::not_found)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            config.request_timeout,
-        ))
-        .layer(axum::middleware::from_fn(http::request_context))
+        .layer(axum::middleware::from_fn_with_state(state.config.clone(), http::request_context))
         .with_state(state)
 }
 
@@ -92,6 +125,10 @@ impl Server {
             listener: TcpListener::bind(addr).await?,
             router,
         })
+    }
+
+    pub fn from_listener(listener: TcpListener, router: Router) -> Server {
+        Server { listener, router }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

@@ -288,6 +288,11 @@ impl FromRequestParts<crate::app::AppState> for Principal {
         state: &crate::app::AppState,
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)?;
+        if crate::agent_auth::is_agent_credential(token) {
+            return Err(ApiError::Unauthorized(
+                "agent credentials are accepted only on the /v1/agent routes".into(),
+            ));
+        }
         let principal = state.verifier.verify(token)?;
         tracing::debug!(sub = %principal.sub, tenant = %principal.tenant, "authenticated");
         Ok(principal)

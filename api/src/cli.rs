@@ -150,7 +150,17 @@ fn token(args: TokenArgs) -> Result<(), CliError> {
 fn app_config(http: &HttpArgs) -> AppConfig {
     AppConfig {
         request_timeout: http.request_timeout,
+        bootstrap_ttl: http.bootstrap_ttl,
+        agent_image: http.agent_image.clone(),
+        public_url: http.public_url.clone(),
+        ..AppConfig::default()
     }
+}
+
+/// The shutdown signal, which also tells the app to start draining.
+async fn drain_on_signal(state: AppState) {
+    app::shutdown_signal().await;
+    state.begin_shutdown();
 }
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
@@ -164,8 +174,8 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     if args.migrate {
         db::MIGRATOR.run(&pool).await?;
     }
-    let state = AppState::new(pool.clone(), verifier);
-    let server = Server::bind(args.listen, app::router(state, &app_config(&args.http)))
+    let state = AppState::new(pool.clone(), verifier, app_config(&args.http));
+    let server = Server::bind(args.listen, app::router(state.clone()))
         .await
         .map_err(|source| CliError::Bind {
             addr: args.listen,
@@ -246,11 +256,14 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     };
     db::MIGRATOR.run(&pool).await?;
 
-    let state = AppState::new(pool.clone(), signer.verifier());
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
-    let server = Server::bind(addr, app::router(state, &app_config(&args.http)))
-        .await
-        .map_err(|source| CliError::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| CliError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| CliError::Io { what: "no local address".into(), source })?;
+    let base = format!("http://{bound}");
+    let mut config = app_config(&args.http);
+    config.public_url.get_or_insert_with(|| base.clone());
+    let state = AppState::new(pool.clone(), signer.verifier(), config);
+    let server = Server::from_listener(listener, app::router(state.clone()));
     let bound = server.local_addr().map_err(|source| CliError::Io {
         what: "no local address".into(),
         source,
@@ -290,7 +303,7 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     );
     println!();
 
-    let served = server.run(app::shutdown_signal()).await;
+    let served = server.run(drain_on_signal(state)).await;
     pool.close().await;
     if let Some(mut pg) = embedded {
         tokio::task::spawn_blocking(move || pg.stop()).await.ok();

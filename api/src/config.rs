@@ -67,6 +67,17 @@ pub struct HttpArgs {
     #[arg(long, env = "MESHFLEET_DB_MAX_CONNECTIONS", value_name = "MESHFLEET_DB_MAX_CONNECTIONS", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
+    /// Agent image in the install manifest.
+    #[arg(long, env = "MESHFLEET_AGENT_IMAGE", value_name = "MESHFLEET_AGENT_IMAGE",
+          default_value = concat!("meshfleet/meshfleet-agent:", env!("CARGO_PKG_VERSION")))]
+    pub agent_image: String,
+    /// URL agents use to reach this service (default: derived from the request).
+    #[arg(long, env = "MESHFLEET_PUBLIC_URL", value_name = "MESHFLEET_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Lifetime of bootstrap tokens.
+    #[arg(long, env = "MESHFLEET_BOOTSTRAP_TTL", value_name = "MESHFLEET_BOOTSTRAP_TTL",
+          default_value = "24h", value_parser = humantime::parse_duration)]
+    pub bootstrap_ttl: Duration,
 }
 
 #[derive(Debug, Args)]

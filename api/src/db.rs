@@ -144,15 +144,18 @@ pub struct ClusterRow {
     pub resource_version: i64,
     pub desired_version: String,
     pub version_history: Vec<String>,
-    pub status: Option<Json<serde_json::Value>>,
+    /// The agent's last report, if any (from `cluster_status`).
+    pub report: Option<Json<serde_json::Value>>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-const CLUSTER_COLUMNS: &str =
-    "name, id, labels, mesh, generation, resource_version, desired_version,
-    version_history, status, last_heartbeat_at, created_at, updated_at";
+/// The columns of a [`ClusterRow`], from `clusters c LEFT JOIN cluster_status s`.
+const CLUSTER_COLUMNS: &str = "c.name, c.id, c.labels, c.mesh, c.generation, c.resource_version,
+    c.desired_version, c.version_history, s.report, s.last_heartbeat_at, c.created_at, c.updated_at";
+const CLUSTER_FROM: &str =
+    "clusters c LEFT JOIN cluster_status s ON s.tenant_id = c.tenant_id AND s.cluster_id = c.id";
 
 pub async fn get_cluster(
     db: impl PgExecutor<'_>,
@@ -160,7 +163,7 @@ pub async fn get_cluster(
     name: &str,
 ) -> Result<Option<ClusterRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {CLUSTER_COLUMNS} FROM clusters WHERE tenant_id = $1 AND name = $2"
+        "SELECT {CLUSTER_COLUMNS} FROM {CLUSTER_FROM} WHERE c.tenant_id = $1 AND c.name = $2"
     )))
     .bind(tenant)
     .bind(name)
@@ -175,7 +178,7 @@ pub async fn lock_cluster(
     name: &str,
 ) -> Result<Option<ClusterRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {CLUSTER_COLUMNS} FROM clusters WHERE tenant_id = $1 AND name = $2 FOR UPDATE"
+        "SELECT {CLUSTER_COLUMNS} FROM {CLUSTER_FROM} WHERE c.tenant_id = $1 AND c.name = $2 FOR UPDATE OF c"
     )))
     .bind(tenant)
     .bind(name)
@@ -196,7 +199,8 @@ pub async fn insert_cluster(
         "INSERT INTO clusters (tenant_id, name, id, labels, mesh, desired_version)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (tenant_id, name) DO NOTHING
-         RETURNING {CLUSTER_COLUMNS}"
+         RETURNING name, id, labels, mesh, generation, resource_version, desired_version, version_history,
+                   NULL::jsonb AS report, NULL::timestamptz AS last_heartbeat_at, created_at, updated_at"
     )))
     .bind(tenant)
     .bind(name)
@@ -224,10 +228,13 @@ pub async fn update_cluster(
     update: ClusterUpdate<'_>,
 ) -> Result<ClusterRow, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE clusters SET labels = $3, mesh = $4, generation = $5, desired_version = $6,
-             version_history = $7, resource_version = resource_version + 1, updated_at = now()
-         WHERE tenant_id = $1 AND name = $2
-         RETURNING {CLUSTER_COLUMNS}"
+        "WITH c AS (
+             UPDATE clusters SET labels = $3, mesh = $4, generation = $5, desired_version = $6,
+                 version_history = $7, resource_version = resource_version + 1, updated_at = now()
+             WHERE tenant_id = $1 AND name = $2
+             RETURNING *)
+         SELECT {CLUSTER_COLUMNS} FROM c
+         LEFT JOIN cluster_status s ON s.tenant_id = c.tenant_id AND s.cluster_id = c.id"
     )))
     .bind(tenant)
     .bind(name)
@@ -262,49 +269,49 @@ pub async fn list_clusters(
     limit: i64,
 ) -> Result<Vec<ClusterRow>, sqlx::Error> {
     let mut q = QueryBuilder::<Postgres>::new(format!(
-        "SELECT {CLUSTER_COLUMNS} FROM clusters WHERE tenant_id = "
+        "SELECT {CLUSTER_COLUMNS} FROM {CLUSTER_FROM} WHERE c.tenant_id = "
     ));
     q.push_bind(tenant);
     if let Some(after) = after {
-        q.push(" AND name > ").push_bind(after);
+        q.push(" AND c.name > ").push_bind(after);
     }
     for req in selector {
         match req {
             Requirement::Eq(k, v) => {
-                q.push(" AND labels ->> ")
+                q.push(" AND c.labels ->> ")
                     .push_bind(k.clone())
                     .push(" = ")
                     .push_bind(v.clone());
             }
             Requirement::NotEq(k, v) => {
-                q.push(" AND (labels ->> ")
+                q.push(" AND (c.labels ->> ")
                     .push_bind(k.clone())
                     .push(") IS DISTINCT FROM ")
                     .push_bind(v.clone());
             }
             Requirement::In(k, vs) => {
-                q.push(" AND labels ->> ")
+                q.push(" AND c.labels ->> ")
                     .push_bind(k.clone())
                     .push(" = ANY(")
                     .push_bind(vs.clone())
                     .push(")");
             }
             Requirement::NotIn(k, vs) => {
-                q.push(" AND NOT coalesce(labels ->> ")
+                q.push(" AND NOT coalesce(c.labels ->> ")
                     .push_bind(k.clone())
                     .push(" = ANY(")
                     .push_bind(vs.clone())
                     .push("), false)");
             }
             Requirement::Exists(k) => {
-                q.push(" AND labels ? ").push_bind(k.clone());
+                q.push(" AND c.labels ? ").push_bind(k.clone());
             }
             Requirement::NotExists(k) => {
-                q.push(" AND NOT labels ? ").push_bind(k.clone());
+                q.push(" AND NOT c.labels ? ").push_bind(k.clone());
             }
         }
     }
-    q.push(" ORDER BY name LIMIT ").push_bind(limit);
+    q.push(" ORDER BY c.name LIMIT ").push_bind(limit);
     q.build_query_as().fetch_all(db).await
 }
 
@@ -388,4 +395,297 @@ pub async fn list_events(
             detail: r.detail.0,
         })
         .collect())
+}
+
+// ---------------------------------------------------------------- agents
+
+/// The name of a tenant's cluster by id.
+pub async fn cluster_name_by_id(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    cluster_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name FROM clusters WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant)
+        .bind(cluster_id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn insert_bootstrap_token(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &str,
+    cluster_id: Uuid,
+    token_hash: &[u8],
+    expires_at: DateTime<Utc>,
+    created_by: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO bootstrap_tokens (tenant_id, cluster_id, token_hash, expires_at, created_by)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(token_hash)
+    .bind(expires_at)
+    .bind(created_by)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Marks a bootstrap token used; `false` when it is unknown, used or expired.
+pub async fn consume_bootstrap_token(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &str,
+    cluster_id: Uuid,
+    token_hash: &[u8],
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE bootstrap_tokens SET used_at = now()
+         WHERE tenant_id = $1 AND cluster_id = $2 AND token_hash = $3
+           AND used_at IS NULL AND expires_at > now()",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(token_hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Installs a cluster's credential, replacing any earlier one (and its grace).
+pub async fn replace_credential(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &str,
+    cluster_id: Uuid,
+    credential_hash: &[u8],
+    expires_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO agent_credentials (tenant_id, cluster_id, credential_hash, expires_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant_id, cluster_id) DO UPDATE SET
+            credential_hash = EXCLUDED.credential_hash, expires_at = EXCLUDED.expires_at,
+            previous_hash = NULL, previous_valid_until = NULL, created_at = now()",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(credential_hash)
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Rotates a credential; the one presented (`current_hash`) stays valid until `grace_until`.
+pub async fn rotate_credential(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &str,
+    cluster_id: Uuid,
+    current_hash: &[u8],
+    new_hash: &[u8],
+    expires_at: DateTime<Utc>,
+    grace_until: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE agent_credentials SET previous_hash = $3, previous_valid_until = $6,
+             credential_hash = $4, expires_at = $5, created_at = now()
+         WHERE tenant_id = $1 AND cluster_id = $2 AND credential_hash = $3",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(current_hash)
+    .bind(new_hash)
+    .bind(expires_at)
+    .bind(grace_until)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn delete_credential(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &str,
+    cluster_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM agent_credentials WHERE tenant_id = $1 AND cluster_id = $2")
+        .bind(tenant)
+        .bind(cluster_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The cluster an agent credential is valid for (current, or previous within its grace).
+pub async fn authenticate_agent(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    cluster_id: Uuid,
+    credential_hash: &[u8],
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT c.name FROM agent_credentials a
+         JOIN clusters c ON c.tenant_id = a.tenant_id AND c.id = a.cluster_id
+         WHERE a.tenant_id = $1 AND a.cluster_id = $2
+           AND ((a.credential_hash = $3 AND a.expires_at > now())
+             OR (a.previous_hash = $3 AND a.previous_valid_until > now()))",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(credential_hash)
+    .fetch_optional(db)
+    .await
+}
+
+/// What the effective desired state is made of.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DesiredRow {
+    pub name: String,
+    pub id: Uuid,
+    pub mesh: Json<MeshSpec>,
+    pub generation: i64,
+    pub desired_version: String,
+    pub images: Json<ComponentImages>,
+}
+
+pub async fn desired_state(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    cluster_id: Uuid,
+) -> Result<Option<DesiredRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.name, c.id, c.mesh, c.generation, c.desired_version, r.images
+         FROM clusters c JOIN releases r ON r.version = c.desired_version
+         WHERE c.tenant_id = $1 AND c.id = $2",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The cheap heartbeat: only when the report is unchanged. `false` means the
+/// report changed (or there is none yet) and the full write is needed.
+pub async fn heartbeat_if_unchanged(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    cluster_id: Uuid,
+    report_hash: &[u8],
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE cluster_status SET last_heartbeat_at = now()
+         WHERE tenant_id = $1 AND cluster_id = $2 AND report_hash = $3",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(report_hash)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Locks the cluster for a status write; its generation and the last derived health.
+pub async fn lock_for_status(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &str,
+    cluster_id: Uuid,
+) -> Result<Option<(i64, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.generation, s.health FROM clusters c
+         LEFT JOIN cluster_status s ON s.tenant_id = c.tenant_id AND s.cluster_id = c.id
+         WHERE c.tenant_id = $1 AND c.id = $2
+         FOR UPDATE OF c",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+pub struct StatusWrite<'a> {
+    pub report: &'a serde_json::Value,
+    pub report_hash: &'a [u8],
+    pub health: &'a str,
+    pub observed_generation: Option<i64>,
+}
+
+/// Stores a changed report and appends it to the history (keeping the newest `keep`).
+pub async fn write_status(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &str,
+    cluster_id: Uuid,
+    w: StatusWrite<'_>,
+    keep: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO cluster_status (tenant_id, cluster_id, report, report_hash, health, observed_generation,
+                                     last_heartbeat_at, changed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, now(), now())
+         ON CONFLICT (tenant_id, cluster_id) DO UPDATE SET
+            report = EXCLUDED.report, report_hash = EXCLUDED.report_hash, health = EXCLUDED.health,
+            observed_generation = EXCLUDED.observed_generation,
+            last_heartbeat_at = now(), changed_at = now()",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(Json(w.report))
+    .bind(w.report_hash)
+    .bind(w.health)
+    .bind(w.observed_generation)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO cluster_status_history (tenant_id, cluster_id, health, observed_generation, report)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(w.health)
+    .bind(w.observed_generation)
+    .bind(Json(w.report))
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM cluster_status_history
+         WHERE tenant_id = $1 AND cluster_id = $2 AND id <= (
+             SELECT id FROM cluster_status_history WHERE tenant_id = $1 AND cluster_id = $2
+             ORDER BY id DESC OFFSET $3 LIMIT 1)",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(keep)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub health: String,
+    pub observed_generation: Option<i64>,
+    pub report: Json<serde_json::Value>,
+}
+
+/// A page of a cluster's status history, newest first, older than `before`.
+pub async fn list_status_history(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    cluster_id: Uuid,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<HistoryRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, at, health, observed_generation, report FROM cluster_status_history
+         WHERE tenant_id = $1 AND cluster_id = $2 AND ($3::bigint IS NULL OR id < $3)
+         ORDER BY id DESC LIMIT $4",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }

@@ -14,6 +14,8 @@ use serde::de::DeserializeOwned;
 use crate::error::{ApiError, PROBLEM_JSON, problem_response};
 
 pub const REQUEST_ID: &str = "x-request-id";
+/// The long poll, which gets its own (longer) time limit.
+pub const LONG_POLL_PATH: &str = "/v1/agent/desired-state";
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
@@ -38,7 +40,11 @@ fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
 /// Outermost middleware: assigns the request id (keeping a sane incoming
 /// `x-request-id`), opens the tracing span every log line of the request is
 /// in, records metrics, and gives every error response a problem body.
-pub async fn request_context(mut req: Request, next: Next) -> Response {
+pub async fn request_context(
+    axum::extract::State(config): axum::extract::State<std::sync::Arc<crate::app::AppConfig>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let id = req
         .headers()
         .get(REQUEST_ID)
@@ -55,8 +61,16 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".to_string());
     let span = tracing::info_span!("request", request_id = %id, %method, uri = %req.uri());
     let started = Instant::now();
+    let limit = if req.uri().path() == LONG_POLL_PATH { config.long_poll_timeout } else { config.request_timeout };
     let work = async move {
-        let response = problemize(next.run(req).await).await;
+        let response = match tokio::time::timeout(limit, next.run(req)).await {
+            Ok(response) => problemize(response).await,
+            Err(_) => problem_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the request took longer than {}s and was cancelled; retry", limit.as_secs()),
+                None,
+            ),
+        };
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
         let elapsed_ms = elapsed.as_millis() as u64;

@@ -5,13 +5,16 @@
 //! validation via `validation`) → query functions in `db` → PostgreSQL.
 //! See ARCHITECTURE.md at the repository root.
 
+pub mod agent_auth;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod desired;
 pub mod error;
 pub mod http;
+pub mod notify;
 pub mod openapi;
 pub mod pg;
 pub mod routes;

@@ -6,7 +6,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::routes::{clusters, events, health, releases};
+use crate::routes::{agent, clusters, events, health, releases};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,8 @@ Every error is application/problem+json. Writes honour If-Match with the strong 
         (name = "clusters", description = "Registered clusters and their desired mesh state"),
         (name = "releases", description = "The Istio release catalog"),
         (name = "events", description = "Audit and activity log"),
+        (name = "agents", description = "A cluster's agent, as its tenant manages it"),
+        (name = "agent protocol", description = "The routes the fleet agent calls"),
         (name = "ops", description = "Operator (sre) routes"),
         (name = "health", description = "Probes and metrics"),
     )
@@ -36,6 +38,9 @@ impl Modify for BearerAuth {
         http.bearer_format = Some("JWT".into());
         http.description = Some("A JWT with `sub`, `tid` (tenant) and `roles` claims".into());
         components.add_security_scheme("bearer", SecurityScheme::Http(http));
+        let mut agent = Http::new(HttpAuthScheme::Bearer);
+        agent.description = Some("The cluster's agent credential from POST /v1/agent/register".into());
+        components.add_security_scheme("agent", SecurityScheme::Http(agent));
     }
 }
 
@@ -49,6 +54,13 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             clusters::patch_cluster,
             clusters::delete_cluster
         ))
+        .routes(routes!(agent::create_bootstrap_token))
+        .routes(routes!(agent::revoke_credential))
+        .routes(routes!(agent::status_history))
+        .routes(routes!(agent::register))
+        .routes(routes!(agent::rotate))
+        .routes(routes!(agent::desired_state))
+        .routes(routes!(agent::put_status))
         .routes(routes!(releases::list_releases))
         .routes(routes!(releases::put_release))
         .routes(routes!(events::list_events))

@@ -245,10 +245,10 @@ impl TestApp {
     pub async fn spawn_with(config: AppConfig) -> TestApp {
         let pool = fresh_database().await;
         let signer = Arc::new(DevSigner::generate().expect("dev key"));
-        let state = AppState::new(pool.clone(), signer.verifier());
+        let state = AppState::new(pool.clone(), signer.verifier(), config);
         let server = Server::bind(
             "127.0.0.1:0".parse().expect("addr"),
-            app::router(state, &config),
+            app::router(state),
         )
         .await
         .expect("bind");

@@ -28,7 +28,8 @@ pub fn etag(row: &ClusterRow) -> String {
 
 pub fn to_cluster(row: ClusterRow) -> Cluster {
     let status = status::derive(
-        row.status.as_ref().map(|s| &s.0),
+        row.report.as_ref().map(|s| &s.0),
+        row.generation,
         row.last_heartbeat_at,
         chrono::Utc::now(),
     );

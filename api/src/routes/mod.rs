@@ -1,5 +1,6 @@
 //! The route handlers, one module per resource.
 
+pub mod agent;
 pub mod clusters;
 pub mod events;
 pub mod health;

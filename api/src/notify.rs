@@ -1,0 +1,167 @@
+//! Wakes long-polling agents when their cluster's desired state changes.
+//!
+//! One `LISTEN` connection per process receives the notifications the
+//! database triggers send at commit (whichever replica or tool wrote), and
+//! fans them out in memory to the requests waiting for that cluster.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+pub const DESIRED_STATE_CHANNEL: &str = "meshfleet_desired_state";
+pub const RELEASES_CHANNEL: &str = "meshfleet_releases";
+
+type Key = (String, Uuid);
+
+/// The in-memory fan-out.
+#[derive(Default)]
+pub struct Hub {
+    waiters: Mutex<HashMap<Key, Weak<Notify>>>,
+}
+
+/// A registration for one cluster's changes; dropping it unregisters.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    key: Key,
+    notify: Arc<Notify>,
+}
+
+impl Subscription {
+    pub fn notify(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut map = self.hub.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map's Weak and ours: we are the last waiter of this key.
+        if Arc::strong_count(&self.notify) == 1 {
+            map.remove(&self.key);
+        }
+    }
+}
+
+impl Hub {
+    pub fn subscribe(self: &Arc<Self>, tenant: &str, cluster_id: Uuid) -> Subscription {
+        let key = (tenant.to_string(), cluster_id);
+        let mut map = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let notify = match map.get(&key).and_then(Weak::upgrade) {
+            Some(n) => n,
+            None => {
+                let n = Arc::new(Notify::new());
+                map.insert(key.clone(), Arc::downgrade(&n));
+                n
+            }
+        };
+        Subscription { hub: self.clone(), key, notify }
+    }
+
+    pub fn wake(&self, tenant: &str, cluster_id: Uuid) {
+        let map = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get(&(tenant.to_string(), cluster_id)).and_then(Weak::upgrade) {
+            n.notify_waiters();
+        }
+    }
+
+    /// Wakes everyone (after a lost listener connection or a catalog change):
+    /// waiters re-read their state and go back to waiting if nothing changed.
+    pub fn wake_all(&self) {
+        let map = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        for n in map.values().filter_map(Weak::upgrade) {
+            n.notify_waiters();
+        }
+    }
+
+    /// How many clusters have at least one waiter.
+    pub fn waiting_clusters(&self) -> usize {
+        let map = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().filter(|w| w.strong_count() > 0).count()
+    }
+
+    fn dispatch(&self, channel: &str, payload: &str) {
+        if channel == RELEASES_CHANNEL {
+            self.wake_all();
+            return;
+        }
+        match payload.split_once('/').and_then(|(t, id)| Some((t, Uuid::try_parse(id).ok()?))) {
+            Some((tenant, id)) => self.wake(tenant, id),
+            None => tracing::warn!(%payload, "ignoring a malformed desired-state notification"),
+        }
+    }
+}
+
+/// Runs the process's listener until the pool is closed; reconnects with a
+/// pause, and wakes every waiter after any gap (notifications may be lost).
+pub async fn listen(pool: PgPool, hub: Arc<Hub>) {
+    loop {
+        if pool.is_closed() {
+            return;
+        }
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "desired-state listener cannot connect; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen_all([DESIRED_STATE_CHANNEL, RELEASES_CHANNEL]).await {
+            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        tracing::debug!("desired-state listener connected");
+        hub.wake_all();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    metrics::counter!("meshfleet_desired_state_notifications_total").increment(1);
+                    hub.dispatch(n.channel(), n.payload());
+                }
+                Ok(None) => {
+                    tracing::warn!("desired-state listener lost its connection; reconnecting");
+                    hub.wake_all();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "desired-state listener failed; reconnecting");
+                    hub.wake_all();
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wake_reaches_the_waiters_of_that_cluster_only() {
+        let hub = Arc::new(Hub::default());
+        let id = Uuid::new_v4();
+        let a = hub.subscribe("t", id);
+        let b = hub.subscribe("t", Uuid::new_v4());
+        {
+            let fa = a.notify().notified();
+            let fb = b.notify().notified();
+            tokio::pin!(fa, fb);
+            fa.as_mut().enable();
+            fb.as_mut().enable();
+            hub.dispatch(DESIRED_STATE_CHANNEL, &format!("t/{id}"));
+            tokio::time::timeout(Duration::from_millis(100), fa).await.unwrap();
+            assert!(tokio::time::timeout(Duration::from_millis(50), fb).await.is_err());
+            assert_eq!(hub.waiting_clusters(), 2);
+        }
+        drop(a);
+        drop(b);
+        assert_eq!(hub.waiting_clusters(), 0, "subscriptions clean up after themselves");
+    }
+}

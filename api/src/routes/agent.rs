@@ -1,0 +1,456 @@
+//! The fleet agent's routes (`/v1/agent/*`) and the tenant's routes that
+//! manage a cluster's agent (`/v1/clusters/{name}/bootstrap-tokens`,
+//! `/agent-credential`, `/status/history`).
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use meshfleet_model::{
+    AgentCredential, BOOTSTRAP_TOKEN_PREFIX, BootstrapToken, DesiredState, MAX_WAIT_SECONDS, Problem,
+    RegisterRequest, StatusHistoryEntry, StatusHistoryList, StatusReport,
+};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::IntoParams;
+
+use crate::agent_auth::{self, AgentPrincipal};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::db::{self, NewEvent, StatusWrite};
+use crate::desired;
+use crate::error::{ApiError, ApiResult};
+use crate::http::{JsonBody, Preconditions, Query, decode_cursor, page_limit, paginate};
+use crate::status;
+
+fn with_etag(mut response: Response, tag: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(tag) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
+async fn cluster_id(state: &AppState, tenant: &str, name: &str) -> ApiResult<uuid::Uuid> {
+    db::get_cluster(&state.pool, tenant, name).await?.map(|c| c.id).ok_or_else(|| ApiError::cluster_not_found(name))
+}
+
+/// Creates a bootstrap token for a cluster (used by the manifest route too).
+pub async fn issue_bootstrap_token(
+    state: &AppState,
+    principal: &Principal,
+    name: &str,
+) -> ApiResult<BootstrapToken> {
+    let id = cluster_id(state, &principal.tenant, name).await?;
+    let secret = agent_auth::new_bootstrap_token(&principal.tenant, id)?;
+    let ttl = chrono::Duration::from_std(state.config.bootstrap_ttl)
+        .map_err(|_| ApiError::Internal("bootstrap TTL out of range".into()))?;
+    let expires_at = Utc::now() + ttl;
+    let mut tx = state.pool.begin().await?;
+    db::insert_bootstrap_token(&mut tx, &principal.tenant, id, &secret.hash, expires_at, &principal.sub).await?;
+    db::insert_event(
+        &mut tx,
+        &principal.tenant,
+        NewEvent {
+            cluster_name: Some(name),
+            cluster_id: Some(id),
+            actor: &principal.sub,
+            action: "agent.bootstrap_token_created",
+            generation: None,
+            detail: json!({ "expiresAt": expires_at }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(BootstrapToken { token: secret.token, expires_at })
+}
+
+/// Create a one-time bootstrap token for the cluster's agent (shown once).
+#[utoipa::path(
+    post, path = "/v1/clusters/{name}/bootstrap-tokens", tag = "agents",
+    params(("name" = String, Path, description = "Cluster name")),
+    responses(
+        (status = 201, description = "The token; it is stored only as a hash", body = BootstrapToken),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks the contributor role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such cluster", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_bootstrap_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    principal.require_write()?;
+    let token = issue_bootstrap_token(&state, &principal, &name).await?;
+    let mut response = (StatusCode::CREATED, axum::Json(token)).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Revoke the cluster's agent credential; the agent must bootstrap again.
+#[utoipa::path(
+    delete, path = "/v1/clusters/{name}/agent-credential", tag = "agents",
+    params(("name" = String, Path, description = "Cluster name")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks the contributor role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such cluster, or no credential", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke_credential(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    principal.require_write()?;
+    let id = cluster_id(&state, &principal.tenant, &name).await?;
+    let mut tx = state.pool.begin().await?;
+    if !db::delete_credential(&mut tx, &principal.tenant, id).await? {
+        return Err(ApiError::NotFound(format!("cluster `{name}` has no agent credential")));
+    }
+    db::insert_event(
+        &mut tx,
+        &principal.tenant,
+        NewEvent {
+            cluster_name: Some(&name),
+            cluster_id: Some(id),
+            actor: &principal.sub,
+            action: "agent.credential_revoked",
+            generation: None,
+            detail: json!({}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+const HISTORY_CURSOR: &str = "h1";
+
+/// Changes of the cluster's reported status, newest first (the newest 100 are kept).
+#[utoipa::path(
+    get, path = "/v1/clusters/{name}/status/history", tag = "agents",
+    params(("name" = String, Path, description = "Cluster name"), HistoryParams),
+    responses(
+        (status = 200, description = "A page of status changes", body = StatusHistoryList),
+        (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks the reader role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such cluster", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn status_history(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    Query(params): Query<HistoryParams>,
+) -> ApiResult<axum::Json<StatusHistoryList>> {
+    principal.require_read()?;
+    let limit = page_limit(params.limit)?;
+    let before = match params.cursor.as_deref().map(|c| decode_cursor(HISTORY_CURSOR, c)).transpose()? {
+        Some(id) => Some(id.parse::<i64>().map_err(|_| ApiError::BadRequest("`cursor` is not valid".into()))?),
+        None => None,
+    };
+    let id = cluster_id(&state, &principal.tenant, &name).await?;
+    let mut rows = db::list_status_history(&state.pool, &principal.tenant, id, before, limit + 1).await?;
+    let next_cursor = paginate(&mut rows, limit, HISTORY_CURSOR, |r| r.id.to_string());
+    let items = rows
+        .into_iter()
+        .map(|r| {
+            let report: StatusReport = serde_json::from_value(r.report.0).unwrap_or(StatusReport {
+                observed_generation: r.observed_generation,
+                components: vec![],
+                facts: Default::default(),
+                conditions: vec![],
+            });
+            StatusHistoryEntry {
+                id: r.id,
+                at: r.at,
+                health: status::parse_health(&r.health),
+                observed_generation: r.observed_generation,
+                components: report.components,
+                conditions: report.conditions,
+            }
+        })
+        .collect();
+    Ok(axum::Json(StatusHistoryList { items, next_cursor }))
+}
+
+/// Exchange a bootstrap token for the cluster's agent credential.
+///
+/// A used, expired or unknown token is refused (401) and nothing is created.
+/// Registering again with a new bootstrap token replaces the old credential.
+#[utoipa::path(
+    post, path = "/v1/agent/register", tag = "agent protocol",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The credential (shown once)", body = AgentCredential),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown, used or expired bootstrap token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn register(State(state): State<AppState>, JsonBody(req): JsonBody<RegisterRequest>) -> ApiResult<Response> {
+    let refused = || ApiError::Unauthorized("the bootstrap token is unknown, already used or expired".into());
+    let (tenant, id) = agent_auth::parse(BOOTSTRAP_TOKEN_PREFIX, &req.bootstrap_token).ok_or_else(refused)?;
+    let mut tx = state.pool.begin().await?;
+    if !db::consume_bootstrap_token(&mut tx, &tenant, id, &agent_auth::hash(&req.bootstrap_token)).await? {
+        return Err(refused());
+    }
+    let name = db::cluster_name_by_id(&mut *tx, &tenant, id).await?.ok_or_else(refused)?;
+    let secret = agent_auth::new_credential(&tenant, id)?;
+    let ttl = chrono::Duration::from_std(state.config.credential_ttl)
+        .map_err(|_| ApiError::Internal("credential TTL out of range".into()))?;
+    let expires_at = Utc::now() + ttl;
+    db::replace_credential(&mut tx, &tenant, id, &secret.hash, expires_at).await?;
+    db::insert_event(
+        &mut tx,
+        &tenant,
+        NewEvent {
+            cluster_name: Some(&name),
+            cluster_id: Some(id),
+            actor: &format!("agent:{name}"),
+            action: "agent.registered",
+            generation: None,
+            detail: json!({ "facts": req.facts }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(%tenant, cluster = %name, "agent registered");
+    let body = AgentCredential { cluster_name: name, cluster_id: id, credential: secret.token, expires_at };
+    let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Replace the agent's credential before it expires; the presented one stays
+/// valid for a short grace period so that requests in flight still pass.
+#[utoipa::path(
+    post, path = "/v1/agent/credential/rotate", tag = "agent protocol",
+    responses(
+        (status = 200, description = "The new credential", body = AgentCredential),
+        (status = 401, description = "Not a valid agent credential", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "This credential was already rotated", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("agent" = []))
+)]
+pub async fn rotate(State(state): State<AppState>, agent: AgentPrincipal) -> ApiResult<Response> {
+    let secret = agent_auth::new_credential(&agent.tenant, agent.cluster_id)?;
+    let ttl = chrono::Duration::from_std(state.config.credential_ttl)
+        .map_err(|_| ApiError::Internal("credential TTL out of range".into()))?;
+    let now = Utc::now();
+    let mut tx = state.pool.begin().await?;
+    let rotated = db::rotate_credential(
+        &mut tx,
+        &agent.tenant,
+        agent.cluster_id,
+        &agent.credential_hash,
+        &secret.hash,
+        now + ttl,
+        now + chrono::Duration::minutes(10),
+    )
+    .await?;
+    if !rotated {
+        return Err(ApiError::Conflict("this credential was already rotated; use the newest one".into()));
+    }
+    db::insert_event(
+        &mut tx,
+        &agent.tenant,
+        NewEvent {
+            cluster_name: Some(&agent.cluster_name),
+            cluster_id: Some(agent.cluster_id),
+            actor: &agent.actor(),
+            action: "agent.credential_rotated",
+            generation: None,
+            detail: json!({}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let body = AgentCredential {
+        cluster_name: agent.cluster_name,
+        cluster_id: agent.cluster_id,
+        credential: secret.token,
+        expires_at: now + ttl,
+    };
+    let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WaitParams {
+    /// With `If-None-Match`: wait up to this many seconds (at most 60) for a change.
+    pub wait_seconds: Option<u64>,
+}
+
+/// The cluster's effective desired state; a long poll with `If-None-Match` and `waitSeconds`.
+///
+/// Answers 304 after `waitSeconds` if the state still has the given ETag, and
+/// 200 at once when it changes (woken through PostgreSQL LISTEN/NOTIFY, so a
+/// change written through any api replica reaches an agent waiting on any other).
+#[utoipa::path(
+    get, path = "/v1/agent/desired-state", tag = "agent protocol",
+    params(WaitParams, ("If-None-Match" = Option<String>, Header, description = "ETag of the state the agent has")),
+    responses(
+        (status = 200, description = "The desired state", body = DesiredState, headers(("ETag" = String))),
+        (status = 304, description = "Unchanged", headers(("ETag" = String))),
+        (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not a valid agent credential", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("agent" = []))
+)]
+pub async fn desired_state(
+    State(state): State<AppState>,
+    agent: AgentPrincipal,
+    pre: Preconditions,
+    Query(params): Query<WaitParams>,
+) -> ApiResult<Response> {
+    let wait = match params.wait_seconds.unwrap_or(0) {
+        n if n <= MAX_WAIT_SECONDS => Duration::from_secs(n),
+        n => return Err(ApiError::BadRequest(format!("`waitSeconds` must be at most {MAX_WAIT_SECONDS}, not {n}"))),
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    // Subscribe before reading, so that a change committed in between is not missed.
+    let subscription = state.hub.subscribe(&agent.tenant, agent.cluster_id);
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        let notified = subscription.notify().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let row = db::desired_state(&state.pool, &agent.tenant, agent.cluster_id)
+            .await?
+            .ok_or_else(|| ApiError::cluster_not_found(&agent.cluster_name))?;
+        let current = desired::effective(row);
+        let tag = desired::etag(&current);
+        let unchanged = pre.if_none_match.as_ref().is_some_and(|m| m.matches(&tag));
+        if !unchanged {
+            return Ok(with_etag(axum::Json(current).into_response(), &tag));
+        }
+        if tokio::time::Instant::now() >= deadline || *shutdown.borrow() {
+            return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), &tag));
+        }
+        tokio::select! {
+            _ = &mut notified => continue,
+            _ = tokio::time::sleep_until(deadline) => {
+                return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), &tag));
+            }
+            _ = shutdown.changed() => {
+                return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), &tag));
+            }
+        }
+    }
+}
+
+fn validate_report(report: &StatusReport) -> ApiResult<()> {
+    use meshfleet_model::FieldError;
+    let mut errors = Vec::new();
+    if report.components.len() > 32 {
+        errors.push(FieldError::new("/components", "at most 32 components"));
+    }
+    for (i, c) in report.components.iter().enumerate() {
+        if c.name.is_empty() || c.name.len() > 63 {
+            errors.push(FieldError::new(format!("/components/{i}/name"), "1 to 63 characters"));
+        }
+        if c.message.as_ref().is_some_and(|m| m.len() > 4096) {
+            errors.push(FieldError::new(format!("/components/{i}/message"), "at most 4096 bytes"));
+        }
+        if c.conditions.len() > 16 {
+            errors.push(FieldError::new(format!("/components/{i}/conditions"), "at most 16 conditions"));
+        }
+    }
+    if report.conditions.len() > 16 {
+        errors.push(FieldError::new("/conditions", "at most 16 conditions"));
+    }
+    if errors.is_empty() { Ok(()) } else { Err(ApiError::invalid(errors)) }
+}
+
+/// Report status; every call is also a heartbeat. An unchanged report only
+/// refreshes the heartbeat; a changed one is stored, added to the history,
+/// and a change of health is recorded as an event.
+#[utoipa::path(
+    put, path = "/v1/agent/status", tag = "agent protocol",
+    request_body = StatusReport,
+    responses(
+        (status = 204, description = "Recorded"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not a valid agent credential", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid report", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("agent" = []))
+)]
+pub async fn put_status(
+    State(state): State<AppState>,
+    agent: AgentPrincipal,
+    JsonBody(report): JsonBody<StatusReport>,
+) -> ApiResult<StatusCode> {
+    validate_report(&report)?;
+    let value = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let report_hash = agent_auth::hash(&value.to_string());
+    if db::heartbeat_if_unchanged(&state.pool, &agent.tenant, agent.cluster_id, &report_hash).await? {
+        metrics::counter!("meshfleet_agent_heartbeats_total", "kind" => "unchanged").increment(1);
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    metrics::counter!("meshfleet_agent_heartbeats_total", "kind" => "changed").increment(1);
+    let mut tx = state.pool.begin().await?;
+    let (generation, previous) = db::lock_for_status(&mut tx, &agent.tenant, agent.cluster_id)
+        .await?
+        .ok_or_else(|| ApiError::cluster_not_found(&agent.cluster_name))?;
+    let health = status::health(&report, generation);
+    let health_name = status::health_name(health);
+    db::write_status(
+        &mut tx,
+        &agent.tenant,
+        agent.cluster_id,
+        StatusWrite {
+            report: &value,
+            report_hash: &report_hash,
+            health: health_name,
+            observed_generation: report.observed_generation,
+        },
+        state.config.status_history_keep,
+    )
+    .await?;
+    if previous.as_deref() != Some(health_name) {
+        let failing: Vec<serde_json::Value> = report
+            .components
+            .iter()
+            .filter(|c| status::failed(c))
+            .map(|c| json!({ "name": c.name, "message": c.message }))
+            .collect();
+        db::insert_event(
+            &mut tx,
+            &agent.tenant,
+            NewEvent {
+                cluster_name: Some(&agent.cluster_name),
+                cluster_id: Some(agent.cluster_id),
+                actor: &agent.actor(),
+                action: "cluster.health_changed",
+                generation: report.observed_generation,
+                detail: json!({ "from": previous, "to": health_name, "failing": failing }),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
