@@ -107,6 +107,14 @@ async fn template() {
 
 /// A fresh database cloned from the template.
 pub async fn fresh_database() -> PgPool {
+    let options = fresh_database_options().await;
+    db::connect(options, 20)
+        .await
+        .expect("connect test database")
+}
+
+/// Creates a fresh database cloned from the template; its connect options.
+pub async fn fresh_database_options() -> PgConnectOptions {
     template().await;
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     let admin = admin().await;
@@ -117,9 +125,7 @@ pub async fn fresh_database() -> PgPool {
     .await
     .expect("create test database");
     admin.close().await;
-    db::connect(server().options(&name), 20)
-        .await
-        .expect("connect test database")
+    server().options(&name)
 }
 
 /// The app under test.
@@ -128,6 +134,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub signer: Arc<DevSigner>,
     pub pool: PgPool,
+    options: PgConnectOptions,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -243,15 +250,33 @@ impl TestApp {
     }
 
     pub async fn spawn_with(config: AppConfig) -> TestApp {
-        let pool = fresh_database().await;
+        let options = fresh_database_options().await;
         let signer = Arc::new(DevSigner::generate().expect("dev key"));
-        let state = AppState::new(pool.clone(), signer.verifier(), config);
-        let server = Server::bind(
-            "127.0.0.1:0".parse().expect("addr"),
-            app::router(state),
+        Self::start(options, signer, config).await
+    }
+
+    /// A second api replica over the same database (its own pool and listener).
+    pub async fn replica(&self) -> TestApp {
+        Self::start(
+            self.options.clone(),
+            self.signer.clone(),
+            AppConfig::default(),
         )
         .await
-        .expect("bind");
+    }
+
+    async fn start(
+        options: PgConnectOptions,
+        signer: Arc<DevSigner>,
+        config: AppConfig,
+    ) -> TestApp {
+        let pool = db::connect(options.clone(), 20)
+            .await
+            .expect("connect test database");
+        let state = AppState::new(pool.clone(), signer.verifier(), config);
+        let server = Server::bind("127.0.0.1:0".parse().expect("addr"), app::router(state))
+            .await
+            .expect("bind");
         let addr = server.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.run(async move {
@@ -265,6 +290,7 @@ impl TestApp {
                 .expect("client"),
             signer,
             pool,
+            options,
             _shutdown: tx,
         }
     }

@@ -2,6 +2,7 @@
 //! a fresh PostgreSQL database per test.
 
 #![allow(clippy::unwrap_used)]
+mod agent_protocol;
 mod auth;
 mod clusters;
 mod concurrency;
