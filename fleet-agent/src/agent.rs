@@ -1,0 +1,690 @@
+//! The agent loop.
+//!
+//! ```text
+//! connect:  credential Secret ──(none / rejected)──▶ bootstrap Secret ─▶ POST register
+//!           └─ stores the credential in the credential Secret
+//! session:  long-poll desired state (If-None-Match) ─▶ reconcile pass on change
+//!           resync timer (jittered) ─▶ re-apply, drift reported as `Drifted`
+//!           heartbeat timer / pass finished ─▶ PUT status
+//!           rotation timer ─▶ rotate the credential when < 7 days remain
+//!           401 on the credential ─▶ back to connect
+//! ```
+//!
+//! Restart-safe: everything that matters lives in the cluster (the credential
+//! Secret, the objects) or at the service (the desired state); a restarted
+//! agent re-reads both and re-applies, which is a no-op when nothing changed.
+//!
+//! While the service is unreachable the agent leaves the cluster exactly as it
+//! is (no new pass, no prune) and retries with capped, fully jittered
+//! exponential backoff.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use meshfleet_model::{
+    AGENT_NAMESPACE, BOOTSTRAP_SECRET, CREDENTIAL_SECRET, ClusterFacts, ComponentStatus, Condition,
+    DesiredState, StatusReport,
+};
+use rand::Rng;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+use crate::backend::{ClusterBackend, SecretData};
+use crate::client::{Backoff, Poll, ServiceClient};
+use crate::error::{Error, Result};
+use crate::reconcile::{Outcome, ReconcileOptions, Trigger, condition, reconcile};
+
+/// Everything the agent loop needs to know. [`AgentConfig::new`] gives the
+/// production defaults; tests and the fleet simulator set fields directly.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Base URL of the meshfleet service; `None` reads the `url` key of the
+    /// bootstrap Secret.
+    pub url: Option<String>,
+    /// Namespace of the agent's Secrets.
+    pub namespace: String,
+    pub bootstrap_secret: String,
+    pub credential_secret: String,
+    /// `waitSeconds` of the long poll (whole seconds, at most 60).
+    pub poll_wait: Duration,
+    /// Period of the drift re-apply (jittered ±20%).
+    pub resync: Duration,
+    /// Status is sent at least this often.
+    pub heartbeat: Duration,
+    /// Delay before retrying a pass that did not converge.
+    pub retry: Duration,
+    /// First and largest backoff delay when the service is unreachable.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Rotate the credential when less than this remains before it expires.
+    pub rotate_before: Duration,
+    /// How often the credential's expiry is checked.
+    pub rotation_check: Duration,
+    pub reconcile: ReconcileOptions,
+    /// Shared HTTP client (the fleet simulator runs many agents over one);
+    /// `None` builds one.
+    pub http: Option<reqwest::Client>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            url: None,
+            namespace: AGENT_NAMESPACE.to_string(),
+            bootstrap_secret: BOOTSTRAP_SECRET.to_string(),
+            credential_secret: CREDENTIAL_SECRET.to_string(),
+            poll_wait: Duration::from_secs(55),
+            resync: Duration::from_secs(300),
+            heartbeat: Duration::from_secs(30),
+            retry: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            rotate_before: Duration::from_secs(7 * 24 * 3600),
+            rotation_check: Duration::from_secs(3600),
+            reconcile: ReconcileOptions::default(),
+            http: None,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Production defaults talking to `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        AgentConfig {
+            url: Some(url.into()),
+            ..AgentConfig::default()
+        }
+    }
+
+    /// Short timers for tests and simulations: 1 s long polls, 100 ms
+    /// heartbeats, 500 ms resync, 10 ms–500 ms backoff, 5 ms rollout polling
+    /// with a 5 s rollout timeout.
+    pub fn fast(url: impl Into<String>) -> Self {
+        AgentConfig {
+            url: Some(url.into()),
+            poll_wait: Duration::from_secs(1),
+            resync: Duration::from_millis(500),
+            heartbeat: Duration::from_millis(100),
+            retry: Duration::from_millis(100),
+            backoff_base: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(500),
+            rotation_check: Duration::from_millis(200),
+            reconcile: ReconcileOptions {
+                poll_interval: Duration::from_millis(5),
+                ready_timeout: Duration::from_secs(5),
+            },
+            ..AgentConfig::default()
+        }
+    }
+}
+
+/// What the agent shares with its health endpoints (and with tests).
+#[derive(Debug, Default)]
+pub struct AgentState {
+    has_credential: AtomicBool,
+    talked: AtomicBool,
+    passes: AtomicU64,
+    last_sync: Mutex<Option<DateTime<Utc>>>,
+    last_report: Mutex<Option<StatusReport>>,
+}
+
+impl AgentState {
+    /// Ready once it holds a credential and has talked to the service.
+    pub fn is_ready(&self) -> bool {
+        self.has_credential.load(Ordering::Relaxed) && self.talked.load(Ordering::Relaxed)
+    }
+
+    pub fn has_credential(&self) -> bool {
+        self.has_credential.load(Ordering::Relaxed)
+    }
+
+    /// Reconcile passes finished.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
+    }
+
+    /// When the last pass converged.
+    pub fn last_sync(&self) -> Option<DateTime<Utc>> {
+        *self.last_sync.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last status report the agent built (sent or not).
+    pub fn last_report(&self) -> Option<StatusReport> {
+        self.last_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The fleet agent over a cluster backend.
+pub struct Agent<B> {
+    config: AgentConfig,
+    backend: B,
+    state: Arc<AgentState>,
+}
+
+/// A credential and the service it works with.
+struct Session {
+    client: ServiceClient,
+    credential: String,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+enum End {
+    Shutdown,
+    /// The service rejected this credential.
+    Unauthorized(String),
+}
+
+type PollFuture = Pin<Box<dyn Future<Output = Result<Poll>> + Send>>;
+type PassHandle = JoinHandle<(Trigger, Outcome, Option<ClusterFacts>)>;
+
+fn poll_after(
+    client: &ServiceClient,
+    credential: &str,
+    etag: Option<&str>,
+    wait: Duration,
+    delay: Duration,
+) -> PollFuture {
+    let client = client.clone();
+    let credential = credential.to_string();
+    let etag = etag.map(str::to_string);
+    Box::pin(async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        client
+            .desired_state(&credential, etag.as_deref(), wait)
+            .await
+    })
+}
+
+fn jittered(period: Duration) -> Duration {
+    let f: f64 = rand::rng().random_range(0.8..=1.2);
+    period.mul_f64(f)
+}
+
+/// Keeps `lastTransitionTime` of conditions whose status did not change.
+fn carry_transitions(prev: &[Condition], next: &mut [Condition]) {
+    for c in next {
+        if let Some(p) = prev
+            .iter()
+            .find(|p| p.type_ == c.type_ && p.status == c.status)
+        {
+            c.last_transition_time = p.last_transition_time;
+        }
+    }
+}
+
+fn carry_component_transitions(prev: &[ComponentStatus], next: &mut [ComponentStatus]) {
+    for c in next {
+        if let Some(p) = prev.iter().find(|p| p.name == c.name) {
+            carry_transitions(&p.conditions, &mut c.conditions);
+        }
+    }
+}
+
+impl<B: ClusterBackend> Agent<B> {
+    pub fn new(config: AgentConfig, backend: B) -> Self {
+        Agent {
+            config,
+            backend,
+            state: Arc::new(AgentState::default()),
+        }
+    }
+
+    /// Shared state for the health endpoints and for tests.
+    pub fn state(&self) -> Arc<AgentState> {
+        self.state.clone()
+    }
+
+    /// Runs until `shutdown` completes. Only a configuration problem (the
+    /// HTTP client cannot be built) ends it early; everything else is retried.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        if self.config.poll_wait.as_secs() > meshfleet_model::MAX_WAIT_SECONDS {
+            return Err(Error::Config(format!(
+                "MESHFLEET_POLL_WAIT must be at most {}s",
+                meshfleet_model::MAX_WAIT_SECONDS
+            )));
+        }
+        let http = match &self.config.http {
+            Some(h) => h.clone(),
+            None => ServiceClient::default_http()?,
+        };
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut backoff = Backoff::new(self.config.backoff_base, self.config.backoff_max);
+        let mut tried_tokens: HashSet<String> = HashSet::new();
+        let mut rejected: Option<String> = None;
+        loop {
+            let session = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                s = self.connect(&http, &mut backoff, &mut tried_tokens, rejected.as_deref()) => s,
+            };
+            self.state.has_credential.store(true, Ordering::Relaxed);
+            match self.session(session, &mut shutdown, &mut backoff).await {
+                End::Shutdown => {
+                    info!("agent stopped");
+                    return Ok(());
+                }
+                End::Unauthorized(credential) => {
+                    warn!("the service rejected the credential; re-reading the bootstrap Secret");
+                    self.state.has_credential.store(false, Ordering::Relaxed);
+                    rejected = Some(credential);
+                }
+            }
+        }
+    }
+
+    /// Finds a usable credential, registering if needed; retries with backoff.
+    async fn connect(
+        &self,
+        http: &reqwest::Client,
+        backoff: &mut Backoff,
+        tried_tokens: &mut HashSet<String>,
+        rejected: Option<&str>,
+    ) -> Session {
+        loop {
+            match self.try_connect(http, tried_tokens, rejected).await {
+                Ok(s) => {
+                    backoff.reset();
+                    return s;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    warn!(error = %e, retry_in = ?delay, "no usable credential yet");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn try_connect(
+        &self,
+        http: &reqwest::Client,
+        tried_tokens: &mut HashSet<String>,
+        rejected: Option<&str>,
+    ) -> Result<Session> {
+        let c = &self.config;
+        let bootstrap = self
+            .backend
+            .get_secret(&c.namespace, &c.bootstrap_secret)
+            .await?
+            .unwrap_or_default();
+        let url = c
+            .url
+            .clone()
+            .or_else(|| {
+                bootstrap
+                    .get("url")
+                    .cloned()
+                    .filter(|u| !u.trim().is_empty())
+            })
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "no service URL: set MESHFLEET_URL or the `url` key of Secret {}/{}",
+                    c.namespace, c.bootstrap_secret
+                ))
+            })?;
+        let client = ServiceClient::new(http.clone(), url.trim());
+
+        if let Some(stored) = self
+            .backend
+            .get_secret(&c.namespace, &c.credential_secret)
+            .await?
+            && let Some(credential) = stored.get("credential").filter(|s| !s.is_empty())
+            && Some(credential.as_str()) != rejected
+        {
+            let expires_at = stored
+                .get("expiresAt")
+                .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
+                .map(|e| e.with_timezone(&Utc));
+            debug!("using the stored credential");
+            return Ok(Session {
+                client,
+                credential: credential.clone(),
+                expires_at,
+            });
+        }
+
+        let token = bootstrap
+            .get("token")
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty() && !t.starts_with("REPLACE_WITH_"))
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "no bootstrap token in Secret {}/{} (key `token`)",
+                    c.namespace, c.bootstrap_secret
+                ))
+            })?;
+        if tried_tokens.contains(&token) {
+            return Err(Error::Unauthorized(format!(
+                "the bootstrap token in Secret {}/{} was already used; waiting for a new one",
+                c.namespace, c.bootstrap_secret
+            )));
+        }
+        tried_tokens.insert(token.clone());
+        let facts = self.facts().await;
+        match client.register(&token, facts).await {
+            Ok(cred) => {
+                info!(cluster = %cred.cluster_name, cluster_id = %cred.cluster_id, "registered");
+                self.store_credential(&cred.credential, cred.expires_at)
+                    .await?;
+                self.state.talked.store(true, Ordering::Relaxed);
+                Ok(Session {
+                    client,
+                    credential: cred.credential,
+                    expires_at: Some(cred.expires_at),
+                })
+            }
+            Err(e) => {
+                if e.is_unavailable() {
+                    // Not really tried: the service never saw it.
+                    tried_tokens.remove(&token);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn store_credential(&self, credential: &str, expires_at: DateTime<Utc>) -> Result<()> {
+        let mut data = SecretData::new();
+        data.insert("credential".into(), credential.to_string());
+        data.insert("expiresAt".into(), expires_at.to_rfc3339());
+        self.backend
+            .put_secret(&self.config.namespace, &self.config.credential_secret, data)
+            .await
+    }
+
+    async fn facts(&self) -> ClusterFacts {
+        let mut facts = match self.backend.facts().await {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "reading cluster facts");
+                ClusterFacts::default()
+            }
+        };
+        facts.agent_version = Some(crate::AGENT_VERSION.to_string());
+        facts
+    }
+
+    fn spawn_pass(
+        &self,
+        desired: DesiredState,
+        trigger: Trigger,
+        progress: &watch::Sender<Vec<ComponentStatus>>,
+    ) -> PassHandle {
+        let backend = self.backend.clone();
+        let opts = self.config.reconcile.clone();
+        let progress = progress.clone();
+        debug!(
+            generation = desired.generation,
+            ?trigger,
+            "reconcile pass starts"
+        );
+        tokio::spawn(async move {
+            let out = reconcile(&backend, &desired, trigger, &opts, Some(&progress)).await;
+            let facts = backend.facts().await.ok();
+            (trigger, out, facts)
+        })
+    }
+
+    async fn session(
+        &self,
+        mut s: Session,
+        shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+        backoff: &mut Backoff,
+    ) -> End {
+        let c = &self.config;
+        let mut facts = self.facts().await;
+        let mut etag: Option<String> = None;
+        let mut desired: Option<DesiredState> = None;
+        let mut connected = false;
+        let mut observed_generation: Option<i64> = None;
+        let mut components: Vec<ComponentStatus> = Vec::new();
+        let mut conditions: Vec<Condition> = Vec::new();
+        let (progress_tx, mut progress_rx) = watch::channel(Vec::<ComponentStatus>::new());
+        let mut pass: Option<PassHandle> = None;
+        let mut next_pass: Option<(Instant, Trigger)> = None;
+        let mut heartbeat = tokio::time::interval(c.heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut rotation = tokio::time::interval(c.rotation_check);
+        rotation.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut poll = poll_after(&s.client, &s.credential, None, c.poll_wait, Duration::ZERO);
+
+        let end = loop {
+            let mut send_report = false;
+            tokio::select! {
+                _ = shutdown.as_mut() => break End::Shutdown,
+
+                res = &mut poll => match res {
+                    Ok(Poll::Changed { state, etag: new_etag }) => {
+                        send_report |= !connected;
+                        connected = true;
+                        self.state.talked.store(true, Ordering::Relaxed);
+                        backoff.reset();
+                        etag = new_etag;
+                        if desired.as_ref() != Some(&*state) {
+                            info!(generation = state.generation, version = %state.version, "desired state changed");
+                            if let Some(p) = pass.take() {
+                                p.abort();
+                            }
+                            pass = Some(self.spawn_pass((*state).clone(), Trigger::Changed, &progress_tx));
+                            next_pass = None;
+                            desired = Some(*state);
+                        }
+                        poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, Duration::ZERO);
+                    }
+                    Ok(Poll::NotModified) => {
+                        send_report |= !connected;
+                        connected = true;
+                        self.state.talked.store(true, Ordering::Relaxed);
+                        backoff.reset();
+                        poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, Duration::ZERO);
+                    }
+                    Err(Error::Unauthorized(detail)) => {
+                        warn!(%detail, "desired state: credential rejected");
+                        break End::Unauthorized(s.credential.clone());
+                    }
+                    Err(e) => {
+                        connected = false;
+                        metrics::counter!("meshfleet_agent_service_errors_total").increment(1);
+                        let delay = backoff.next_delay();
+                        warn!(error = %e, retry_in = ?delay, "desired state: service unavailable; leaving the cluster as it is");
+                        poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, delay);
+                    }
+                },
+
+                _ = heartbeat.tick() => send_report = true,
+
+                _ = async {
+                    match next_pass {
+                        Some((at, _)) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                }, if pass.is_none() && next_pass.is_some() => {
+                    let trigger = next_pass.map_or(Trigger::Resync, |(_, t)| t);
+                    match (&desired, connected) {
+                        (Some(d), true) => {
+                            pass = Some(self.spawn_pass(d.clone(), trigger, &progress_tx));
+                            next_pass = None;
+                        }
+                        // Unreachable: leave the cluster as it is, look again later.
+                        _ => next_pass = Some((Instant::now() + jittered(c.resync), trigger)),
+                    }
+                },
+
+                res = async {
+                    match pass.as_mut() {
+                        Some(h) => h.await,
+                        None => std::future::pending().await,
+                    }
+                }, if pass.is_some() => {
+                    pass = None;
+                    match res {
+                        Ok((trigger, out, new_facts)) => {
+                            if let Some(mut f) = new_facts {
+                                f.agent_version = Some(crate::AGENT_VERSION.to_string());
+                                facts = f;
+                            }
+                            self.record_outcome(trigger, &out, &mut observed_generation, &mut components, &mut conditions);
+                            next_pass = Some(if out.converged {
+                                (Instant::now() + jittered(c.resync), Trigger::Resync)
+                            } else {
+                                (Instant::now() + c.retry, Trigger::Retry)
+                            });
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "reconcile pass panicked");
+                            next_pass = Some((Instant::now() + c.retry, Trigger::Retry));
+                        }
+                    }
+                    send_report = true;
+                },
+
+                Ok(()) = progress_rx.changed() => {
+                    let mut next = progress_rx.borrow_and_update().clone();
+                    carry_component_transitions(&components, &mut next);
+                    components = next;
+                },
+
+                _ = rotation.tick() => {
+                    match self.maybe_rotate(&mut s).await {
+                        Ok(true) => {
+                            // Re-issue the long poll with the new credential.
+                            poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, Duration::ZERO);
+                        }
+                        Ok(false) => {}
+                        Err(Error::Unauthorized(_)) => break End::Unauthorized(s.credential.clone()),
+                        Err(e) => warn!(error = %e, "credential rotation failed; will retry"),
+                    }
+                },
+            }
+
+            if send_report {
+                let report = StatusReport {
+                    observed_generation,
+                    components: components.clone(),
+                    facts: facts.clone(),
+                    conditions: conditions.clone(),
+                };
+                *self
+                    .state
+                    .last_report
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
+                match s.client.report_status(&s.credential, &report).await {
+                    Ok(()) => {
+                        send_report_ok(&self.state);
+                        if !connected {
+                            debug!("status accepted");
+                        }
+                    }
+                    Err(Error::Unauthorized(detail)) => {
+                        warn!(%detail, "status: credential rejected");
+                        break End::Unauthorized(s.credential.clone());
+                    }
+                    Err(e) => {
+                        metrics::counter!("meshfleet_agent_service_errors_total").increment(1);
+                        warn!(error = %e, "status report failed; will retry on the next heartbeat");
+                    }
+                }
+            }
+        };
+        if let Some(p) = pass.take() {
+            p.abort();
+        }
+        end
+    }
+
+    fn record_outcome(
+        &self,
+        trigger: Trigger,
+        out: &Outcome,
+        observed_generation: &mut Option<i64>,
+        components: &mut Vec<ComponentStatus>,
+        conditions: &mut Vec<Condition>,
+    ) {
+        self.state.passes.fetch_add(1, Ordering::Relaxed);
+        let result = if out.converged { "converged" } else { "failed" };
+        metrics::counter!("meshfleet_agent_reconciles_total", "result" => result).increment(1);
+        if out.converged {
+            *observed_generation = Some(out.generation);
+            let now = Utc::now();
+            *self
+                .state
+                .last_sync
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(now);
+            metrics::gauge!("meshfleet_agent_last_sync_timestamp_seconds")
+                .set(now.timestamp() as f64);
+        }
+        let mut next_components = out.components.clone();
+        carry_component_transitions(components, &mut next_components);
+        *components = next_components;
+
+        let mut next: Vec<Condition> = Vec::new();
+        next.push(match &out.error {
+            None => condition("Reconciled", "True", "Converged", None),
+            Some(m) => condition(
+                "Reconciled",
+                "False",
+                out.reason.unwrap_or("Failed"),
+                Some(m.clone()),
+            ),
+        });
+        if !out.drifted.is_empty() {
+            metrics::counter!("meshfleet_agent_drift_corrections_total")
+                .increment(out.drifted.len() as u64);
+            let list: Vec<String> = out.drifted.iter().map(ToString::to_string).collect();
+            next.push(condition(
+                "Drifted",
+                "True",
+                "Corrected",
+                Some(format!(
+                    "re-applied {} object(s) changed outside meshfleet: {}",
+                    list.len(),
+                    list.join(", ")
+                )),
+            ));
+        } else if trigger == Trigger::Resync && out.converged {
+            next.push(condition("Drifted", "False", "InSync", None));
+        } else if let Some(prev) = conditions.iter().find(|c| c.type_ == "Drifted") {
+            // Not a drift check: keep what the last one said.
+            next.push(prev.clone());
+        }
+        carry_transitions(conditions, &mut next);
+        *conditions = next;
+    }
+
+    /// Rotates the credential when it expires within `rotate_before`.
+    async fn maybe_rotate(&self, s: &mut Session) -> Result<bool> {
+        let Some(expires_at) = s.expires_at else {
+            return Ok(false);
+        };
+        let left = expires_at - Utc::now();
+        let limit =
+            chrono::Duration::from_std(self.config.rotate_before).unwrap_or(chrono::Duration::MAX);
+        if left > limit {
+            return Ok(false);
+        }
+        info!(%expires_at, "rotating the agent credential");
+        let cred = s.client.rotate(&s.credential).await?;
+        self.store_credential(&cred.credential, cred.expires_at)
+            .await?;
+        s.credential = cred.credential;
+        s.expires_at = Some(cred.expires_at);
+        Ok(true)
+    }
+}
+
+fn send_report_ok(state: &AgentState) {
+    state.talked.store(true, Ordering::Relaxed);
+}

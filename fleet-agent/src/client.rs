@@ -1,0 +1,256 @@
+//! The agent protocol over HTTP (see `meshfleet_model::agent`), and the
+//! backoff used when the service is unreachable.
+
+use std::time::Duration;
+
+use meshfleet_model::{AgentCredential, ClusterFacts, DesiredState, RegisterRequest, StatusReport};
+use rand::Rng;
+use reqwest::{StatusCode, header};
+
+use crate::error::{Error, Result};
+
+/// Result of a long poll.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Poll {
+    /// `200`: the desired state and its ETag.
+    Changed {
+        state: Box<DesiredState>,
+        etag: Option<String>,
+    },
+    /// `304`: unchanged since the ETag sent.
+    NotModified,
+}
+
+/// A client of the agent routes of one meshfleet service.
+#[derive(Debug, Clone)]
+pub struct ServiceClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// Extra time a long poll may take beyond `waitSeconds` before it counts as failed.
+const POLL_GRACE: Duration = Duration::from_secs(20);
+/// Timeout of the other calls.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl ServiceClient {
+    /// `base_url` is the service's root, e.g. `https://meshfleet.example.com`.
+    pub fn new(http: reqwest::Client, base_url: &str) -> Self {
+        ServiceClient {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The HTTP client the agent uses when none is given.
+    pub fn default_http() -> Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("meshfleet-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `POST /v1/agent/register`: exchanges a bootstrap token for a credential.
+    pub async fn register(
+        &self,
+        bootstrap_token: &str,
+        facts: ClusterFacts,
+    ) -> Result<AgentCredential> {
+        let body = RegisterRequest {
+            bootstrap_token: bootstrap_token.to_string(),
+            facts,
+        };
+        let resp = self
+            .http
+            .post(self.url("/v1/agent/register"))
+            .timeout(CALL_TIMEOUT)
+            .json(&body)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if resp.status() == StatusCode::CREATED || resp.status() == StatusCode::OK {
+            return resp.json().await.map_err(unavailable);
+        }
+        Err(error_from(resp).await)
+    }
+
+    /// `GET /v1/agent/desired-state?waitSeconds=N` with `If-None-Match`.
+    pub async fn desired_state(
+        &self,
+        credential: &str,
+        etag: Option<&str>,
+        wait: Duration,
+    ) -> Result<Poll> {
+        let mut req = self
+            .http
+            .get(self.url(&format!(
+                "/v1/agent/desired-state?waitSeconds={}",
+                wait.as_secs()
+            )))
+            .bearer_auth(credential)
+            .timeout(wait + POLL_GRACE);
+        if let Some(etag) = etag {
+            req = req.header(header::IF_NONE_MATCH, etag);
+        }
+        let resp = req.send().await.map_err(unavailable)?;
+        match resp.status() {
+            StatusCode::OK => {
+                let etag = resp
+                    .headers()
+                    .get(header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let state: DesiredState = resp.json().await.map_err(unavailable)?;
+                Ok(Poll::Changed {
+                    state: Box::new(state),
+                    etag,
+                })
+            }
+            StatusCode::NOT_MODIFIED => Ok(Poll::NotModified),
+            _ => Err(error_from(resp).await),
+        }
+    }
+
+    /// `PUT /v1/agent/status` (also the heartbeat).
+    pub async fn report_status(&self, credential: &str, report: &StatusReport) -> Result<()> {
+        let resp = self
+            .http
+            .put(self.url("/v1/agent/status"))
+            .bearer_auth(credential)
+            .timeout(CALL_TIMEOUT)
+            .json(report)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Err(error_from(resp).await)
+    }
+
+    /// `POST /v1/agent/credential/rotate`.
+    pub async fn rotate(&self, credential: &str) -> Result<AgentCredential> {
+        let resp = self
+            .http
+            .post(self.url("/v1/agent/credential/rotate"))
+            .bearer_auth(credential)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if resp.status().is_success() {
+            return resp.json().await.map_err(unavailable);
+        }
+        Err(error_from(resp).await)
+    }
+}
+
+fn unavailable(e: reqwest::Error) -> Error {
+    // reqwest's messages name the URL but never headers, so no credential leaks.
+    Error::Unavailable(e.to_string())
+}
+
+/// Maps a non-success answer: 401 → [`Error::Unauthorized`], 5xx and 429 →
+/// [`Error::Unavailable`] (retry with backoff), anything else →
+/// [`Error::Service`]; the problem's `detail` is kept.
+async fn error_from(resp: reqwest::Response) -> Error {
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    let detail = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
+        .unwrap_or_else(|| {
+            let mut b = body;
+            b.truncate(200);
+            if b.is_empty() {
+                status.canonical_reason().unwrap_or("").to_string()
+            } else {
+                b
+            }
+        });
+    if status == StatusCode::UNAUTHORIZED {
+        Error::Unauthorized(detail)
+    } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        Error::Unavailable(format!("{}: {detail}", status.as_u16()))
+    } else {
+        Error::Service {
+            status: status.as_u16(),
+            detail,
+        }
+    }
+}
+
+/// Capped exponential backoff with full jitter: the n-th delay is uniform in
+/// `[0, min(cap, base·2ⁿ)]`, so a fleet that lost the service does not come
+/// back in lockstep.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Backoff {
+            base,
+            cap: cap.max(base),
+            attempt: 0,
+        }
+    }
+
+    /// The upper bound of the next delay.
+    pub fn ceiling(&self) -> Duration {
+        let factor = 1u32 << self.attempt.min(20);
+        self.base.saturating_mul(factor).min(self.cap)
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.ceiling();
+        self.attempt = self.attempt.saturating_add(1);
+        let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::rng().random_range(0..=ms))
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+        let ceilings: Vec<u64> = (0..12)
+            .map(|_| {
+                let c = b.ceiling();
+                let d = b.next_delay();
+                assert!(d <= c);
+                c.as_secs()
+            })
+            .collect();
+        assert_eq!(ceilings, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        b.reset();
+        assert_eq!(b.ceiling(), Duration::from_secs(1));
+        // Jitter: not every delay equals the ceiling.
+        let mut b = Backoff::new(Duration::from_secs(300), Duration::from_secs(300));
+        let delays: std::collections::BTreeSet<_> = (0..20).map(|_| b.next_delay()).collect();
+        assert!(delays.len() > 1);
+    }
+}

@@ -1,0 +1,601 @@
+//! A simulated cluster: an in-memory [`ClusterBackend`] for tests and the
+//! fleet simulator. It is a test double of the *cluster* only; the agent that
+//! runs over it is the real one.
+//!
+//! What it models:
+//! - objects keyed by (apiVersion, kind, namespace, name), with a
+//!   `resourceVersion` that is bumped on every change and a `generation` bumped
+//!   on every change outside `metadata`;
+//! - server-side apply for one field manager: fields the agent applied before
+//!   and no longer applies are removed, everything else it applies is set, and
+//!   fields set by others (see [`SimCluster::mutate`]) are kept unless the
+//!   agent applies them (force);
+//! - Deployments and DaemonSets that become ready `ready_after` their last
+//!   spec change (a DaemonSet wants one pod per node), unless broken with
+//!   [`SimCluster::break_workload`];
+//! - injected apply failures with an API-style message
+//!   ([`SimCluster::fail_apply`]);
+//! - Secrets, so that a new agent over the same `SimCluster` is a restart that
+//!   finds its credential.
+//!
+//! What it does not model: namespace existence (objects may be applied into a
+//! namespace that was never created), admission, CRD schemas, garbage
+//! collection of dependents, and waypoint Deployments created by istiod.
+//!
+//! Cheap by design (one mutex, a few dozen small JSON values): the fleet
+//! simulator runs thousands in one process. Clones share the same cluster.
+//! Time is [`tokio::time::Instant`], so a paused Tokio clock drives it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use meshfleet_model::{COMPONENT_LABEL, ClusterFacts, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::backend::{
+    Applied, ClusterBackend, MANAGED_KINDS, ObjectRef, OwnedObject, SecretData, WorkloadStatus,
+};
+use crate::error::{Error, Result};
+use crate::render::{Object, VERSION_LABEL};
+
+/// How a simulated cluster behaves.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// How long a Deployment/DaemonSet takes to become ready after its spec changed.
+    pub ready_after: Duration,
+    /// Number of nodes (pods per DaemonSet).
+    pub nodes: u32,
+    /// Reported as the Kubernetes version fact, e.g. `v1.33.1`.
+    pub kubernetes_version: String,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            ready_after: Duration::from_millis(20),
+            nodes: 3,
+            kubernetes_version: "v1.33.1".to_string(),
+        }
+    }
+}
+
+/// Something the agent did to the simulated cluster, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimOp {
+    Apply { reference: ObjectRef, changed: bool },
+    Delete { reference: ObjectRef },
+}
+
+impl SimOp {
+    pub fn reference(&self) -> &ObjectRef {
+        match self {
+            SimOp::Apply { reference, .. } | SimOp::Delete { reference } => reference,
+        }
+    }
+}
+
+/// Operations kept in the log (oldest dropped first).
+const OP_LOG_LIMIT: usize = 1024;
+
+#[derive(Debug)]
+struct SimObject {
+    /// The live object, without `resourceVersion`/`generation` (kept below).
+    live: Value,
+    /// What the agent last applied (its "managed fields").
+    applied: Value,
+    resource_version: u64,
+    generation: i64,
+    spec_changed_at: Instant,
+}
+
+#[derive(Debug)]
+struct Inner {
+    opts: SimOptions,
+    objects: BTreeMap<ObjectRef, SimObject>,
+    secrets: BTreeMap<(String, String), SecretData>,
+    apply_failures: Vec<(String, String, String)>,
+    broken: HashMap<String, String>,
+    next_rv: u64,
+    ops: VecDeque<SimOp>,
+    unreachable: Option<String>,
+}
+
+/// A simulated cluster. `Clone` shares it: hold a handle in the test while the
+/// agent runs over another.
+#[derive(Debug, Clone)]
+pub struct SimCluster {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Default for SimCluster {
+    fn default() -> Self {
+        Self::new(SimOptions::default())
+    }
+}
+
+impl SimCluster {
+    pub fn new(opts: SimOptions) -> Self {
+        SimCluster {
+            inner: Arc::new(Mutex::new(Inner {
+                opts,
+                objects: BTreeMap::new(),
+                secrets: BTreeMap::new(),
+                apply_failures: Vec::new(),
+                broken: HashMap::new(),
+                next_rv: 1,
+                ops: VecDeque::new(),
+                unreachable: None,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated
+        // in a way that matters to a test double; keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every later apply of an object of `kind` named `name` fails with an
+    /// API-style error (422, `message`) until [`SimCluster::clear_failures`].
+    pub fn fail_apply(&self, kind: &str, name: &str, message: &str) {
+        self.lock()
+            .apply_failures
+            .push((kind.to_string(), name.to_string(), message.to_string()));
+    }
+
+    pub fn clear_failures(&self) {
+        self.lock().apply_failures.clear();
+    }
+
+    /// The Deployment or DaemonSet `name` (any namespace) never becomes ready;
+    /// its status carries `message`.
+    pub fn break_workload(&self, name: &str, message: &str) {
+        self.lock()
+            .broken
+            .insert(name.to_string(), message.to_string());
+    }
+
+    pub fn heal_workload(&self, name: &str) {
+        self.lock().broken.remove(name);
+    }
+
+    /// Every call fails as if the API server were down (`None` heals it).
+    pub fn set_unreachable(&self, message: Option<&str>) {
+        self.lock().unreachable = message.map(str::to_string);
+    }
+
+    pub fn set_nodes(&self, nodes: u32) {
+        self.lock().opts.nodes = nodes;
+    }
+
+    /// Changes an object behind the agent's back (someone `kubectl edit`s it).
+    /// Returns false if there is no such object.
+    pub fn mutate(&self, reference: &ObjectRef, f: impl FnOnce(&mut Value)) -> bool {
+        let mut inner = self.lock();
+        let rv = inner.next_rv;
+        let Some(obj) = inner.objects.get_mut(reference) else {
+            return false;
+        };
+        let before = obj.live.clone();
+        f(&mut obj.live);
+        if obj.live != before {
+            obj.resource_version = rv;
+            if without_metadata(&obj.live) != without_metadata(&before) {
+                obj.generation += 1;
+                obj.spec_changed_at = Instant::now();
+            }
+            inner.next_rv += 1;
+        }
+        true
+    }
+
+    /// The live object with `metadata.resourceVersion` and `metadata.generation`.
+    pub fn get(&self, reference: &ObjectRef) -> Option<Value> {
+        self.lock().objects.get(reference).map(render_live)
+    }
+
+    /// Finds an object by kind, namespace and name (any apiVersion).
+    pub fn find(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        self.lock()
+            .objects
+            .iter()
+            .find(|(r, _)| r.kind == kind && r.namespace.as_deref() == namespace && r.name == name)
+            .map(|(_, o)| render_live(o))
+    }
+
+    /// Every object, sorted by reference.
+    pub fn snapshot(&self) -> BTreeMap<ObjectRef, Value> {
+        self.lock()
+            .objects
+            .iter()
+            .map(|(r, o)| (r.clone(), render_live(o)))
+            .collect()
+    }
+
+    /// Creates an object as someone else would (not owned by the agent unless
+    /// it carries the managed-by label).
+    pub fn insert(&self, reference: ObjectRef, object: Value) {
+        let mut inner = self.lock();
+        let rv = inner.next_rv;
+        inner.next_rv += 1;
+        inner.objects.insert(
+            reference,
+            SimObject {
+                live: object,
+                applied: Value::Null,
+                resource_version: rv,
+                generation: 1,
+                spec_changed_at: Instant::now(),
+            },
+        );
+    }
+
+    /// What the agent did, oldest first (the last 1024 operations).
+    pub fn ops(&self) -> Vec<SimOp> {
+        self.lock().ops.iter().cloned().collect()
+    }
+
+    pub fn clear_ops(&self) {
+        self.lock().ops.clear();
+    }
+
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<SecretData> {
+        self.lock()
+            .secrets
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    pub fn set_secret(&self, namespace: &str, name: &str, data: SecretData) {
+        self.lock()
+            .secrets
+            .insert((namespace.to_string(), name.to_string()), data);
+    }
+
+    pub fn delete_secret(&self, namespace: &str, name: &str) {
+        self.lock()
+            .secrets
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    /// Seeds the bootstrap Secret the install manifests create.
+    pub fn set_bootstrap(&self, namespace: &str, name: &str, token: &str, url: Option<&str>) {
+        let mut data = SecretData::new();
+        data.insert("token".into(), token.into());
+        if let Some(url) = url {
+            data.insert("url".into(), url.into());
+        }
+        self.set_secret(namespace, name, data);
+    }
+
+    fn check_reachable(&self) -> Result<()> {
+        match &self.lock().unreachable {
+            Some(m) => Err(Error::Kube {
+                code: None,
+                message: m.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn without_metadata(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    v
+}
+
+fn render_live(o: &SimObject) -> Value {
+    let mut v = o.live.clone();
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert(
+            "resourceVersion".into(),
+            o.resource_version.to_string().into(),
+        );
+        meta.insert("generation".into(), o.generation.into());
+    }
+    v
+}
+
+/// Server-side apply for one manager: remove what it owned and no longer
+/// applies, set what it applies, keep the rest.
+fn ssa_merge(live: &mut Value, old: &Value, new: &Value) {
+    match (live.as_object_mut(), new.as_object()) {
+        (Some(l), Some(n)) => {
+            if let Some(o) = old.as_object() {
+                for (k, ov) in o {
+                    if !n.contains_key(k) {
+                        release(l, k, ov);
+                    }
+                }
+            }
+            for (k, nv) in n {
+                let ov = old.get(k).unwrap_or(&Value::Null);
+                match l.get_mut(k) {
+                    Some(lv) if lv.is_object() && nv.is_object() => ssa_merge(lv, ov, nv),
+                    _ => {
+                        l.insert(k.clone(), nv.clone());
+                    }
+                }
+            }
+        }
+        _ => *live = new.clone(),
+    }
+}
+
+/// Removes from `parent[key]` what the manager owned (`owned`), keeping
+/// fields others set; drops maps that end up empty.
+fn release(parent: &mut serde_json::Map<String, Value>, key: &str, owned: &Value) {
+    let remove = match (parent.get_mut(key), owned.as_object()) {
+        (Some(Value::Object(live)), Some(owned)) => {
+            for (k, ov) in owned {
+                release(live, k, ov);
+            }
+            live.is_empty()
+        }
+        (Some(_), _) => true,
+        (None, _) => false,
+    };
+    if remove {
+        parent.remove(key);
+    }
+}
+
+fn label<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get("metadata")?.get("labels")?.get(key)?.as_str()
+}
+
+impl ClusterBackend for SimCluster {
+    async fn apply(&self, object: &Object) -> Result<Applied> {
+        self.check_reachable()?;
+        let reference = object.reference();
+        let new = object.to_json()?;
+        let mut inner = self.lock();
+        if let Some((_, _, message)) = inner
+            .apply_failures
+            .iter()
+            .find(|(k, n, _)| *k == reference.kind && *n == reference.name)
+        {
+            return Err(Error::Kube {
+                code: Some(422),
+                message: message.clone(),
+            });
+        }
+        let rv = inner.next_rv;
+        let now = Instant::now();
+        let applied = match inner.objects.get_mut(&reference) {
+            None => {
+                inner.objects.insert(
+                    reference.clone(),
+                    SimObject {
+                        live: new.clone(),
+                        applied: new,
+                        resource_version: rv,
+                        generation: 1,
+                        spec_changed_at: now,
+                    },
+                );
+                Applied {
+                    created: true,
+                    changed: true,
+                }
+            }
+            Some(obj) => {
+                let before = obj.live.clone();
+                ssa_merge(&mut obj.live, &obj.applied, &new);
+                obj.applied = new;
+                let changed = obj.live != before;
+                if changed {
+                    obj.resource_version = rv;
+                    if without_metadata(&obj.live) != without_metadata(&before) {
+                        obj.generation += 1;
+                        obj.spec_changed_at = now;
+                    }
+                }
+                Applied {
+                    created: false,
+                    changed,
+                }
+            }
+        };
+        if applied.changed {
+            inner.next_rv += 1;
+        }
+        push_op(
+            &mut inner,
+            SimOp::Apply {
+                reference,
+                changed: applied.changed,
+            },
+        );
+        Ok(applied)
+    }
+
+    async fn delete(&self, reference: &ObjectRef) -> Result<()> {
+        self.check_reachable()?;
+        let mut inner = self.lock();
+        inner.objects.remove(reference);
+        if reference.kind == "Namespace" {
+            // Deleting a namespace deletes what is in it.
+            inner
+                .objects
+                .retain(|r, _| r.namespace.as_deref() != Some(reference.name.as_str()));
+        }
+        push_op(
+            &mut inner,
+            SimOp::Delete {
+                reference: reference.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn list_owned(&self) -> Result<Vec<OwnedObject>> {
+        self.check_reachable()?;
+        let inner = self.lock();
+        Ok(inner
+            .objects
+            .iter()
+            .filter(|(r, o)| {
+                label(&o.live, MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE)
+                    && MANAGED_KINDS
+                        .iter()
+                        .any(|k| k.api_version == r.api_version && k.kind == r.kind)
+            })
+            .map(|(r, o)| OwnedObject {
+                reference: r.clone(),
+                component: label(&o.live, COMPONENT_LABEL).map(str::to_string),
+            })
+            .collect())
+    }
+
+    async fn workload_status(&self, reference: &ObjectRef) -> Result<Option<WorkloadStatus>> {
+        self.check_reachable()?;
+        let inner = self.lock();
+        let Some(obj) = inner.objects.get(reference) else {
+            return Ok(None);
+        };
+        let desired = if reference.kind == "DaemonSet" {
+            i32::try_from(inner.opts.nodes).unwrap_or(i32::MAX)
+        } else {
+            obj.live
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .and_then(|r| i32::try_from(r).ok())
+                .unwrap_or(1)
+        };
+        let version = label(&obj.live, VERSION_LABEL).map(str::to_string);
+        let mut status = WorkloadStatus {
+            generation: obj.generation,
+            observed_generation: obj.generation,
+            desired,
+            ready: 0,
+            updated: 0,
+            version,
+            message: None,
+        };
+        if let Some(message) = inner.broken.get(&reference.name) {
+            status.updated = desired;
+            status.message = Some(message.clone());
+        } else if obj.spec_changed_at.elapsed() >= inner.opts.ready_after {
+            status.updated = desired;
+            status.ready = desired;
+        }
+        Ok(Some(status))
+    }
+
+    async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<SecretData>> {
+        self.check_reachable()?;
+        Ok(self.secret(namespace, name))
+    }
+
+    async fn put_secret(&self, namespace: &str, name: &str, data: SecretData) -> Result<()> {
+        self.check_reachable()?;
+        self.set_secret(namespace, name, data);
+        Ok(())
+    }
+
+    async fn facts(&self) -> Result<ClusterFacts> {
+        self.check_reachable()?;
+        let inner = self.lock();
+        Ok(ClusterFacts {
+            kubernetes_version: Some(inner.opts.kubernetes_version.clone()),
+            node_count: Some(inner.opts.nodes),
+            agent_version: None,
+            platform: Some("simulated".to_string()),
+        })
+    }
+}
+
+fn push_op(inner: &mut Inner, op: SimOp) {
+    if inner.ops.len() >= OP_LOG_LIMIT {
+        inner.ops.pop_front();
+    }
+    inner.ops.push_back(op);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::{bare_namespace, render};
+    use crate::testing::desired;
+
+    #[tokio::test]
+    async fn apply_is_idempotent_and_mutations_are_reverted() {
+        let sim = SimCluster::default();
+        let steps = render(&desired("1.28.2")).unwrap();
+        let dep = steps[1]
+            .objects
+            .iter()
+            .find(|o| o.reference().kind == "Deployment")
+            .unwrap();
+        assert!(sim.apply(dep).await.unwrap().created);
+        assert!(!sim.apply(dep).await.unwrap().changed);
+        let r = dep.reference();
+        sim.mutate(&r, |v| v["spec"]["replicas"] = 7.into());
+        sim.mutate(&r, |v| {
+            v["metadata"]["annotations"] = serde_json::json!({"someone": "else"})
+        });
+        assert!(sim.apply(dep).await.unwrap().changed);
+        let live = sim.get(&r).unwrap();
+        assert_eq!(live["spec"]["replicas"], 2);
+        // Fields owned by others are kept.
+        assert_eq!(live["metadata"]["annotations"]["someone"], "else");
+        assert!(!sim.apply(dep).await.unwrap().changed);
+    }
+
+    #[tokio::test]
+    async fn a_bare_apply_releases_the_agents_labels() {
+        let sim = SimCluster::default();
+        let steps = render(&desired("1.28.2")).unwrap();
+        let ns = &steps[5].objects[0];
+        sim.apply(ns).await.unwrap();
+        let r = ns.reference();
+        sim.mutate(&r, |v| v["metadata"]["labels"]["team"] = "payments".into());
+        sim.apply(&bare_namespace(&r.name)).await.unwrap();
+        let live = sim.get(&r).unwrap();
+        let labels = live["metadata"]["labels"].as_object().unwrap();
+        assert_eq!(labels.len(), 1, "{labels:?}");
+        assert_eq!(labels["team"], "payments");
+        assert!(
+            sim.list_owned()
+                .await
+                .unwrap()
+                .iter()
+                .all(|o| o.reference != r)
+        );
+    }
+
+    #[tokio::test]
+    async fn workloads_become_ready_after_the_delay_unless_broken() {
+        let sim = SimCluster::new(SimOptions {
+            ready_after: Duration::from_millis(30),
+            nodes: 4,
+            ..SimOptions::default()
+        });
+        let steps = render(&desired("1.28.2")).unwrap();
+        let ds = steps[3]
+            .objects
+            .iter()
+            .find(|o| o.reference().kind == "DaemonSet")
+            .unwrap();
+        sim.apply(ds).await.unwrap();
+        let r = ds.reference();
+        let s = sim.workload_status(&r).await.unwrap().unwrap();
+        assert!(!s.is_ready());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let s = sim.workload_status(&r).await.unwrap().unwrap();
+        assert!(s.is_ready());
+        assert_eq!(s.desired, 4);
+        assert_eq!(s.version.as_deref(), Some("1.28.2"));
+        sim.break_workload("ztunnel", "CrashLoopBackOff");
+        let s = sim.workload_status(&r).await.unwrap().unwrap();
+        assert!(!s.is_ready());
+        assert_eq!(s.message.as_deref(), Some("CrashLoopBackOff"));
+    }
+}
