@@ -4,7 +4,7 @@
 //! `application/apply-patch+yaml`, `fieldManager=meshfleet-agent`,
 //! `force=true`), preceded by a `GET` so that the agent can tell whether the
 //! live object changed (drift) — comparing the objects without `status`,
-//! `resourceVersion` and `managedFields`, so that status updates of a
+//! `resourceVersion`, `generation` and `managedFields`, so that status updates of a
 //! Deployment do not count as drift.
 
 use std::collections::BTreeMap;
@@ -75,6 +75,8 @@ fn comparable(o: &DynamicObject) -> Value {
         if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
             meta.remove("managedFields");
+            // Moves with the spec, which is compared itself.
+            meta.remove("generation");
         }
     }
     v

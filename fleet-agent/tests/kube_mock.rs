@@ -1,0 +1,537 @@
+//! The kube-rs backend against a mock API server (wiremock): the exact
+//! requests it makes — server-side apply parameters and bodies, their order,
+//! readiness read from Deployment/DaemonSet status, pruning DELETEs — for a
+//! whole reconcile pass.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meshfleet_agent::backend::{ClusterBackend, SecretData};
+use meshfleet_agent::render::render;
+use meshfleet_agent::testing::desired;
+use meshfleet_agent::{KubeBackend, ReconcileOptions, Trigger, reconcile};
+use serde_json::{Value, json};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// A tiny in-memory API server: objects by path, SSA patches stored as sent,
+/// label-selector lists, and Deployment/DaemonSet status that turns ready
+/// after `not_ready_reads` reads.
+#[derive(Clone, Default)]
+struct FakeApi {
+    objects: Arc<Mutex<BTreeMap<String, Value>>>,
+    status_reads: Arc<Mutex<HashMap<String, u32>>>,
+    not_ready_reads: u32,
+    next_rv: Arc<Mutex<u64>>,
+}
+
+struct Path {
+    prefix: String,
+    namespace: Option<String>,
+    plural: String,
+    name: Option<String>,
+}
+
+fn parse(path: &str) -> Path {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (prefix, rest) = if segs[0] == "api" {
+        (format!("/api/{}", segs[1]), &segs[2..])
+    } else {
+        (format!("/apis/{}/{}", segs[1], segs[2]), &segs[3..])
+    };
+    let s = |i: usize| rest.get(i).map(|s| s.to_string());
+    match rest.len() {
+        4 => Path {
+            prefix,
+            namespace: s(1),
+            plural: rest[2].into(),
+            name: s(3),
+        },
+        3 => Path {
+            prefix,
+            namespace: s(1),
+            plural: rest[2].into(),
+            name: None,
+        },
+        2 => Path {
+            prefix,
+            namespace: None,
+            plural: rest[0].into(),
+            name: s(1),
+        },
+        _ => Path {
+            prefix,
+            namespace: None,
+            plural: rest[0].into(),
+            name: None,
+        },
+    }
+}
+
+fn not_found(name: &str) -> ResponseTemplate {
+    ResponseTemplate::new(404).set_body_json(json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("\"{name}\" not found"), "reason": "NotFound", "code": 404
+    }))
+}
+
+impl FakeApi {
+    fn insert(&self, path: &str, object: Value) {
+        self.objects
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), object);
+    }
+
+    fn with_status(&self, path: &str, plural: &str, mut obj: Value) -> Value {
+        let reads = {
+            let mut r = self.status_reads.lock().unwrap();
+            let n = r.entry(path.to_string()).or_default();
+            *n += 1;
+            *n
+        };
+        let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1);
+        let ready = reads > self.not_ready_reads;
+        obj["status"] = match plural {
+            "deployments" => {
+                let want = obj["spec"]["replicas"].as_i64().unwrap_or(1);
+                if ready {
+                    json!({ "observedGeneration": generation, "replicas": want, "readyReplicas": want, "updatedReplicas": want })
+                } else {
+                    json!({ "observedGeneration": generation - 1, "replicas": want, "readyReplicas": 0, "updatedReplicas": 0,
+                            "conditions": [{ "type": "Available", "status": "False", "message": "Deployment does not have minimum availability." }] })
+                }
+            }
+            _ => {
+                if ready {
+                    json!({ "observedGeneration": generation, "desiredNumberScheduled": 2, "currentNumberScheduled": 2,
+                            "numberMisscheduled": 0, "numberReady": 2, "updatedNumberScheduled": 2 })
+                } else {
+                    json!({ "observedGeneration": generation, "desiredNumberScheduled": 2, "currentNumberScheduled": 2,
+                            "numberMisscheduled": 0, "numberReady": 1, "updatedNumberScheduled": 1 })
+                }
+            }
+        };
+        obj
+    }
+}
+
+impl Respond for FakeApi {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let path = req.url.path().to_string();
+        if path == "/version" {
+            return ResponseTemplate::new(200).set_body_json(json!({
+                "major": "1", "minor": "33", "gitVersion": "v1.33.1", "gitCommit": "", "gitTreeState": "clean",
+                "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"
+            }));
+        }
+        let p = parse(&path);
+        match req.method.as_str() {
+            "GET" if p.name.is_none() => {
+                let selector: Option<(String, String)> = req
+                    .url
+                    .query_pairs()
+                    .find(|(k, _)| k == "labelSelector")
+                    .and_then(|(_, v)| {
+                        v.split_once('=')
+                            .map(|(a, b)| (a.to_string(), b.to_string()))
+                    });
+                let objects = self.objects.lock().unwrap();
+                let items: Vec<Value> = objects
+                    .iter()
+                    .filter(|(k, _)| {
+                        let q = parse(k);
+                        q.prefix == p.prefix && q.plural == p.plural && (p.namespace.is_none() || q.namespace == p.namespace)
+                    })
+                    .filter(|(_, o)| match &selector {
+                        Some((k, v)) => o["metadata"]["labels"][k.as_str()] == v.as_str(),
+                        None => true,
+                    })
+                    .map(|(_, o)| json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": o["metadata"] }))
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items
+                }))
+            }
+            "GET" => {
+                let obj = self.objects.lock().unwrap().get(&path).cloned();
+                match obj {
+                    None => not_found(p.name.as_deref().unwrap_or_default()),
+                    Some(o) if p.plural == "deployments" || p.plural == "daemonsets" => {
+                        ResponseTemplate::new(200)
+                            .set_body_json(self.with_status(&path, &p.plural, o))
+                    }
+                    Some(o) => ResponseTemplate::new(200).set_body_json(o),
+                }
+            }
+            "PATCH" => {
+                let mut body: Value = serde_json::from_slice(&req.body).unwrap();
+                let rv = {
+                    let mut n = self.next_rv.lock().unwrap();
+                    *n += 1;
+                    *n
+                };
+                let mut objects = self.objects.lock().unwrap();
+                // Like the API server: an apply that changes nothing writes
+                // nothing; `generation` moves only when the spec does.
+                let strip = |v: &Value| {
+                    let mut v = v.clone();
+                    v.as_object_mut().unwrap().remove("status");
+                    let m = v["metadata"].as_object_mut().unwrap();
+                    m.remove("resourceVersion");
+                    m.remove("generation");
+                    v
+                };
+                let previous = objects.get(&path).cloned();
+                if let Some(prev) = &previous
+                    && strip(prev) == strip(&body)
+                {
+                    return ResponseTemplate::new(200).set_body_json(prev);
+                }
+                let generation = match &previous {
+                    None => 1,
+                    Some(prev) => {
+                        let g = prev["metadata"]["generation"].as_i64().unwrap_or(1);
+                        if prev.get("spec") == body.get("spec") {
+                            g
+                        } else {
+                            g + 1
+                        }
+                    }
+                };
+                body["metadata"]["resourceVersion"] = rv.to_string().into();
+                body["metadata"]["generation"] = generation.into();
+                objects.insert(path, body.clone());
+                ResponseTemplate::new(200).set_body_json(body)
+            }
+            "DELETE" => {
+                self.objects.lock().unwrap().remove(&path);
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 200
+                }))
+            }
+            _ => ResponseTemplate::new(405),
+        }
+    }
+}
+
+async fn setup(fake: FakeApi) -> (MockServer, KubeBackend) {
+    let server = MockServer::start().await;
+    Mock::given(any()).respond_with(fake).mount(&server).await;
+    let config = kube::Config::new(server.uri().parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    (server, KubeBackend::new(client))
+}
+
+/// The API path of a rendered object.
+fn path_of(r: &meshfleet_agent::ObjectRef) -> String {
+    let kind = r.managed_kind().unwrap();
+    let prefix = if kind.group().is_empty() {
+        format!("/api/{}", kind.version())
+    } else {
+        format!("/apis/{}", kind.api_version)
+    };
+    match &r.namespace {
+        Some(ns) => format!("{prefix}/namespaces/{ns}/{}/{}", kind.plural, r.name),
+        None => format!("{prefix}/{}/{}", kind.plural, r.name),
+    }
+}
+
+fn owned_labels(component: &str) -> Value {
+    json!({
+        "app.kubernetes.io/managed-by": "meshfleet-agent",
+        "meshfleet.dev/component": component,
+    })
+}
+
+fn opts() -> ReconcileOptions {
+    ReconcileOptions {
+        poll_interval: Duration::from_millis(5),
+        ready_timeout: Duration::from_secs(5),
+    }
+}
+
+#[tokio::test]
+async fn a_pass_is_server_side_apply_in_order_then_readiness_then_pruning() {
+    let fake = FakeApi {
+        not_ready_reads: 2,
+        ..FakeApi::default()
+    };
+    // The previous revision, owned; and an object someone else owns.
+    let old = "/apis/apps/v1/namespaces/istio-system/deployments/istiod-1-27-3";
+    fake.insert(old, json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "istiod-1-27-3", "namespace": "istio-system", "labels": owned_labels("istiod"), "generation": 1 },
+        "spec": { "replicas": 2 }
+    }));
+    let old_sa = "/api/v1/namespaces/istio-system/serviceaccounts/istiod-1-27-3";
+    fake.insert(old_sa, json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": { "name": "istiod-1-27-3", "namespace": "istio-system", "labels": owned_labels("istiod") }
+    }));
+    let foreign = "/apis/apps/v1/namespaces/istio-system/deployments/someone-elses";
+    fake.insert(foreign, json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "someone-elses", "namespace": "istio-system", "labels": { "app": "x" }, "generation": 1 },
+        "spec": { "replicas": 1 }
+    }));
+    let (server, backend) = setup(fake.clone()).await;
+
+    let d = desired("1.28.2");
+    let out = reconcile(&backend, &d, Trigger::Changed, &opts(), None).await;
+    assert!(out.converged, "{out:#?}");
+    assert!(out.components.iter().all(|c| c.ready));
+
+    let requests = server.received_requests().await.unwrap();
+    let patches: Vec<&Request> = requests
+        .iter()
+        .filter(|r| r.method.as_str() == "PATCH")
+        .collect();
+
+    // 1. Every write is a forced server-side apply under our field manager.
+    for p in &patches {
+        let q: HashMap<String, String> = p.url.query_pairs().into_owned().collect();
+        assert_eq!(
+            q.get("fieldManager").map(String::as_str),
+            Some("meshfleet-agent"),
+            "{}",
+            p.url
+        );
+        assert_eq!(
+            q.get("force").map(String::as_str),
+            Some("true"),
+            "{}",
+            p.url
+        );
+        assert_eq!(
+            p.headers.get("content-type").unwrap().to_str().unwrap(),
+            "application/apply-patch+yaml"
+        );
+    }
+
+    // 2. In render order, with exactly the rendered bodies.
+    let rendered: Vec<(String, Value)> = render(&d)
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s.objects
+                .iter()
+                .map(|o| (path_of(&o.reference()), o.to_json().unwrap()))
+        })
+        .collect();
+    let sent: Vec<(String, Value)> = patches
+        .iter()
+        .map(|p| (p.url.path().to_string(), p.body_json::<Value>().unwrap()))
+        .collect();
+    assert_eq!(sent.len(), rendered.len());
+    for ((sp, sb), (rp, rb)) in sent.iter().zip(&rendered) {
+        assert_eq!(sp, rp);
+        assert_eq!(sb, rb, "body of {sp}");
+    }
+
+    // 3. Each apply is preceded by a GET of the object (drift detection).
+    let index = |method: &str, path: &str| {
+        requests
+            .iter()
+            .position(|r| r.method.as_str() == method && r.url.path() == path)
+            .unwrap_or_else(|| panic!("no {method} {path}"))
+    };
+    let istiod = "/apis/apps/v1/namespaces/istio-system/deployments/istiod-1-28-2";
+    assert!(index("GET", istiod) < index("PATCH", istiod));
+
+    // 4. Readiness comes from the Deployment's status: it is read until ready
+    //    (two not-ready answers) before istio-cni is touched.
+    let cni_first = index(
+        "PATCH",
+        "/api/v1/namespaces/istio-system/serviceaccounts/istio-cni",
+    );
+    let istiod_patch = index("PATCH", istiod);
+    let status_reads = requests[istiod_patch..cni_first]
+        .iter()
+        .filter(|r| r.method.as_str() == "GET" && r.url.path() == istiod)
+        .count();
+    assert_eq!(status_reads, 3, "two not ready, then ready");
+    let ztunnel = "/apis/apps/v1/namespaces/istio-system/daemonsets/ztunnel";
+    let zt_patch = index("PATCH", ztunnel);
+    let gw_patch = index(
+        "PATCH",
+        "/apis/gateway.networking.k8s.io/v1/namespaces/shop/gateways/shop-waypoint",
+    );
+    assert!(
+        requests[zt_patch..gw_patch]
+            .iter()
+            .filter(|r| r.method.as_str() == "GET" && r.url.path() == ztunnel)
+            .count()
+            >= 3
+    );
+
+    // 5. Pruning after the last apply: owned objects listed by label, the old
+    //    revision deleted (Deployment before its ServiceAccount), with
+    //    background propagation; the unlabelled object is left alone.
+    let last_patch = requests
+        .iter()
+        .rposition(|r| r.method.as_str() == "PATCH")
+        .unwrap();
+    let lists: Vec<&Request> = requests
+        .iter()
+        .filter(|r| {
+            r.method.as_str() == "GET" && r.url.query_pairs().any(|(k, _)| k == "labelSelector")
+        })
+        .collect();
+    assert!(!lists.is_empty());
+    for l in &lists {
+        let sel = l
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "labelSelector")
+            .unwrap()
+            .1
+            .into_owned();
+        assert_eq!(sel, "app.kubernetes.io/managed-by=meshfleet-agent");
+    }
+    let deletes: Vec<(usize, &Request)> = requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.method.as_str() == "DELETE")
+        .collect();
+    let deleted: Vec<&str> = deletes.iter().map(|(_, r)| r.url.path()).collect();
+    assert_eq!(deleted, [old, old_sa]);
+    assert!(deletes.iter().all(|(i, _)| *i > last_patch));
+    for (_, r) in &deletes {
+        let body: Value = r.body_json().unwrap();
+        assert_eq!(body["propagationPolicy"], "Background", "{body}");
+    }
+    assert!(fake.objects.lock().unwrap().contains_key(foreign));
+    assert_eq!(out.pruned.len(), 2);
+}
+
+#[tokio::test]
+async fn a_deployment_that_never_becomes_ready_stops_the_pass() {
+    let fake = FakeApi {
+        not_ready_reads: u32::MAX,
+        ..FakeApi::default()
+    };
+    let (server, backend) = setup(fake).await;
+    let opts = ReconcileOptions {
+        poll_interval: Duration::from_millis(5),
+        ready_timeout: Duration::from_millis(150),
+    };
+    let out = reconcile(&backend, &desired("1.28.2"), Trigger::Changed, &opts, None).await;
+    assert!(!out.converged);
+    assert_eq!(out.reason, Some("RolloutTimeout"));
+    let istiod = out.components.iter().find(|c| c.name == "istiod").unwrap();
+    assert!(!istiod.ready);
+    let msg = istiod.message.as_deref().unwrap();
+    assert!(msg.contains("0/2 ready"), "{msg}");
+    assert!(
+        msg.contains("Deployment does not have minimum availability"),
+        "{msg}"
+    );
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        !requests.iter().any(|r| r.url.path().contains("daemonsets")),
+        "nothing after istiod is touched"
+    );
+    assert!(
+        !requests.iter().any(|r| r.method.as_str() == "DELETE"),
+        "no pruning"
+    );
+}
+
+#[tokio::test]
+async fn drift_is_a_changed_live_object_on_re_apply() {
+    let fake = FakeApi::default();
+    let (_server, backend) = setup(fake.clone()).await;
+    let d = desired("1.28.2");
+    let out = reconcile(&backend, &d, Trigger::Changed, &opts(), None).await;
+    assert!(out.converged);
+    // Unchanged: status and resourceVersion differ, but that is not drift.
+    let out = reconcile(&backend, &d, Trigger::Resync, &opts(), None).await;
+    assert!(out.converged && out.drifted.is_empty(), "{:?}", out.drifted);
+    // Someone scales istiod down behind our back.
+    let path = "/apis/apps/v1/namespaces/istio-system/deployments/istiod-1-28-2";
+    fake.objects.lock().unwrap().get_mut(path).unwrap()["spec"]["replicas"] = 0.into();
+    let out = reconcile(&backend, &d, Trigger::Resync, &opts(), None).await;
+    assert!(out.converged);
+    assert_eq!(out.drifted.len(), 1);
+    assert_eq!(out.drifted[0].name, "istiod-1-28-2");
+}
+
+#[tokio::test]
+async fn secrets_and_facts() {
+    let fake = FakeApi::default();
+    fake.insert(
+        "/api/v1/namespaces/meshfleet-system/secrets/meshfleet-bootstrap",
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": "meshfleet-bootstrap", "namespace": "meshfleet-system" },
+            // "mfbt_abc" and "https://meshfleet.example"
+            "data": { "token": "bWZidF9hYmM=", "url": "aHR0cHM6Ly9tZXNoZmxlZXQuZXhhbXBsZQ==" }
+        }),
+    );
+    fake.insert(
+        "/api/v1/nodes/a",
+        json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "a" } }),
+    );
+    fake.insert(
+        "/api/v1/nodes/b",
+        json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "b" } }),
+    );
+    let (server, backend) = setup(fake.clone()).await;
+
+    let b = backend
+        .get_secret("meshfleet-system", "meshfleet-bootstrap")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b["token"], "mfbt_abc");
+    assert_eq!(b["url"], "https://meshfleet.example");
+    assert!(
+        backend
+            .get_secret("meshfleet-system", "missing")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let mut data = SecretData::new();
+    data.insert("credential".into(), "mfac_xyz".into());
+    data.insert("expiresAt".into(), "2027-01-01T00:00:00+00:00".into());
+    backend
+        .put_secret("meshfleet-system", "meshfleet-agent-credential", data)
+        .await
+        .unwrap();
+    let requests = server.received_requests().await.unwrap();
+    let put = requests
+        .iter()
+        .find(|r| r.method.as_str() == "PATCH")
+        .unwrap();
+    assert_eq!(
+        put.url.path(),
+        "/api/v1/namespaces/meshfleet-system/secrets/meshfleet-agent-credential"
+    );
+    assert!(
+        put.url
+            .query()
+            .unwrap()
+            .contains("fieldManager=meshfleet-agent")
+    );
+    let body: Value = put.body_json().unwrap();
+    assert_eq!(body["data"]["credential"], "bWZhY194eXo=");
+    assert!(
+        body["metadata"].get("labels").is_none(),
+        "never pruned: no managed-by label"
+    );
+    let stored = backend
+        .get_secret("meshfleet-system", "meshfleet-agent-credential")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored["credential"], "mfac_xyz");
+
+    let facts = backend.facts().await.unwrap();
+    assert_eq!(facts.kubernetes_version.as_deref(), Some("v1.33.1"));
+    assert_eq!(facts.node_count, Some(2));
+}
