@@ -55,6 +55,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             clusters::delete_cluster
         ))
         .routes(routes!(agent::create_bootstrap_token))
+        .routes(routes!(agent::agent_manifest))
         .routes(routes!(agent::revoke_credential))
         .routes(routes!(agent::status_history))
         .routes(routes!(agent::register))

@@ -454,3 +454,63 @@ pub async fn put_status(
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `kubectl kustomize deploy/agent`, committed (CI fails when it drifts).
+pub const AGENT_INSTALL_TEMPLATE: &str = include_str!("../../../deploy/generated/agent-install.yaml");
+
+/// Fills the install template's placeholders with YAML-quoted values.
+pub fn render_install_manifest(token: &str, service_url: &str, image: &str) -> String {
+    let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    AGENT_INSTALL_TEMPLATE
+        .replace("REPLACE_WITH_BOOTSTRAP_TOKEN", &quote(token))
+        .replace("REPLACE_WITH_SERVICE_URL", &quote(service_url))
+        .replace("REPLACE_WITH_AGENT_IMAGE", &quote(image))
+}
+
+/// The URL agents reach this service at: configured, or from the request.
+fn service_url(state: &AppState, headers: &axum::http::HeaderMap) -> ApiResult<String> {
+    if let Some(url) = &state.config.public_url {
+        return Ok(url.trim_end_matches('/').to_string());
+    }
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)))
+        .ok_or_else(|| ApiError::BadRequest("cannot tell this service's URL: no valid Host header".into()))?;
+    let proto = match headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) {
+        Some("https") => "https",
+        _ => "http",
+    };
+    Ok(format!("{proto}://{host}"))
+}
+
+/// Everything to `kubectl apply` in the cluster to install its agent, with a
+/// fresh bootstrap token (YAML; the same objects as `deploy/agent`).
+#[utoipa::path(
+    get, path = "/v1/clusters/{name}/agent-manifest", tag = "agents",
+    params(("name" = String, Path, description = "Cluster name")),
+    responses(
+        (status = 200, description = "Multi-document YAML", body = String, content_type = "application/yaml"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks the contributor role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such cluster", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn agent_manifest(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    principal.require_write()?;
+    let url = service_url(&state, &headers)?;
+    let token = issue_bootstrap_token(&state, &principal, &name).await?;
+    let yaml = render_install_manifest(&token.token, &url, &state.config.agent_image);
+    Ok((
+        [(header::CONTENT_TYPE, "application/yaml"), (header::CACHE_CONTROL, "no-store")],
+        yaml,
+    )
+        .into_response())
+}
