@@ -582,16 +582,17 @@ impl<B: ClusterBackend> Agent<B> {
                     .unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
                 match s.client.report_status(&s.credential, &report).await {
                     Ok(()) => {
-                        send_report_ok(&self.state);
-                        if !connected {
-                            debug!("status accepted");
-                        }
+                        self.state.talked.store(true, Ordering::Relaxed);
+                        connected = true;
                     }
                     Err(Error::Unauthorized(detail)) => {
                         warn!(%detail, "status: credential rejected");
                         break End::Unauthorized(s.credential.clone());
                     }
                     Err(e) => {
+                        if e.is_unavailable() {
+                            connected = false;
+                        }
                         metrics::counter!("meshfleet_agent_service_errors_total").increment(1);
                         warn!(error = %e, "status report failed; will retry on the next heartbeat");
                     }
@@ -683,8 +684,4 @@ impl<B: ClusterBackend> Agent<B> {
         s.expires_at = Some(cred.expires_at);
         Ok(true)
     }
-}
-
-fn send_report_ok(state: &AgentState) {
-    state.talked.store(true, Ordering::Relaxed);
 }
