@@ -51,10 +51,11 @@ fn problem(status: StatusCode, detail: &str) -> Response {
 }
 
 impl Fake {
-    fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
+    /// The error response, if the call is not allowed.
+    fn check(&self, headers: &HeaderMap) -> Option<Response> {
         let inner = self.inner.lock().unwrap();
         if inner.down {
-            return Err(problem(
+            return Some(problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "down for maintenance",
             ));
@@ -65,9 +66,9 @@ impl Fake {
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
         if inner.credentials.contains(cred) {
-            Ok(())
+            None
         } else {
-            Err(problem(
+            Some(problem(
                 StatusCode::UNAUTHORIZED,
                 "unknown or revoked credential",
             ))
@@ -109,7 +110,7 @@ async fn desired_state(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, u64>>,
 ) -> Response {
-    if let Err(r) = f.check(&headers) {
+    if let Some(r) = f.check(&headers) {
         return r;
     }
     let mut rx = f.desired.subscribe();
@@ -118,10 +119,11 @@ async fn desired_state(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let wait = Duration::from_secs(q.get("waitSeconds").copied().unwrap_or(0).min(60));
-    if seen.as_deref() == Some(rx.borrow_and_update().1.as_str()) {
-        if tokio::time::timeout(wait, rx.changed()).await.is_err() {
-            return StatusCode::NOT_MODIFIED.into_response();
-        }
+    let current = rx.borrow_and_update().1.clone();
+    if seen.as_deref() == Some(current.as_str())
+        && tokio::time::timeout(wait, rx.changed()).await.is_err()
+    {
+        return StatusCode::NOT_MODIFIED.into_response();
     }
     let (state, etag) = rx.borrow().clone();
     ([(header::ETAG, etag)], Json(state)).into_response()
@@ -132,7 +134,7 @@ async fn status(
     headers: HeaderMap,
     Json(report): Json<StatusReport>,
 ) -> Response {
-    if let Err(r) = f.check(&headers) {
+    if let Some(r) = f.check(&headers) {
         return r;
     }
     f.inner.lock().unwrap().reports.push(report);
@@ -140,7 +142,7 @@ async fn status(
 }
 
 async fn rotate(State(f): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = f.check(&headers) {
+    if let Some(r) = f.check(&headers) {
         return r;
     }
     let old = headers[header::AUTHORIZATION]
