@@ -51,6 +51,26 @@ pub struct Cli {
     )]
     pub health_addr: SocketAddr,
 
+    /// Run over an in-memory simulated cluster instead of Kubernetes (local
+    /// mode for demos and end-to-end tests of the service; nothing is installed).
+    #[arg(
+        long,
+        env = "MESHFLEET_SIMULATE",
+        value_name = "MESHFLEET_SIMULATE",
+        default_value_t = false
+    )]
+    pub simulate: bool,
+
+    /// With MESHFLEET_SIMULATE: the bootstrap token to seed the simulated
+    /// cluster's bootstrap Secret with.
+    #[arg(
+        long,
+        env = "MESHFLEET_BOOTSTRAP_TOKEN",
+        value_name = "MESHFLEET_BOOTSTRAP_TOKEN",
+        hide_env_values = true
+    )]
+    pub bootstrap_token: Option<String>,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `meshfleet_agent=debug`.
     #[arg(
         long,

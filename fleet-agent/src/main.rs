@@ -1,27 +1,67 @@
 //! `meshfleet-agent`: see the crate docs of `meshfleet_agent`.
 
+use std::process::ExitCode;
+
+use anyhow::Context;
 use clap::Parser;
+use meshfleet_agent::backend::ClusterBackend;
 use meshfleet_agent::config::Cli;
-use meshfleet_agent::{Agent, KubeBackend, health};
+use meshfleet_agent::{Agent, KubeBackend, SimCluster, SimOptions, health};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "meshfleet-agent failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&cli.log).context("MESHFLEET_LOG")?;
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_new(&cli.log).map_err(|e| anyhow::anyhow!("MESHFLEET_LOG: {e}"))?,
-        )
+        .with_env_filter(filter)
         .json()
         .init();
-    let metrics = PrometheusBuilder::new().install_recorder()?;
-    let backend = KubeBackend::try_default().await.map_err(|e| {
-        anyhow::anyhow!("connecting to the Kubernetes API (in-cluster or kubeconfig): {e}")
-    })?;
-    let agent = Agent::new(cli.agent_config(), backend);
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
 
+    if cli.simulate {
+        let sim = SimCluster::new(SimOptions::default());
+        if let Some(token) = &cli.bootstrap_token {
+            sim.set_bootstrap(
+                &cli.namespace,
+                &cli.bootstrap_secret,
+                token,
+                cli.url.as_deref(),
+            );
+        }
+        tracing::warn!(
+            "MESHFLEET_SIMULATE: running over a simulated cluster; nothing is installed"
+        );
+        serve(cli, sim, metrics).await
+    } else {
+        let backend = KubeBackend::try_default()
+            .await
+            .context("connecting to the Kubernetes API (in-cluster config or kubeconfig)")?;
+        serve(cli, backend, metrics).await
+    }
+}
+
+async fn serve<B: ClusterBackend>(
+    cli: Cli,
+    backend: B,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<()> {
+    let agent = Agent::new(cli.agent_config(), backend);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -29,8 +69,11 @@ async fn main() -> anyhow::Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    let listener = tokio::net::TcpListener::bind(cli.health_addr)
+        .await
+        .with_context(|| format!("MESHFLEET_HEALTH_ADDR: binding {}", cli.health_addr))?;
     let health = tokio::spawn(health::serve(
-        cli.health_addr,
+        listener,
         agent.state(),
         Some(metrics),
         stopped(),
@@ -41,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     agent.run(stopped()).await?;
-    health.await??;
+    health.await?.context("health server")?;
     Ok(())
 }
 
