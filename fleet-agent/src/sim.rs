@@ -79,15 +79,75 @@ impl SimOp {
 /// Operations kept in the log (oldest dropped first).
 const OP_LOG_LIMIT: usize = 1024;
 
+/// One object. Kept as compact JSON text (serde_json sorts keys, so equal
+/// objects have equal text) rather than as a `Value` tree, which is several
+/// times larger: thousands of simulated clusters share one process.
 #[derive(Debug)]
 struct SimObject {
     /// The live object, without `resourceVersion`/`generation` (kept below).
-    live: Value,
+    /// The same allocation as `applied` when they are equal (the steady
+    /// state), so a converged cluster holds one copy of each object.
+    live: Arc<str>,
     /// What the agent last applied (its "managed fields").
-    applied: Value,
+    applied: Arc<str>,
+    /// Carries the managed-by label; its component label.
+    owned: bool,
+    component: Option<Box<str>>,
     resource_version: u64,
     generation: i64,
     spec_changed_at: Instant,
+}
+
+fn to_text(v: &Value) -> Arc<str> {
+    Arc::from(v.to_string())
+}
+
+fn from_text(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or(Value::Null)
+}
+
+impl SimObject {
+    fn new(live: &Value, applied: Option<Arc<str>>, rv: u64) -> Self {
+        let mut o = SimObject {
+            live: to_text(live),
+            applied: applied.unwrap_or_else(|| Arc::from("null")),
+            owned: false,
+            component: None,
+            resource_version: rv,
+            generation: 1,
+            spec_changed_at: Instant::now(),
+        };
+        if *o.live == *o.applied {
+            o.live = o.applied.clone();
+        }
+        o.index(live);
+        o
+    }
+
+    fn value(&self) -> Value {
+        from_text(&self.live)
+    }
+
+    fn index(&mut self, live: &Value) {
+        self.owned = label(live, MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE);
+        self.component = label(live, COMPONENT_LABEL).map(Into::into);
+    }
+
+    /// Replaces the live object; bumps `resourceVersion` (and `generation`
+    /// when more than metadata changed). Returns whether it changed.
+    fn replace(&mut self, before: &Value, after: &Value, text: Arc<str>, rv: u64) -> bool {
+        if *text == *self.live {
+            return false;
+        }
+        self.live = text;
+        self.resource_version = rv;
+        if without_metadata(after) != without_metadata(before) {
+            self.generation += 1;
+            self.spec_changed_at = Instant::now();
+        }
+        self.index(after);
+        true
+    }
 }
 
 #[derive(Debug)]
@@ -178,14 +238,11 @@ impl SimCluster {
         let Some(obj) = inner.objects.get_mut(reference) else {
             return false;
         };
-        let before = obj.live.clone();
-        f(&mut obj.live);
-        if obj.live != before {
-            obj.resource_version = rv;
-            if without_metadata(&obj.live) != without_metadata(&before) {
-                obj.generation += 1;
-                obj.spec_changed_at = Instant::now();
-            }
+        let before = obj.value();
+        let mut after = before.clone();
+        f(&mut after);
+        let text = to_text(&after);
+        if obj.replace(&before, &after, text, rv) {
             inner.next_rv += 1;
         }
         true
@@ -220,16 +277,9 @@ impl SimCluster {
         let mut inner = self.lock();
         let rv = inner.next_rv;
         inner.next_rv += 1;
-        inner.objects.insert(
-            reference,
-            SimObject {
-                live: object,
-                applied: Value::Null,
-                resource_version: rv,
-                generation: 1,
-                spec_changed_at: Instant::now(),
-            },
-        );
+        inner
+            .objects
+            .insert(reference, SimObject::new(&object, None, rv));
     }
 
     /// What the agent did, oldest first (the last 1024 operations).
@@ -291,7 +341,7 @@ fn without_metadata(v: &Value) -> Value {
 }
 
 fn render_live(o: &SimObject) -> Value {
-    let mut v = o.live.clone();
+    let mut v = o.value();
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert(
             "resourceVersion".into(),
@@ -355,6 +405,7 @@ impl ClusterBackend for SimCluster {
         self.check_reachable()?;
         let reference = object.reference();
         let new = object.to_json()?;
+        let new_text = to_text(&new);
         let mut inner = self.lock();
         if let Some((_, _, message)) = inner
             .apply_failures
@@ -367,35 +418,34 @@ impl ClusterBackend for SimCluster {
             });
         }
         let rv = inner.next_rv;
-        let now = Instant::now();
         let applied = match inner.objects.get_mut(&reference) {
             None => {
-                inner.objects.insert(
-                    reference.clone(),
-                    SimObject {
-                        live: new.clone(),
-                        applied: new,
-                        resource_version: rv,
-                        generation: 1,
-                        spec_changed_at: now,
-                    },
-                );
+                inner
+                    .objects
+                    .insert(reference.clone(), SimObject::new(&new, Some(new_text), rv));
                 Applied {
                     created: true,
                     changed: true,
                 }
             }
             Some(obj) => {
-                let before = obj.live.clone();
-                ssa_merge(&mut obj.live, &obj.applied, &new);
-                obj.applied = new;
-                let changed = obj.live != before;
-                if changed {
-                    obj.resource_version = rv;
-                    if without_metadata(&obj.live) != without_metadata(&before) {
-                        obj.generation += 1;
-                        obj.spec_changed_at = now;
-                    }
+                let changed = if *obj.live == *new_text {
+                    // Live is exactly what is applied: nothing to merge.
+                    false
+                } else {
+                    let before = obj.value();
+                    let mut after = before.clone();
+                    ssa_merge(&mut after, &from_text(&obj.applied), &new);
+                    let text = if after == new {
+                        new_text.clone()
+                    } else {
+                        to_text(&after)
+                    };
+                    obj.replace(&before, &after, text, rv)
+                };
+                obj.applied = new_text;
+                if *obj.live == *obj.applied {
+                    obj.live = obj.applied.clone();
                 }
                 Applied {
                     created: false,
@@ -442,14 +492,14 @@ impl ClusterBackend for SimCluster {
             .objects
             .iter()
             .filter(|(r, o)| {
-                label(&o.live, MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE)
+                o.owned
                     && MANAGED_KINDS
                         .iter()
                         .any(|k| k.api_version == r.api_version && k.kind == r.kind)
             })
             .map(|(r, o)| OwnedObject {
                 reference: r.clone(),
-                component: label(&o.live, COMPONENT_LABEL).map(str::to_string),
+                component: o.component.as_deref().map(str::to_string),
             })
             .collect())
     }
@@ -460,16 +510,16 @@ impl ClusterBackend for SimCluster {
         let Some(obj) = inner.objects.get(reference) else {
             return Ok(None);
         };
+        let live = obj.value();
         let desired = if reference.kind == "DaemonSet" {
             i32::try_from(inner.opts.nodes).unwrap_or(i32::MAX)
         } else {
-            obj.live
-                .pointer("/spec/replicas")
+            live.pointer("/spec/replicas")
                 .and_then(Value::as_i64)
                 .and_then(|r| i32::try_from(r).ok())
                 .unwrap_or(1)
         };
-        let version = label(&obj.live, VERSION_LABEL).map(str::to_string);
+        let version = label(&live, VERSION_LABEL).map(str::to_string);
         let mut status = WorkloadStatus {
             generation: obj.generation,
             observed_generation: obj.generation,
