@@ -33,7 +33,11 @@ fn make(prefix: &str, tenant: &str, cluster_id: Uuid) -> Result<Secret, ApiError
     aws_lc_rs::rand::SystemRandom::new()
         .fill(&mut random)
         .map_err(|_| ApiError::Internal("the system random generator failed".into()))?;
-    let token = format!("{prefix}.{tenant}.{}.{}", cluster_id.simple(), URL_SAFE_NO_PAD.encode(random));
+    let token = format!(
+        "{prefix}.{tenant}.{}.{}",
+        cluster_id.simple(),
+        URL_SAFE_NO_PAD.encode(random)
+    );
     let hash = hash(&token);
     Ok(Secret { token, hash })
 }
@@ -80,7 +84,10 @@ impl AgentPrincipal {
 impl FromRequestParts<AppState> for AgentPrincipal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)?;
         let Some((tenant, cluster_id)) = parse(AGENT_CREDENTIAL_PREFIX, token) else {
             return Err(ApiError::Unauthorized(
@@ -88,13 +95,21 @@ impl FromRequestParts<AppState> for AgentPrincipal {
             ));
         };
         let credential_hash = hash(token);
-        let cluster_name = db::authenticate_agent(&state.pool, &tenant, cluster_id, &credential_hash)
-            .await?
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the agent credential is unknown, revoked, replaced or expired".into())
-            })?;
+        let cluster_name =
+            db::authenticate_agent(&state.pool, &tenant, cluster_id, &credential_hash)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::Unauthorized(
+                        "the agent credential is unknown, revoked, replaced or expired".into(),
+                    )
+                })?;
         tracing::debug!(%tenant, cluster = %cluster_name, "agent authenticated");
-        Ok(AgentPrincipal { tenant, cluster_id, cluster_name, credential_hash })
+        Ok(AgentPrincipal {
+            tenant,
+            cluster_id,
+            cluster_name,
+            credential_hash,
+        })
     }
 }
 
@@ -106,8 +121,15 @@ mod tests {
     fn tokens_carry_their_tenant_and_cluster_and_parse_back() {
         let id = Uuid::new_v4();
         let s = new_credential("acme.eu-1", id).unwrap();
-        assert_eq!(parse(AGENT_CREDENTIAL_PREFIX, &s.token), Some(("acme.eu-1".to_string(), id)));
-        assert_eq!(parse(BOOTSTRAP_TOKEN_PREFIX, &s.token), None, "a credential is no bootstrap token");
+        assert_eq!(
+            parse(AGENT_CREDENTIAL_PREFIX, &s.token),
+            Some(("acme.eu-1".to_string(), id))
+        );
+        assert_eq!(
+            parse(BOOTSTRAP_TOKEN_PREFIX, &s.token),
+            None,
+            "a credential is no bootstrap token"
+        );
         assert_eq!(s.hash, hash(&s.token));
         assert!(is_agent_credential(&s.token));
         let other = new_credential("acme.eu-1", id).unwrap();

@@ -109,7 +109,10 @@ pub fn router(state: AppState) -> Router {
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(http::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.config.clone(), http::request_context))
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.clone(),
+            http::request_context,
+        ))
         .with_state(state)
 }
 

@@ -257,8 +257,13 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     db::MIGRATOR.run(&pool).await?;
 
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| CliError::Bind { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| CliError::Io { what: "no local address".into(), source })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| CliError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| CliError::Io {
+        what: "no local address".into(),
+        source,
+    })?;
     let base = format!("http://{bound}");
     let mut config = app_config(&args.http);
     config.public_url.get_or_insert_with(|| base.clone());

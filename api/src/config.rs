@@ -72,7 +72,11 @@ pub struct HttpArgs {
           default_value = concat!("meshfleet/meshfleet-agent:", env!("CARGO_PKG_VERSION")))]
     pub agent_image: String,
     /// URL agents use to reach this service (default: derived from the request).
-    #[arg(long, env = "MESHFLEET_PUBLIC_URL", value_name = "MESHFLEET_PUBLIC_URL")]
+    #[arg(
+        long,
+        env = "MESHFLEET_PUBLIC_URL",
+        value_name = "MESHFLEET_PUBLIC_URL"
+    )]
     pub public_url: Option<String>,
     /// Lifetime of bootstrap tokens.
     #[arg(long, env = "MESHFLEET_BOOTSTRAP_TTL", value_name = "MESHFLEET_BOOTSTRAP_TTL",

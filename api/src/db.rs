@@ -195,13 +195,13 @@ pub async fn insert_cluster(
     mesh: &MeshSpec,
     desired_version: &str,
 ) -> Result<Option<ClusterRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as(
         "INSERT INTO clusters (tenant_id, name, id, labels, mesh, desired_version)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (tenant_id, name) DO NOTHING
          RETURNING name, id, labels, mesh, generation, resource_version, desired_version, version_history,
                    NULL::jsonb AS report, NULL::timestamptz AS last_heartbeat_at, created_at, updated_at"
-    )))
+    )
     .bind(tenant)
     .bind(name)
     .bind(Uuid::now_v7())
@@ -509,11 +509,12 @@ pub async fn delete_credential(
     tenant: &str,
     cluster_id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM agent_credentials WHERE tenant_id = $1 AND cluster_id = $2")
-        .bind(tenant)
-        .bind(cluster_id)
-        .execute(&mut **tx)
-        .await?;
+    let done =
+        sqlx::query("DELETE FROM agent_credentials WHERE tenant_id = $1 AND cluster_id = $2")
+            .bind(tenant)
+            .bind(cluster_id)
+            .execute(&mut **tx)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -61,13 +61,20 @@ pub async fn request_context(
         .unwrap_or_else(|| "unmatched".to_string());
     let span = tracing::info_span!("request", request_id = %id, %method, uri = %req.uri());
     let started = Instant::now();
-    let limit = if req.uri().path() == LONG_POLL_PATH { config.long_poll_timeout } else { config.request_timeout };
+    let limit = if req.uri().path() == LONG_POLL_PATH {
+        config.long_poll_timeout
+    } else {
+        config.request_timeout
+    };
     let work = async move {
         let response = match tokio::time::timeout(limit, next.run(req)).await {
             Ok(response) => problemize(response).await,
             Err(_) => problem_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("the request took longer than {}s and was cancelled; retry", limit.as_secs()),
+                format!(
+                    "the request took longer than {}s and was cancelled; retry",
+                    limit.as_secs()
+                ),
                 None,
             ),
         };

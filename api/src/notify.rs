@@ -59,12 +59,19 @@ impl Hub {
                 n
             }
         };
-        Subscription { hub: self.clone(), key, notify }
+        Subscription {
+            hub: self.clone(),
+            key,
+            notify,
+        }
     }
 
     pub fn wake(&self, tenant: &str, cluster_id: Uuid) {
         let map = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get(&(tenant.to_string(), cluster_id)).and_then(Weak::upgrade) {
+        if let Some(n) = map
+            .get(&(tenant.to_string(), cluster_id))
+            .and_then(Weak::upgrade)
+        {
             n.notify_waiters();
         }
     }
@@ -89,7 +96,10 @@ impl Hub {
             self.wake_all();
             return;
         }
-        match payload.split_once('/').and_then(|(t, id)| Some((t, Uuid::try_parse(id).ok()?))) {
+        match payload
+            .split_once('/')
+            .and_then(|(t, id)| Some((t, Uuid::try_parse(id).ok()?)))
+        {
             Some((tenant, id)) => self.wake(tenant, id),
             None => tracing::warn!(%payload, "ignoring a malformed desired-state notification"),
         }
@@ -111,7 +121,10 @@ pub async fn listen(pool: PgPool, hub: Arc<Hub>) {
                 continue;
             }
         };
-        if let Err(e) = listener.listen_all([DESIRED_STATE_CHANNEL, RELEASES_CHANNEL]).await {
+        if let Err(e) = listener
+            .listen_all([DESIRED_STATE_CHANNEL, RELEASES_CHANNEL])
+            .await
+        {
             tracing::warn!(error = %e, "LISTEN failed; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
@@ -156,12 +169,22 @@ mod tests {
             fa.as_mut().enable();
             fb.as_mut().enable();
             hub.dispatch(DESIRED_STATE_CHANNEL, &format!("t/{id}"));
-            tokio::time::timeout(Duration::from_millis(100), fa).await.unwrap();
-            assert!(tokio::time::timeout(Duration::from_millis(50), fb).await.is_err());
+            tokio::time::timeout(Duration::from_millis(100), fa)
+                .await
+                .unwrap();
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), fb)
+                    .await
+                    .is_err()
+            );
             assert_eq!(hub.waiting_clusters(), 2);
         }
         drop(a);
         drop(b);
-        assert_eq!(hub.waiting_clusters(), 0, "subscriptions clean up after themselves");
+        assert_eq!(
+            hub.waiting_clusters(),
+            0,
+            "subscriptions clean up after themselves"
+        );
     }
 }

@@ -39,7 +39,8 @@ impl Modify for BearerAuth {
         http.description = Some("A JWT with `sub`, `tid` (tenant) and `roles` claims".into());
         components.add_security_scheme("bearer", SecurityScheme::Http(http));
         let mut agent = Http::new(HttpAuthScheme::Bearer);
-        agent.description = Some("The cluster's agent credential from POST /v1/agent/register".into());
+        agent.description =
+            Some("The cluster's agent credential from POST /v1/agent/register".into());
         components.add_security_scheme("agent", SecurityScheme::Http(agent));
     }
 }

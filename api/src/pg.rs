@@ -26,8 +26,12 @@ pub enum PgError {
         what: String,
         source: std::io::Error,
     },
-    #[error("initdb failed ({status}); see {log}")]
-    Initdb { status: String, log: PathBuf },
+    #[error("initdb failed ({status}). Last lines of {log}:\n{tail}")]
+    Initdb {
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
     #[error("PostgreSQL did not become ready: {reason}. Last lines of {log}:\n{tail}")]
     NotReady {
         reason: String,
@@ -159,6 +163,15 @@ impl EmbeddedPg {
         let log = opts.root.join("postgres.log");
         std::fs::create_dir_all(&opts.root)
             .map_err(io(format!("cannot create {}", opts.root.display())))?;
+        if runner.is_some() {
+            // The postgres user must be able to reach its data folder inside ours.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&opts.root)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0o755);
+            std::fs::set_permissions(&opts.root, std::fs::Permissions::from_mode(mode | 0o711))
+                .map_err(io(format!("cannot chmod {}", opts.root.display())))?;
+        }
         if !data_dir.join("PG_VERSION").exists() {
             init_cluster(&bin, &data_dir, &log, runner, opts.ephemeral)?;
         } else if let Some(r) = runner {
@@ -239,13 +252,10 @@ impl EmbeddedPg {
     }
 
     fn not_ready(&self, reason: String) -> PgError {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(15)..].join("\n");
         PgError::NotReady {
             reason,
             log: self.log.clone(),
-            tail,
+            tail: log_tail(&self.log),
         }
     }
 
@@ -287,6 +297,12 @@ impl Drop for EmbeddedPg {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
 fn init_cluster(
@@ -331,6 +347,7 @@ fn init_cluster(
         return Err(PgError::Initdb {
             status: status.to_string(),
             log: log.to_path_buf(),
+            tail: log_tail(log),
         });
     }
     Ok(())

@@ -38,7 +38,10 @@ pub fn failed(c: &ComponentStatus) -> bool {
         match cond.type_.as_str() {
             "Failed" | "Degraded" | "ApplyFailed" => is_true,
             "Ready" | "Available" => {
-                !is_true && (reason.contains("fail") || reason.contains("error") || reason.contains("crash"))
+                !is_true
+                    && (reason.contains("fail")
+                        || reason.contains("error")
+                        || reason.contains("crash"))
             }
             _ => false,
         }
@@ -52,13 +55,16 @@ pub fn health(report: &StatusReport, generation: i64) -> Health {
     }
     let failures: Vec<&ComponentStatus> = report.components.iter().filter(|c| failed(c)).collect();
     let core_down = failures.iter().any(|c| {
-        CORE.contains(&c.name.as_str()) && c.desired_replicas.unwrap_or(0) > 0 && c.ready_replicas.unwrap_or(0) == 0
+        CORE.contains(&c.name.as_str())
+            && c.desired_replicas.unwrap_or(0) > 0
+            && c.ready_replicas.unwrap_or(0) == 0
     });
     if core_down {
         Health::Unhealthy
     } else if !failures.is_empty() {
         Health::Degraded
-    } else if report.observed_generation.is_none_or(|g| g < generation) || report.components.iter().any(|c| !c.ready)
+    } else if report.observed_generation.is_none_or(|g| g < generation)
+        || report.components.iter().any(|c| !c.ready)
     {
         Health::Progressing
     } else {
@@ -77,10 +83,15 @@ pub fn health_name(h: Health) -> &'static str {
 }
 
 pub fn parse_health(s: &str) -> Health {
-    [Health::Healthy, Health::Progressing, Health::Degraded, Health::Unhealthy]
-        .into_iter()
-        .find(|h| health_name(*h) == s)
-        .unwrap_or(Health::Unknown)
+    [
+        Health::Healthy,
+        Health::Progressing,
+        Health::Degraded,
+        Health::Unhealthy,
+    ]
+    .into_iter()
+    .find(|h| health_name(*h) == s)
+    .unwrap_or(Health::Unknown)
 }
 
 /// Builds the status object from the stored report (if any).
@@ -90,7 +101,8 @@ pub fn derive(
     last_heartbeat_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> ClusterStatus {
-    let report: Option<StatusReport> = reported.and_then(|v| serde_json::from_value(v.clone()).ok());
+    let report: Option<StatusReport> =
+        reported.and_then(|v| serde_json::from_value(v.clone()).ok());
     let mut status = match report {
         Some(r) => ClusterStatus {
             health: health(&r, generation),
@@ -137,16 +149,30 @@ mod tests {
     }
 
     fn report(components: Vec<ComponentStatus>, observed: i64) -> StatusReport {
-        StatusReport { observed_generation: Some(observed), components, facts: Default::default(), conditions: vec![] }
+        StatusReport {
+            observed_generation: Some(observed),
+            components,
+            facts: Default::default(),
+            conditions: vec![],
+        }
     }
 
     #[test]
     fn connectivity_follows_the_heartbeat_age() {
         let now = Utc::now();
         assert_eq!(connectivity(None, now), Connectivity::Disconnected);
-        assert_eq!(connectivity(Some(now - Duration::seconds(5)), now), Connectivity::Connected);
-        assert_eq!(connectivity(Some(now - Duration::seconds(120)), now), Connectivity::Stale);
-        assert_eq!(connectivity(Some(now - Duration::hours(1)), now), Connectivity::Disconnected);
+        assert_eq!(
+            connectivity(Some(now - Duration::seconds(5)), now),
+            Connectivity::Connected
+        );
+        assert_eq!(
+            connectivity(Some(now - Duration::seconds(120)), now),
+            Connectivity::Stale
+        );
+        assert_eq!(
+            connectivity(Some(now - Duration::hours(1)), now),
+            Connectivity::Disconnected
+        );
     }
 
     #[test]
@@ -158,10 +184,20 @@ mod tests {
 
     #[test]
     fn health_is_derived_from_components_and_generation() {
-        let all_ready = vec![component("istiod", true, (2, 2)), component("ztunnel", true, (3, 3))];
+        let all_ready = vec![
+            component("istiod", true, (2, 2)),
+            component("ztunnel", true, (3, 3)),
+        ];
         assert_eq!(health(&report(all_ready.clone(), 2), 2), Health::Healthy);
-        assert_eq!(health(&report(all_ready.clone(), 1), 2), Health::Progressing, "an older generation");
-        let rolling = vec![component("istiod", true, (2, 2)), component("ztunnel", false, (3, 1))];
+        assert_eq!(
+            health(&report(all_ready.clone(), 1), 2),
+            Health::Progressing,
+            "an older generation"
+        );
+        let rolling = vec![
+            component("istiod", true, (2, 2)),
+            component("ztunnel", false, (3, 1)),
+        ];
         assert_eq!(health(&report(rolling, 2), 2), Health::Progressing);
 
         let mut waypoint = component("waypoints", false, (1, 0));
@@ -171,7 +207,10 @@ mod tests {
 
         let mut ztunnel = component("ztunnel", false, (3, 0));
         ztunnel.conditions.push(failed_condition());
-        assert_eq!(health(&report(vec![ztunnel.clone()], 2), 2), Health::Unhealthy);
+        assert_eq!(
+            health(&report(vec![ztunnel.clone()], 2), 2),
+            Health::Unhealthy
+        );
         // A failed upgrade while the old pods still serve is degraded, not down.
         ztunnel.ready_replicas = Some(3);
         assert_eq!(health(&report(vec![ztunnel], 2), 2), Health::Degraded);

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{ClusterFacts, ComponentImages, ComponentStatus, Condition, Health, LogLevel, MeshMode, MtlsMode};
+use crate::{
+    ClusterFacts, ComponentImages, ComponentStatus, Condition, Health, LogLevel, MeshMode, MtlsMode,
+};
 use crate::{MeshConfig, Resources, TrafficType};
 
 pub const BOOTSTRAP_TOKEN_PREFIX: &str = "mfbt";

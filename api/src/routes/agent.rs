@@ -9,8 +9,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use meshfleet_model::{
-    AgentCredential, BOOTSTRAP_TOKEN_PREFIX, BootstrapToken, DesiredState, MAX_WAIT_SECONDS, Problem,
-    RegisterRequest, StatusHistoryEntry, StatusHistoryList, StatusReport,
+    AgentCredential, BOOTSTRAP_TOKEN_PREFIX, BootstrapToken, DesiredState, MAX_WAIT_SECONDS,
+    Problem, RegisterRequest, StatusHistoryEntry, StatusHistoryList, StatusReport,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -33,7 +33,10 @@ fn with_etag(mut response: Response, tag: &str) -> Response {
 }
 
 async fn cluster_id(state: &AppState, tenant: &str, name: &str) -> ApiResult<uuid::Uuid> {
-    db::get_cluster(&state.pool, tenant, name).await?.map(|c| c.id).ok_or_else(|| ApiError::cluster_not_found(name))
+    db::get_cluster(&state.pool, tenant, name)
+        .await?
+        .map(|c| c.id)
+        .ok_or_else(|| ApiError::cluster_not_found(name))
 }
 
 /// Creates a bootstrap token for a cluster (used by the manifest route too).
@@ -48,7 +51,15 @@ pub async fn issue_bootstrap_token(
         .map_err(|_| ApiError::Internal("bootstrap TTL out of range".into()))?;
     let expires_at = Utc::now() + ttl;
     let mut tx = state.pool.begin().await?;
-    db::insert_bootstrap_token(&mut tx, &principal.tenant, id, &secret.hash, expires_at, &principal.sub).await?;
+    db::insert_bootstrap_token(
+        &mut tx,
+        &principal.tenant,
+        id,
+        &secret.hash,
+        expires_at,
+        &principal.sub,
+    )
+    .await?;
     db::insert_event(
         &mut tx,
         &principal.tenant,
@@ -63,7 +74,10 @@ pub async fn issue_bootstrap_token(
     )
     .await?;
     tx.commit().await?;
-    Ok(BootstrapToken { token: secret.token, expires_at })
+    Ok(BootstrapToken {
+        token: secret.token,
+        expires_at,
+    })
 }
 
 /// Create a one-time bootstrap token for the cluster's agent (shown once).
@@ -86,7 +100,9 @@ pub async fn create_bootstrap_token(
     principal.require_write()?;
     let token = issue_bootstrap_token(&state, &principal, &name).await?;
     let mut response = (StatusCode::CREATED, axum::Json(token)).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
@@ -111,7 +127,9 @@ pub async fn revoke_credential(
     let id = cluster_id(&state, &principal.tenant, &name).await?;
     let mut tx = state.pool.begin().await?;
     if !db::delete_credential(&mut tx, &principal.tenant, id).await? {
-        return Err(ApiError::NotFound(format!("cluster `{name}` has no agent credential")));
+        return Err(ApiError::NotFound(format!(
+            "cluster `{name}` has no agent credential"
+        )));
     }
     db::insert_event(
         &mut tx,
@@ -163,12 +181,21 @@ pub async fn status_history(
 ) -> ApiResult<axum::Json<StatusHistoryList>> {
     principal.require_read()?;
     let limit = page_limit(params.limit)?;
-    let before = match params.cursor.as_deref().map(|c| decode_cursor(HISTORY_CURSOR, c)).transpose()? {
-        Some(id) => Some(id.parse::<i64>().map_err(|_| ApiError::BadRequest("`cursor` is not valid".into()))?),
+    let before = match params
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor(HISTORY_CURSOR, c))
+        .transpose()?
+    {
+        Some(id) => Some(
+            id.parse::<i64>()
+                .map_err(|_| ApiError::BadRequest("`cursor` is not valid".into()))?,
+        ),
         None => None,
     };
     let id = cluster_id(&state, &principal.tenant, &name).await?;
-    let mut rows = db::list_status_history(&state.pool, &principal.tenant, id, before, limit + 1).await?;
+    let mut rows =
+        db::list_status_history(&state.pool, &principal.tenant, id, before, limit + 1).await?;
     let next_cursor = paginate(&mut rows, limit, HISTORY_CURSOR, |r| r.id.to_string());
     let items = rows
         .into_iter()
@@ -206,14 +233,28 @@ pub async fn status_history(
         (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn register(State(state): State<AppState>, JsonBody(req): JsonBody<RegisterRequest>) -> ApiResult<Response> {
-    let refused = || ApiError::Unauthorized("the bootstrap token is unknown, already used or expired".into());
-    let (tenant, id) = agent_auth::parse(BOOTSTRAP_TOKEN_PREFIX, &req.bootstrap_token).ok_or_else(refused)?;
+pub async fn register(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<RegisterRequest>,
+) -> ApiResult<Response> {
+    let refused =
+        || ApiError::Unauthorized("the bootstrap token is unknown, already used or expired".into());
+    let (tenant, id) =
+        agent_auth::parse(BOOTSTRAP_TOKEN_PREFIX, &req.bootstrap_token).ok_or_else(refused)?;
     let mut tx = state.pool.begin().await?;
-    if !db::consume_bootstrap_token(&mut tx, &tenant, id, &agent_auth::hash(&req.bootstrap_token)).await? {
+    if !db::consume_bootstrap_token(
+        &mut tx,
+        &tenant,
+        id,
+        &agent_auth::hash(&req.bootstrap_token),
+    )
+    .await?
+    {
         return Err(refused());
     }
-    let name = db::cluster_name_by_id(&mut *tx, &tenant, id).await?.ok_or_else(refused)?;
+    let name = db::cluster_name_by_id(&mut *tx, &tenant, id)
+        .await?
+        .ok_or_else(refused)?;
     let secret = agent_auth::new_credential(&tenant, id)?;
     let ttl = chrono::Duration::from_std(state.config.credential_ttl)
         .map_err(|_| ApiError::Internal("credential TTL out of range".into()))?;
@@ -234,9 +275,16 @@ pub async fn register(State(state): State<AppState>, JsonBody(req): JsonBody<Reg
     .await?;
     tx.commit().await?;
     tracing::info!(%tenant, cluster = %name, "agent registered");
-    let body = AgentCredential { cluster_name: name, cluster_id: id, credential: secret.token, expires_at };
+    let body = AgentCredential {
+        cluster_name: name,
+        cluster_id: id,
+        credential: secret.token,
+        expires_at,
+    };
     let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
@@ -268,7 +316,9 @@ pub async fn rotate(State(state): State<AppState>, agent: AgentPrincipal) -> Api
     )
     .await?;
     if !rotated {
-        return Err(ApiError::Conflict("this credential was already rotated; use the newest one".into()));
+        return Err(ApiError::Conflict(
+            "this credential was already rotated; use the newest one".into(),
+        ));
     }
     db::insert_event(
         &mut tx,
@@ -291,7 +341,9 @@ pub async fn rotate(State(state): State<AppState>, agent: AgentPrincipal) -> Api
         expires_at: now + ttl,
     };
     let mut response = (StatusCode::OK, axum::Json(body)).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
@@ -327,7 +379,11 @@ pub async fn desired_state(
 ) -> ApiResult<Response> {
     let wait = match params.wait_seconds.unwrap_or(0) {
         n if n <= MAX_WAIT_SECONDS => Duration::from_secs(n),
-        n => return Err(ApiError::BadRequest(format!("`waitSeconds` must be at most {MAX_WAIT_SECONDS}, not {n}"))),
+        n => {
+            return Err(ApiError::BadRequest(format!(
+                "`waitSeconds` must be at most {MAX_WAIT_SECONDS}, not {n}"
+            )));
+        }
     };
     let deadline = tokio::time::Instant::now() + wait;
     // Subscribe before reading, so that a change committed in between is not missed.
@@ -369,19 +425,32 @@ fn validate_report(report: &StatusReport) -> ApiResult<()> {
     }
     for (i, c) in report.components.iter().enumerate() {
         if c.name.is_empty() || c.name.len() > 63 {
-            errors.push(FieldError::new(format!("/components/{i}/name"), "1 to 63 characters"));
+            errors.push(FieldError::new(
+                format!("/components/{i}/name"),
+                "1 to 63 characters",
+            ));
         }
         if c.message.as_ref().is_some_and(|m| m.len() > 4096) {
-            errors.push(FieldError::new(format!("/components/{i}/message"), "at most 4096 bytes"));
+            errors.push(FieldError::new(
+                format!("/components/{i}/message"),
+                "at most 4096 bytes",
+            ));
         }
         if c.conditions.len() > 16 {
-            errors.push(FieldError::new(format!("/components/{i}/conditions"), "at most 16 conditions"));
+            errors.push(FieldError::new(
+                format!("/components/{i}/conditions"),
+                "at most 16 conditions",
+            ));
         }
     }
     if report.conditions.len() > 16 {
         errors.push(FieldError::new("/conditions", "at most 16 conditions"));
     }
-    if errors.is_empty() { Ok(()) } else { Err(ApiError::invalid(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(errors))
+    }
 }
 
 /// Report status; every call is also a heartbeat. An unchanged report only
@@ -406,7 +475,9 @@ pub async fn put_status(
     validate_report(&report)?;
     let value = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
     let report_hash = agent_auth::hash(&value.to_string());
-    if db::heartbeat_if_unchanged(&state.pool, &agent.tenant, agent.cluster_id, &report_hash).await? {
+    if db::heartbeat_if_unchanged(&state.pool, &agent.tenant, agent.cluster_id, &report_hash)
+        .await?
+    {
         metrics::counter!("meshfleet_agent_heartbeats_total", "kind" => "unchanged").increment(1);
         return Ok(StatusCode::NO_CONTENT);
     }
@@ -456,7 +527,8 @@ pub async fn put_status(
 }
 
 /// `kubectl kustomize deploy/agent`, committed (CI fails when it drifts).
-pub const AGENT_INSTALL_TEMPLATE: &str = include_str!("../../../deploy/generated/agent-install.yaml");
+pub const AGENT_INSTALL_TEMPLATE: &str =
+    include_str!("../../../deploy/generated/agent-install.yaml");
 
 /// Fills the install template's placeholders with YAML-quoted values.
 pub fn render_install_manifest(token: &str, service_url: &str, image: &str) -> String {
@@ -476,9 +548,18 @@ fn service_url(state: &AppState, headers: &axum::http::HeaderMap) -> ApiResult<S
         .get("x-forwarded-host")
         .or_else(|| headers.get(header::HOST))
         .and_then(|v| v.to_str().ok())
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)))
-        .ok_or_else(|| ApiError::BadRequest("cannot tell this service's URL: no valid Host header".into()))?;
-    let proto = match headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) {
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        })
+        .ok_or_else(|| {
+            ApiError::BadRequest("cannot tell this service's URL: no valid Host header".into())
+        })?;
+    let proto = match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
         Some("https") => "https",
         _ => "http",
     };
@@ -509,7 +590,10 @@ pub async fn agent_manifest(
     let token = issue_bootstrap_token(&state, &principal, &name).await?;
     let yaml = render_install_manifest(&token.token, &url, &state.config.agent_image);
     Ok((
-        [(header::CONTENT_TYPE, "application/yaml"), (header::CACHE_CONTROL, "no-store")],
+        [
+            (header::CONTENT_TYPE, "application/yaml"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
         yaml,
     )
         .into_response())

@@ -536,18 +536,50 @@ async fn deleting_a_cluster_ends_its_agents_access() {
 async fn the_agent_manifest_installs_the_agent_with_a_fresh_working_token() {
     let app = TestApp::spawn().await;
     app.create("acme", "c1", &cluster_body("1.27.1")).await;
-    let r = app.get("/v1/clusters/c1/agent-manifest").token(&app.owner("acme")).send().await;
+    let r = app
+        .get("/v1/clusters/c1/agent-manifest")
+        .token(&app.owner("acme"))
+        .send()
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.header("content-type"), Some("application/yaml"));
     let yaml = &r.text;
-    for kind in ["kind: Namespace", "kind: ServiceAccount", "kind: ClusterRole", "kind: Secret", "kind: Deployment"] {
+    for kind in [
+        "kind: Namespace",
+        "kind: ServiceAccount",
+        "kind: ClusterRole",
+        "kind: Secret",
+        "kind: Deployment",
+    ] {
         assert!(yaml.contains(kind), "missing {kind}");
     }
-    assert!(!yaml.contains("REPLACE_WITH"), "every placeholder is filled");
-    assert!(yaml.contains(&format!("url: \"{}\"", app.base)), "the service URL comes from the request");
-    let token = yaml.lines().find_map(|l| l.trim().strip_prefix("token: ")).unwrap().trim_matches('"');
-    assert_eq!(register_with(&app, token).await.status, 201, "the embedded token registers");
+    assert!(
+        !yaml.contains("REPLACE_WITH"),
+        "every placeholder is filled"
+    );
+    assert!(
+        yaml.contains(&format!("url: \"{}\"", app.base)),
+        "the service URL comes from the request"
+    );
+    let token = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .unwrap()
+        .trim_matches('"');
+    assert_eq!(
+        register_with(&app, token).await.status,
+        201,
+        "the embedded token registers"
+    );
     let reader = app.token("acme", &[Role::Reader]);
-    app.get("/v1/clusters/c1/agent-manifest").token(&reader).send().await.problem(403);
-    app.get("/v1/clusters/c1/agent-manifest").token(&app.owner("globex")).send().await.problem(404);
+    app.get("/v1/clusters/c1/agent-manifest")
+        .token(&reader)
+        .send()
+        .await
+        .problem(403);
+    app.get("/v1/clusters/c1/agent-manifest")
+        .token(&app.owner("globex"))
+        .send()
+        .await
+        .problem(404);
 }
