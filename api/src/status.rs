@@ -30,7 +30,9 @@ pub fn connectivity(last_heartbeat_at: Option<DateTime<Utc>>, now: DateTime<Utc>
 }
 
 /// A component failed: it carries a `Failed=True` (or `Degraded=True`) condition,
-/// or `Ready=False` with a reason that says it failed.
+/// or `Ready=False` with a reason that says it failed (the agent reports
+/// `ApplyFailed`, `RolloutTimeout` and `PruneFailed`; `Progressing` and
+/// `Pending` are not failures).
 pub fn failed(c: &ComponentStatus) -> bool {
     c.conditions.iter().any(|cond| {
         let is_true = cond.status.eq_ignore_ascii_case("true");
@@ -39,9 +41,9 @@ pub fn failed(c: &ComponentStatus) -> bool {
             "Failed" | "Degraded" | "ApplyFailed" => is_true,
             "Ready" | "Available" => {
                 !is_true
-                    && (reason.contains("fail")
-                        || reason.contains("error")
-                        || reason.contains("crash"))
+                    && ["fail", "error", "crash", "timeout"]
+                        .iter()
+                        .any(|w| reason.contains(w))
             }
             _ => false,
         }

@@ -135,7 +135,26 @@ pub struct TestApp {
     pub signer: Arc<DevSigner>,
     pub pool: PgPool,
     options: PgConnectOptions,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    running: Option<Running>,
+}
+
+/// The serving half of a [`TestApp`], which can be stopped and started again.
+struct Running {
+    state: AppState,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn serve(addr: std::net::SocketAddr, state: AppState) -> (std::net::SocketAddr, Running) {
+    let server = Server::bind(addr, app::router(state.clone()))
+        .await
+        .expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = rx.await;
+    }));
+    (addr, Running { state, stop, task })
 }
 
 /// A response, read whole.
@@ -274,14 +293,7 @@ impl TestApp {
             .await
             .expect("connect test database");
         let state = AppState::new(pool.clone(), signer.verifier(), config);
-        let server = Server::bind("127.0.0.1:0".parse().expect("addr"), app::router(state))
-            .await
-            .expect("bind");
-        let addr = server.local_addr().expect("addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(server.run(async move {
-            let _ = rx.await;
-        }));
+        let (addr, running) = serve("127.0.0.1:0".parse().expect("addr"), state).await;
         TestApp {
             base: format!("http://{addr}"),
             client: reqwest::Client::builder()
@@ -291,8 +303,34 @@ impl TestApp {
             signer,
             pool,
             options,
-            _shutdown: tx,
+            running: Some(running),
         }
+    }
+
+    /// Stops serving (as an outage would): drains, then closes the port.
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.state.begin_shutdown();
+            let _ = running.stop.send(());
+            let _ = running.task.await;
+        }
+    }
+
+    /// Serves again on the same address and database.
+    pub async fn restart(&mut self) {
+        assert!(self.running.is_none(), "stop first");
+        let addr = self
+            .base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("addr");
+        let state = AppState::new(
+            self.pool.clone(),
+            self.signer.verifier(),
+            AppConfig::default(),
+        );
+        let (_, running) = serve(addr, state).await;
+        self.running = Some(running);
     }
 
     /// A token of `tenant` with `roles`, valid for an hour.

@@ -6,6 +6,7 @@ mod agent_protocol;
 mod auth;
 mod clusters;
 mod concurrency;
+mod fleet;
 mod problems;
 mod releases;
 mod validation;
