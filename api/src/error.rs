@@ -42,7 +42,7 @@ pub enum ApiError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -89,16 +89,33 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
     )
 }
 
-/// Maps a constraint violation to 409 (one place for all of them); anything
-/// else stays a database error.
-pub fn on_constraint(e: sqlx::Error, conflict: impl FnOnce(&str) -> String) -> ApiError {
+/// Maps a constraint violation to 409 (the one place for all of them: every
+/// `?` on a sqlx error comes through here); anything else stays a database error.
+pub fn on_constraint(e: sqlx::Error) -> ApiError {
     if let sqlx::Error::Database(db) = &e
         && let Some(constraint) = db.constraint()
         && (db.is_unique_violation() || db.is_check_violation() || db.is_foreign_key_violation())
     {
-        return ApiError::Conflict(conflict(constraint));
+        tracing::info!(%constraint, "constraint violation answered with 409");
+        return ApiError::Conflict(conflict_detail(constraint));
     }
     ApiError::Database(e)
+}
+
+/// What a violated constraint means to the caller (no SQL names leak).
+fn conflict_detail(constraint: &str) -> String {
+    match constraint {
+        "clusters_pkey" => "a cluster of that name exists already".into(),
+        "clusters_id_unique" => "a cluster with that id exists already".into(),
+        c if c.ends_with("_fkey") => "the cluster was deleted while this request ran; retry".into(),
+        _ => "the request conflicts with the current state; read it again and retry".into(),
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        on_constraint(e)
+    }
 }
 
 /// Builds a problem response; used for our own errors and for the bodies
@@ -185,3 +202,26 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_row_is_a_database_error_not_a_conflict() {
+        assert!(matches!(
+            ApiError::from(sqlx::Error::RowNotFound),
+            ApiError::Database(_)
+        ));
+        assert_eq!(
+            ApiError::from(sqlx::Error::PoolTimedOut).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn conflict_details_name_no_sql() {
+        assert!(conflict_detail("bootstrap_tokens_tenant_id_cluster_id_fkey").contains("deleted"));
+        assert!(!conflict_detail("whatever_constraint").contains("whatever"));
+    }
+}

@@ -158,3 +158,23 @@ async fn readiness_fails_with_a_problem_when_the_database_is_gone() {
         r.text
     );
 }
+
+#[tokio::test]
+async fn a_constraint_violation_becomes_a_conflict_not_a_server_error() {
+    let pool = meshfleet_tests::fresh_database().await;
+    let mut tx = pool.begin().await.unwrap();
+    // A bootstrap token for a cluster that does not exist (as when it is deleted mid-request).
+    let err = meshfleet_api::db::insert_bootstrap_token(
+        &mut tx,
+        "acme",
+        uuid::Uuid::new_v4(),
+        b"hash",
+        chrono::Utc::now(),
+        "me",
+    )
+    .await
+    .unwrap_err();
+    let api: meshfleet_api::error::ApiError = err.into();
+    assert_eq!(api.status(), reqwest::StatusCode::CONFLICT, "{api:?}");
+    assert!(api.to_string().contains("deleted"));
+}
