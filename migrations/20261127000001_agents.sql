@@ -39,6 +39,8 @@ CREATE TABLE cluster_status (
     report              jsonb NOT NULL,
     report_hash         bytea NOT NULL,
     health              text NOT NULL,
+    -- the cluster generation `health` was derived against
+    health_generation   bigint NOT NULL,
     observed_generation bigint,
     last_heartbeat_at   timestamptz NOT NULL,
     changed_at          timestamptz NOT NULL,

@@ -174,7 +174,11 @@ pub struct Verifier {
     issuer: String,
     audience: String,
     leeway_secs: u64,
+    ops_tenant: String,
 }
+
+/// The tenant whose `sre` role counts, unless configured otherwise.
+pub const DEFAULT_OPS_TENANT: &str = "ops";
 
 impl Verifier {
     pub fn new(keys: Vec<VerifyKey>, issuer: String, audience: String) -> Self {
@@ -183,7 +187,16 @@ impl Verifier {
             issuer,
             audience,
             leeway_secs: 30,
+            ops_tenant: DEFAULT_OPS_TENANT.to_string(),
         }
+    }
+
+    /// The `sre` role is honoured only in tokens of this (the operator's)
+    /// tenant: a customer able to assign roles in its own tenant must not
+    /// become an operator of the whole service.
+    pub fn with_ops_tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.ops_tenant = tenant.into();
+        self
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
@@ -210,7 +223,7 @@ impl Verifier {
             validation.set_audience(&[&self.audience]);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
-                Ok(data) => return principal_from(data.claims),
+                Ok(data) => return principal_from(data.claims, &self.ops_tenant),
                 Err(e) => last = Some(e),
             }
         }
@@ -237,7 +250,7 @@ fn valid_tenant(tid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-fn principal_from(claims: Claims) -> Result<Principal, ApiError> {
+fn principal_from(claims: Claims, ops_tenant: &str) -> Result<Principal, ApiError> {
     if !valid_tenant(&claims.tid) {
         return Err(ApiError::Unauthorized(
             "invalid bearer token: `tid` must be 1-64 characters of [A-Za-z0-9._-]".into(),
@@ -248,8 +261,14 @@ fn principal_from(claims: Claims) -> Result<Principal, ApiError> {
             "invalid bearer token: empty `sub`".into(),
         ));
     }
-    // Unknown roles are ignored: they can only ever grant less.
-    let mut roles: Vec<Role> = claims.roles.iter().filter_map(|r| Role::parse(r)).collect();
+    // Unknown roles are ignored: they can only ever grant less. `sre` counts
+    // only in the operator's tenant.
+    let mut roles: Vec<Role> = claims
+        .roles
+        .iter()
+        .filter_map(|r| Role::parse(r))
+        .filter(|r| *r != Role::Sre || claims.tid == ops_tenant)
+        .collect();
     roles.sort();
     roles.dedup();
     Ok(Principal {

@@ -169,7 +169,8 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         .iter()
         .map(|k| VerifyKey::from_spec(k.trim()))
         .collect::<Result<Vec<_>, _>>()?;
-    let verifier = Verifier::new(keys, args.jwt_issuer.clone(), args.jwt_audience.clone());
+    let verifier = Verifier::new(keys, args.jwt_issuer.clone(), args.jwt_audience.clone())
+        .with_ops_tenant(args.http.ops_tenant.clone());
     let pool = connect_url(&args.database_url, args.http.db_max_connections).await?;
     if args.migrate {
         db::MIGRATOR.run(&pool).await?;
@@ -183,7 +184,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         })?;
     tracing::info!(addr = %args.listen, "meshfleet serving");
     server
-        .run(app::shutdown_signal())
+        .run(drain_on_signal(state))
         .await
         .map_err(|source| CliError::Io {
             what: "server failed".into(),
@@ -267,7 +268,13 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     let base = format!("http://{bound}");
     let mut config = app_config(&args.http);
     config.public_url.get_or_insert_with(|| base.clone());
-    let state = AppState::new(pool.clone(), signer.verifier(), config);
+    let state = AppState::new(
+        pool.clone(),
+        signer
+            .verifier()
+            .with_ops_tenant(args.http.ops_tenant.clone()),
+        config,
+    );
     let server = Server::from_listener(listener, app::router(state.clone()));
     let bound = server.local_addr().map_err(|source| CliError::Io {
         what: "no local address".into(),
@@ -300,6 +307,10 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     println!(
         "more tokens: cargo run -q -p meshfleet-api -- token --tenant {} --role reader",
         args.demo_tenant
+    );
+    println!(
+        "an SRE token (ops routes): cargo run -q -p meshfleet-api -- token --tenant {} --role sre",
+        args.http.ops_tenant
     );
     println!("try:  curl -H \"Authorization: Bearer $TOKEN\" {base}/v1/clusters");
     println!(

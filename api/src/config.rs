@@ -78,6 +78,14 @@ pub struct HttpArgs {
         value_name = "MESHFLEET_PUBLIC_URL"
     )]
     pub public_url: Option<String>,
+    /// The operator's tenant: only its tokens' `sre` role counts.
+    #[arg(
+        long,
+        env = "MESHFLEET_OPS_TENANT",
+        value_name = "MESHFLEET_OPS_TENANT",
+        default_value = "ops"
+    )]
+    pub ops_tenant: String,
     /// Lifetime of bootstrap tokens.
     #[arg(long, env = "MESHFLEET_BOOTSTRAP_TTL", value_name = "MESHFLEET_BOOTSTRAP_TTL",
           default_value = "24h", value_parser = humantime::parse_duration)]

@@ -85,6 +85,19 @@ pub async fn load_catalog(db: impl PgExecutor<'_>) -> Result<Catalog, sqlx::Erro
     Ok(Catalog { entries })
 }
 
+/// The images of a release, locking it for the rest of the transaction.
+pub async fn lock_release_images(
+    tx: &mut Transaction<'_, Postgres>,
+    version: Version,
+) -> Result<Option<ComponentImages>, sqlx::Error> {
+    let row: Option<Json<ComponentImages>> =
+        sqlx::query_scalar("SELECT images FROM releases WHERE version = $1 FOR UPDATE")
+            .bind(version.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(row.map(|j| j.0))
+}
+
 /// Inserts or replaces a release; returns the stored release and whether it was created.
 pub async fn upsert_release(
     tx: &mut Transaction<'_, Postgres>,
@@ -399,16 +412,18 @@ pub async fn list_events(
 
 // ---------------------------------------------------------------- agents
 
-/// The name of a tenant's cluster by id.
-pub async fn cluster_name_by_id(
-    db: impl PgExecutor<'_>,
+/// The name of a tenant's cluster by id, holding it against deletion until
+/// the transaction ends (taken before the bootstrap token's row, in the same
+/// order as a cluster deletion, so the two cannot deadlock).
+pub async fn key_share_cluster(
+    tx: &mut Transaction<'_, Postgres>,
     tenant: &str,
     cluster_id: Uuid,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT name FROM clusters WHERE tenant_id = $1 AND id = $2")
+    sqlx::query_scalar("SELECT name FROM clusters WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE")
         .bind(tenant)
         .bind(cluster_id)
-        .fetch_optional(db)
+        .fetch_optional(&mut **tx)
         .await
 }
 
@@ -432,6 +447,24 @@ pub async fn insert_bootstrap_token(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Voids every unused bootstrap token of a cluster (on revocation and after a
+/// registration: a leaked older manifest must not mint a new credential).
+pub async fn void_bootstrap_tokens(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &str,
+    cluster_id: Uuid,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE bootstrap_tokens SET used_at = now()
+         WHERE tenant_id = $1 AND cluster_id = $2 AND used_at IS NULL",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Marks a bootstrap token used; `false` when it is unknown, used or expired.
@@ -566,8 +599,9 @@ pub async fn desired_state(
     .await
 }
 
-/// The cheap heartbeat: only when the report is unchanged. `false` means the
-/// report changed (or there is none yet) and the full write is needed.
+/// The cheap heartbeat: only when the report is unchanged and the health
+/// stored with it was derived against the cluster's current generation.
+/// `false` means the full write is needed.
 pub async fn heartbeat_if_unchanged(
     db: impl PgExecutor<'_>,
     tenant: &str,
@@ -575,8 +609,10 @@ pub async fn heartbeat_if_unchanged(
     report_hash: &[u8],
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE cluster_status SET last_heartbeat_at = now()
-         WHERE tenant_id = $1 AND cluster_id = $2 AND report_hash = $3",
+        "UPDATE cluster_status s SET last_heartbeat_at = now()
+         FROM clusters c
+         WHERE s.tenant_id = $1 AND s.cluster_id = $2 AND s.report_hash = $3
+           AND c.tenant_id = s.tenant_id AND c.id = s.cluster_id AND c.generation = s.health_generation",
     )
     .bind(tenant)
     .bind(cluster_id)
@@ -608,6 +644,7 @@ pub struct StatusWrite<'a> {
     pub report: &'a serde_json::Value,
     pub report_hash: &'a [u8],
     pub health: &'a str,
+    pub health_generation: i64,
     pub observed_generation: Option<i64>,
 }
 
@@ -620,11 +657,12 @@ pub async fn write_status(
     keep: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO cluster_status (tenant_id, cluster_id, report, report_hash, health, observed_generation,
-                                     last_heartbeat_at, changed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, now(), now())
+        "INSERT INTO cluster_status (tenant_id, cluster_id, report, report_hash, health, health_generation,
+                                     observed_generation, last_heartbeat_at, changed_at)
+         VALUES ($1, $2, $3, $4, $5, $7, $6, now(), now())
          ON CONFLICT (tenant_id, cluster_id) DO UPDATE SET
             report = EXCLUDED.report, report_hash = EXCLUDED.report_hash, health = EXCLUDED.health,
+            health_generation = EXCLUDED.health_generation,
             observed_generation = EXCLUDED.observed_generation,
             last_heartbeat_at = now(), changed_at = now()",
     )
@@ -634,6 +672,7 @@ pub async fn write_status(
     .bind(w.report_hash)
     .bind(w.health)
     .bind(w.observed_generation)
+    .bind(w.health_generation)
     .execute(&mut **tx)
     .await?;
     sqlx::query(

@@ -93,6 +93,23 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
 /// `?` on a sqlx error comes through here); anything else stays a database error.
 pub fn on_constraint(e: sqlx::Error) -> ApiError {
     if let sqlx::Error::Database(db) = &e
+        && let Some(code) = db.code()
+    {
+        // Class 22: a value the database cannot take (e.g. a NUL character) is the client's.
+        if code.starts_with("22") {
+            return ApiError::BadRequest(
+                "the request contains a value that cannot be stored (for example a NUL character)"
+                    .into(),
+            );
+        }
+        // Class 40: deadlock or serialization failure with a concurrent request.
+        if code.starts_with("40") {
+            return ApiError::Unavailable(format!(
+                "conflict with a concurrent request ({code}); retry"
+            ));
+        }
+    }
+    if let sqlx::Error::Database(db) = &e
         && let Some(constraint) = db.constraint()
         && (db.is_unique_violation() || db.is_check_violation() || db.is_foreign_key_violation())
     {

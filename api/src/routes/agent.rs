@@ -33,6 +33,9 @@ fn with_etag(mut response: Response, tag: &str) -> Response {
 }
 
 async fn cluster_id(state: &AppState, tenant: &str, name: &str) -> ApiResult<uuid::Uuid> {
+    if !crate::validation::is_dns_label(name) {
+        return Err(ApiError::cluster_not_found(name));
+    }
     db::get_cluster(&state.pool, tenant, name)
         .await?
         .map(|c| c.id)
@@ -106,7 +109,8 @@ pub async fn create_bootstrap_token(
     Ok(response)
 }
 
-/// Revoke the cluster's agent credential; the agent must bootstrap again.
+/// Revoke the cluster's agent credential and void its unused bootstrap tokens;
+/// the agent must be given a new bootstrap token.
 #[utoipa::path(
     delete, path = "/v1/clusters/{name}/agent-credential", tag = "agents",
     params(("name" = String, Path, description = "Cluster name")),
@@ -126,7 +130,8 @@ pub async fn revoke_credential(
     principal.require_write()?;
     let id = cluster_id(&state, &principal.tenant, &name).await?;
     let mut tx = state.pool.begin().await?;
-    if !db::delete_credential(&mut tx, &principal.tenant, id).await? {
+    let voided = db::void_bootstrap_tokens(&mut tx, &principal.tenant, id).await?;
+    if !db::delete_credential(&mut tx, &principal.tenant, id).await? && voided == 0 {
         return Err(ApiError::NotFound(format!(
             "cluster `{name}` has no agent credential"
         )));
@@ -140,7 +145,7 @@ pub async fn revoke_credential(
             actor: &principal.sub,
             action: "agent.credential_revoked",
             generation: None,
-            detail: json!({}),
+            detail: json!({ "bootstrapTokensVoided": voided }),
         },
     )
     .await?;
@@ -242,6 +247,9 @@ pub async fn register(
     let (tenant, id) =
         agent_auth::parse(BOOTSTRAP_TOKEN_PREFIX, &req.bootstrap_token).ok_or_else(refused)?;
     let mut tx = state.pool.begin().await?;
+    let name = db::key_share_cluster(&mut tx, &tenant, id)
+        .await?
+        .ok_or_else(refused)?;
     if !db::consume_bootstrap_token(
         &mut tx,
         &tenant,
@@ -252,9 +260,8 @@ pub async fn register(
     {
         return Err(refused());
     }
-    let name = db::cluster_name_by_id(&mut *tx, &tenant, id)
-        .await?
-        .ok_or_else(refused)?;
+    // One credential per cluster: older unused tokens can no longer replace it.
+    db::void_bootstrap_tokens(&mut tx, &tenant, id).await?;
     let secret = agent_auth::new_credential(&tenant, id)?;
     let ttl = chrono::Duration::from_std(state.config.credential_ttl)
         .map_err(|_| ApiError::Internal("credential TTL out of range".into()))?;
@@ -496,6 +503,7 @@ pub async fn put_status(
             report: &value,
             report_hash: &report_hash,
             health: health_name,
+            health_generation: generation,
             observed_generation: report.observed_generation,
         },
         state.config.status_history_keep,

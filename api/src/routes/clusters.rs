@@ -271,10 +271,16 @@ pub async fn get_cluster(
     pre: Preconditions,
 ) -> ApiResult<Response> {
     principal.require_read()?;
+    if !is_dns_label(&name) {
+        return Err(ApiError::cluster_not_found(&name));
+    }
     let row = db::get_cluster(&state.pool, &principal.tenant, &name)
         .await?
         .ok_or_else(|| ApiError::cluster_not_found(&name))?;
+    // The ETag versions the spec and labels; a reported status changes
+    // without it, so only a cluster no agent reports for can be "not modified".
     if let Some(m) = &pre.if_none_match
+        && row.report.is_none()
         && m.matches(&etag(&row))
     {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
@@ -313,6 +319,9 @@ pub async fn patch_cluster(
     MergePatch(patch): MergePatch,
 ) -> ApiResult<Response> {
     principal.require_write()?;
+    if !is_dns_label(&name) {
+        return Err(ApiError::cluster_not_found(&name));
+    }
     let mut tx = state.pool.begin().await?;
     let row = db::lock_cluster(&mut tx, &principal.tenant, &name)
         .await?
@@ -349,6 +358,9 @@ pub async fn delete_cluster(
     pre: Preconditions,
 ) -> ApiResult<StatusCode> {
     principal.require_write()?;
+    if !is_dns_label(&name) {
+        return Err(ApiError::cluster_not_found(&name));
+    }
     let mut tx = state.pool.begin().await?;
     let row = db::lock_cluster(&mut tx, &principal.tenant, &name)
         .await?

@@ -26,6 +26,9 @@ pub struct EventParams {
 const CURSOR_KIND: &str = "e1";
 
 /// Who changed what and when, newest first.
+///
+/// A walk through the pages sees the log as of its first page; events that
+/// commit while it walks appear at the top of the next fresh listing.
 #[utoipa::path(
     get, path = "/v1/events", tag = "events",
     params(EventParams),

@@ -88,6 +88,20 @@ pub async fn put_release(
         }
     }
     let mut tx = state.pool.begin().await?;
+    // Images are part of every running cluster's desired state on this
+    // version: they are fixed once published (a new build is a new version).
+    let images = match (
+        db::lock_release_images(&mut tx, parsed).await?,
+        input.images.is_some(),
+    ) {
+        (Some(stored), true) if stored != images => {
+            return Err(ApiError::Conflict(format!(
+                "the images of release {version} are already published and cannot change; publish a new version"
+            )));
+        }
+        (Some(stored), _) => stored,
+        (None, _) => images,
+    };
     let (release, created) = db::upsert_release(&mut tx, parsed, &input, &images).await?;
     db::insert_event(
         &mut tx,

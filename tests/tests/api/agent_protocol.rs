@@ -583,3 +583,73 @@ async fn the_agent_manifest_installs_the_agent_with_a_fresh_working_token() {
         .await
         .problem(404);
 }
+
+#[tokio::test]
+async fn revoking_voids_unused_bootstrap_tokens_and_a_registration_voids_older_ones() {
+    let app = TestApp::spawn().await;
+    app.create("acme", "c1", &cluster_body("1.27.1")).await;
+    let leaked = bootstrap_token(&app, "acme", "c1").await;
+    let used = bootstrap_token(&app, "acme", "c1").await;
+    assert_eq!(register_with(&app, &used).await.status, 201);
+    register_with(&app, &leaked).await.problem(401);
+
+    let leaked_again = bootstrap_token(&app, "acme", "c1").await;
+    let r = app
+        .delete("/v1/clusters/c1/agent-credential")
+        .token(&app.owner("acme"))
+        .send()
+        .await;
+    assert_eq!(r.status, 204);
+    register_with(&app, &leaked_again).await.problem(401);
+}
+
+#[tokio::test]
+async fn a_conditional_get_never_hides_a_status_change() {
+    let app = TestApp::spawn().await;
+    let t = app.owner("acme");
+    let credential = registered(&app, "acme", "c1").await;
+    let etag = app.get("/v1/clusters/c1").token(&t).send().await.etag();
+    app.req(Method::PUT, "/v1/agent/status")
+        .token(&credential)
+        .json(&report(1, false))
+        .send()
+        .await;
+    let r = app
+        .get("/v1/clusters/c1")
+        .token(&t)
+        .header("if-none-match", &etag)
+        .send()
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["status"]["health"], "Healthy");
+}
+
+#[tokio::test]
+async fn nul_characters_are_the_clients_mistake_not_a_server_error() {
+    let app = TestApp::spawn().await;
+    let t = app.owner("acme");
+    let credential = registered(&app, "acme", "c1").await;
+    app.get("/v1/clusters/%00")
+        .token(&t)
+        .send()
+        .await
+        .problem(404);
+    app.delete("/v1/clusters/%00")
+        .token(&t)
+        .send()
+        .await
+        .problem(404);
+    app.get("/v1/events?cluster=%00")
+        .token(&t)
+        .send()
+        .await
+        .problem(400);
+    let mut bad = report(1, false);
+    bad["components"][0]["message"] = json!("nul \u{0000} here");
+    app.req(Method::PUT, "/v1/agent/status")
+        .token(&credential)
+        .json(&bad)
+        .send()
+        .await
+        .problem(400);
+}
