@@ -409,6 +409,17 @@ pub fn decode_cursor(kind: &str, cursor: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("`cursor` is not a cursor this API handed out".into()))
 }
 
+/// Reads an optional numeric (id) cursor handed out by [`paginate`] for `kind`.
+pub fn decode_id_cursor(kind: &str, cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+    cursor
+        .map(|c| {
+            decode_cursor(kind, c)?.parse::<i64>().map_err(|_| {
+                ApiError::BadRequest("`cursor` is not a cursor this API handed out".into())
+            })
+        })
+        .transpose()
+}
+
 /// Query string extraction that answers 400 with a problem.
 pub struct Query<T>(pub T);
 

@@ -22,7 +22,7 @@ use crate::auth::Principal;
 use crate::db::{self, NewEvent, StatusWrite};
 use crate::desired;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{JsonBody, Preconditions, Query, decode_cursor, page_limit, paginate};
+use crate::http::{JsonBody, Preconditions, Query, decode_id_cursor, page_limit, paginate};
 use crate::status;
 
 fn with_etag(mut response: Response, tag: &str) -> Response {
@@ -186,18 +186,7 @@ pub async fn status_history(
 ) -> ApiResult<axum::Json<StatusHistoryList>> {
     principal.require_read()?;
     let limit = page_limit(params.limit)?;
-    let before = match params
-        .cursor
-        .as_deref()
-        .map(|c| decode_cursor(HISTORY_CURSOR, c))
-        .transpose()?
-    {
-        Some(id) => Some(
-            id.parse::<i64>()
-                .map_err(|_| ApiError::BadRequest("`cursor` is not valid".into()))?,
-        ),
-        None => None,
-    };
+    let before = decode_id_cursor(HISTORY_CURSOR, params.cursor.as_deref())?;
     let id = cluster_id(&state, &principal.tenant, &name).await?;
     let mut rows =
         db::list_status_history(&state.pool, &principal.tenant, id, before, limit + 1).await?;

@@ -8,8 +8,8 @@ use utoipa::IntoParams;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db;
-use crate::error::{ApiError, ApiResult};
-use crate::http::{Query, decode_cursor, page_limit, paginate};
+use crate::error::ApiResult;
+use crate::http::{Query, decode_id_cursor, page_limit, paginate};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -47,17 +47,7 @@ pub async fn list_events(
 ) -> ApiResult<axum::Json<EventList>> {
     principal.require_read()?;
     let limit = page_limit(params.limit)?;
-    let before = match params
-        .cursor
-        .as_deref()
-        .map(|c| decode_cursor(CURSOR_KIND, c))
-        .transpose()?
-    {
-        Some(id) => Some(id.parse::<i64>().map_err(|_| {
-            ApiError::BadRequest("`cursor` is not a cursor this API handed out".into())
-        })?),
-        None => None,
-    };
+    let before = decode_id_cursor(CURSOR_KIND, params.cursor.as_deref())?;
     let mut items = db::list_events(
         &state.pool,
         &principal.tenant,
