@@ -4,6 +4,7 @@
 # change->agent-received latency p50/p99 and the server's RSS.
 #
 #   bench/longpoll.sh [POLLS=2000] [CHANGES=200]
+# It ends with status-report throughput: changed reports, then 10 s of unchanged heartbeats.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 polls=${1:-2000}
