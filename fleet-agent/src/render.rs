@@ -1062,16 +1062,7 @@ mod tests {
     #[test]
     fn disabled_renders_nothing_and_prunes_in_reverse_step_order() {
         let mut d = desired("1.28.2");
-        let owned: Vec<OwnedObject> = render(&d)
-            .unwrap()
-            .iter()
-            .flat_map(|s| {
-                s.objects.iter().map(move |o| OwnedObject {
-                    reference: o.reference(),
-                    component: Some(s.step.name().to_string()),
-                })
-            })
-            .collect();
+        let owned: Vec<OwnedObject> = crate::testing::owned_objects(&render(&d).unwrap());
         d.mode = MeshMode::Disabled;
         assert!(render(&d).unwrap().is_empty());
         let plan = plan_prune(&BTreeSet::new(), &owned);

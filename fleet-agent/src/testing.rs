@@ -42,3 +42,16 @@ pub fn desired(version: &str) -> DesiredState {
         },
     }
 }
+
+/// What the agent would own after applying `steps` (as `list_owned` reports it).
+pub fn owned_objects(steps: &[crate::RenderedStep]) -> Vec<crate::OwnedObject> {
+    steps
+        .iter()
+        .flat_map(|s| {
+            s.objects.iter().map(move |o| crate::OwnedObject {
+                reference: o.reference(),
+                component: Some(s.step.name().to_string()),
+            })
+        })
+        .collect()
+}

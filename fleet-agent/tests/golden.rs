@@ -118,16 +118,8 @@ fn ambient_permissive_without_waypoints() {
 #[test]
 fn disabled_uninstalls_in_reverse_order() {
     let installed = desired("1.28.2");
-    let owned: Vec<OwnedObject> = render(&installed)
-        .unwrap()
-        .iter()
-        .flat_map(|s| {
-            s.objects.iter().map(move |o| OwnedObject {
-                reference: o.reference(),
-                component: Some(s.step.name().to_string()),
-            })
-        })
-        .collect();
+    let owned: Vec<OwnedObject> =
+        meshfleet_agent::testing::owned_objects(&render(&installed).unwrap());
     let mut d = installed.clone();
     d.mode = MeshMode::Disabled;
     assert!(render(&d).unwrap().is_empty());
