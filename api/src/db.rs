@@ -184,6 +184,19 @@ pub async fn get_cluster(
     .await
 }
 
+/// The id of a tenant's cluster by name.
+pub async fn cluster_id_by_name(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    name: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM clusters WHERE tenant_id = $1 AND name = $2")
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(db)
+        .await
+}
+
 /// Reads a cluster and locks its row until the transaction ends.
 pub async fn lock_cluster(
     tx: &mut Transaction<'_, Postgres>,

@@ -142,6 +142,15 @@ async fn problemize(response: Response) -> Response {
     out
 }
 
+/// Sets a response header; a value that is not a valid header value (never
+/// the case for the ETags, URLs and literals we set) is left out.
+pub fn with_header(mut response: Response, name: header::HeaderName, value: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, v);
+    }
+    response
+}
+
 /// Fallback for routes that do not exist.
 pub async fn not_found(req: Request) -> ApiError {
     ApiError::NotFound(format!(

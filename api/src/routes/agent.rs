@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use meshfleet_model::{
@@ -22,23 +22,25 @@ use crate::auth::Principal;
 use crate::db::{self, NewEvent, StatusWrite};
 use crate::desired;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{JsonBody, Preconditions, Query, decode_id_cursor, page_limit, paginate};
+use crate::http::{
+    JsonBody, Preconditions, Query, decode_id_cursor, page_limit, paginate, with_header,
+};
+use crate::routes::clusters::known_name;
 use crate::status;
 
-fn with_etag(mut response: Response, tag: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(tag) {
-        response.headers_mut().insert(header::ETAG, v);
-    }
-    response
+fn with_etag(response: Response, tag: &str) -> Response {
+    with_header(response, header::ETAG, tag)
+}
+
+/// Secrets are shown once: never cached.
+fn no_store(response: Response) -> Response {
+    with_header(response, header::CACHE_CONTROL, "no-store")
 }
 
 async fn cluster_id(state: &AppState, tenant: &str, name: &str) -> ApiResult<uuid::Uuid> {
-    if !crate::validation::is_dns_label(name) {
-        return Err(ApiError::cluster_not_found(name));
-    }
-    db::get_cluster(&state.pool, tenant, name)
+    known_name(name)?;
+    db::cluster_id_by_name(&state.pool, tenant, name)
         .await?
-        .map(|c| c.id)
         .ok_or_else(|| ApiError::cluster_not_found(name))
 }
 
@@ -102,11 +104,9 @@ pub async fn create_bootstrap_token(
 ) -> ApiResult<Response> {
     principal.require_write()?;
     let token = issue_bootstrap_token(&state, &principal, &name).await?;
-    let mut response = (StatusCode::CREATED, axum::Json(token)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(no_store(
+        (StatusCode::CREATED, axum::Json(token)).into_response(),
+    ))
 }
 
 /// Revoke the cluster's agent credential and void its unused bootstrap tokens;
@@ -277,11 +277,9 @@ pub async fn register(
         credential: secret.token,
         expires_at,
     };
-    let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(no_store(
+        (StatusCode::CREATED, axum::Json(body)).into_response(),
+    ))
 }
 
 /// Replace the agent's credential before it expires; the presented one stays
@@ -336,11 +334,7 @@ pub async fn rotate(State(state): State<AppState>, agent: AgentPrincipal) -> Api
         credential: secret.token,
         expires_at: now + ttl,
     };
-    let mut response = (StatusCode::OK, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(no_store((StatusCode::OK, axum::Json(body)).into_response()))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -401,14 +395,13 @@ pub async fn desired_state(
         if tokio::time::Instant::now() >= deadline || *shutdown.borrow() {
             return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), &tag));
         }
-        tokio::select! {
-            _ = &mut notified => continue,
-            _ = tokio::time::sleep_until(deadline) => {
-                return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), &tag));
-            }
-            _ = shutdown.changed() => {
-                return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), &tag));
-            }
+        let woken = tokio::select! {
+            _ = &mut notified => true,
+            _ = tokio::time::sleep_until(deadline) => false,
+            _ = shutdown.changed() => false,
+        };
+        if !woken {
+            return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), &tag));
         }
     }
 }

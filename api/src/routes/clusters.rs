@@ -1,7 +1,7 @@
 //! `/v1/clusters`: the tenants' cluster resource.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use meshfleet_model::{Cluster, ClusterInput, ClusterList, Problem};
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use crate::db::{self, ClusterRow, ClusterUpdate, NewEvent};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
     JsonBody, MergePatch, Preconditions, Query, decode_cursor, merge_patch, page_limit, paginate,
-    parse_json,
+    parse_json, with_header,
 };
 use crate::selector;
 use crate::status;
@@ -48,11 +48,32 @@ pub fn to_cluster(row: ClusterRow) -> Cluster {
 
 fn with_etag(status: StatusCode, row: ClusterRow) -> Response {
     let tag = etag(&row);
-    let mut response = (status, axum::Json(to_cluster(row))).into_response();
-    if let Ok(v) = HeaderValue::from_str(&tag) {
-        response.headers_mut().insert(header::ETAG, v);
+    with_header(
+        (status, axum::Json(to_cluster(row))).into_response(),
+        header::ETAG,
+        &tag,
+    )
+}
+
+/// A name that is not a DNS label names no cluster: 404, before any query.
+pub fn known_name(name: &str) -> ApiResult<()> {
+    if is_dns_label(name) {
+        Ok(())
+    } else {
+        Err(ApiError::cluster_not_found(name))
     }
-    response
+}
+
+/// Locks the tenant's cluster `name` for a write, or 404.
+async fn lock_existing(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &str,
+    name: &str,
+) -> ApiResult<ClusterRow> {
+    known_name(name)?;
+    db::lock_cluster(tx, tenant, name)
+        .await?
+        .ok_or_else(|| ApiError::cluster_not_found(name))
 }
 
 fn check_if_match(pre: &Preconditions, row: &ClusterRow) -> ApiResult<()> {
@@ -237,11 +258,11 @@ pub async fn put_cluster(
                 )
                 .await?;
                 tx.commit().await?;
-                let mut response = with_etag(StatusCode::CREATED, row);
-                if let Ok(v) = HeaderValue::from_str(&format!("/v1/clusters/{name}")) {
-                    response.headers_mut().insert(header::LOCATION, v);
-                }
-                return Ok(response);
+                return Ok(with_header(
+                    with_etag(StatusCode::CREATED, row),
+                    header::LOCATION,
+                    &format!("/v1/clusters/{name}"),
+                ));
             }
         }
     }
@@ -271,9 +292,7 @@ pub async fn get_cluster(
     pre: Preconditions,
 ) -> ApiResult<Response> {
     principal.require_read()?;
-    if !is_dns_label(&name) {
-        return Err(ApiError::cluster_not_found(&name));
-    }
+    known_name(&name)?;
     let row = db::get_cluster(&state.pool, &principal.tenant, &name)
         .await?
         .ok_or_else(|| ApiError::cluster_not_found(&name))?;
@@ -283,11 +302,11 @@ pub async fn get_cluster(
         && row.report.is_none()
         && m.matches(&etag(&row))
     {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        if let Ok(v) = HeaderValue::from_str(&etag(&row)) {
-            response.headers_mut().insert(header::ETAG, v);
-        }
-        return Ok(response);
+        return Ok(with_header(
+            StatusCode::NOT_MODIFIED.into_response(),
+            header::ETAG,
+            &etag(&row),
+        ));
     }
     Ok(with_etag(StatusCode::OK, row))
 }
@@ -319,13 +338,8 @@ pub async fn patch_cluster(
     MergePatch(patch): MergePatch,
 ) -> ApiResult<Response> {
     principal.require_write()?;
-    if !is_dns_label(&name) {
-        return Err(ApiError::cluster_not_found(&name));
-    }
     let mut tx = state.pool.begin().await?;
-    let row = db::lock_cluster(&mut tx, &principal.tenant, &name)
-        .await?
-        .ok_or_else(|| ApiError::cluster_not_found(&name))?;
+    let row = lock_existing(&mut tx, &principal.tenant, &name).await?;
     check_if_match(&pre, &row)?;
     let mut doc = json!({ "labels": row.labels.0, "mesh": row.mesh.0 });
     merge_patch(&mut doc, &patch);
@@ -358,13 +372,8 @@ pub async fn delete_cluster(
     pre: Preconditions,
 ) -> ApiResult<StatusCode> {
     principal.require_write()?;
-    if !is_dns_label(&name) {
-        return Err(ApiError::cluster_not_found(&name));
-    }
     let mut tx = state.pool.begin().await?;
-    let row = db::lock_cluster(&mut tx, &principal.tenant, &name)
-        .await?
-        .ok_or_else(|| ApiError::cluster_not_found(&name))?;
+    let row = lock_existing(&mut tx, &principal.tenant, &name).await?;
     check_if_match(&pre, &row)?;
     db::delete_cluster(&mut tx, &principal.tenant, &name).await?;
     db::insert_event(
