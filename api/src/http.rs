@@ -97,11 +97,7 @@ pub async fn request_context(
     let response = CURRENT_REQUEST_ID
         .scope(id.clone(), tracing::Instrument::instrument(work, span))
         .await;
-    let mut response = response;
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, v);
-    }
-    response
+    with_header(response, header::HeaderName::from_static(REQUEST_ID), &id)
 }
 
 /// Error responses made by axum or tower (405, 408, 413, ...) come without a
