@@ -210,12 +210,12 @@ impl Reply {
     }
 }
 
-pub struct Req<'a> {
-    app: &'a TestApp,
+/// A request being built against a [`TestApp`].
+pub struct Req {
     builder: reqwest::RequestBuilder,
 }
 
-impl Req<'_> {
+impl Req {
     pub fn token(mut self, token: &str) -> Self {
         self.builder = self.builder.bearer_auth(token);
         self
@@ -248,7 +248,6 @@ impl Req<'_> {
     }
 
     pub async fn send(self) -> Reply {
-        let _ = self.app;
         let response = self.builder.send().await.expect("request");
         let status = response.status();
         let headers = response.headers().clone();
@@ -347,26 +346,25 @@ impl TestApp {
         self.token(tenant, &[Role::Owner])
     }
 
-    pub fn req(&self, method: Method, path: &str) -> Req<'_> {
+    pub fn req(&self, method: Method, path: &str) -> Req {
         Req {
-            app: self,
             builder: self.client.request(method, format!("{}{path}", self.base)),
         }
     }
 
-    pub fn get(&self, path: &str) -> Req<'_> {
+    pub fn get(&self, path: &str) -> Req {
         self.req(Method::GET, path)
     }
 
-    pub fn put(&self, path: &str) -> Req<'_> {
+    pub fn put(&self, path: &str) -> Req {
         self.req(Method::PUT, path)
     }
 
-    pub fn patch(&self, path: &str) -> Req<'_> {
+    pub fn patch(&self, path: &str) -> Req {
         self.req(Method::PATCH, path)
     }
 
-    pub fn delete(&self, path: &str) -> Req<'_> {
+    pub fn delete(&self, path: &str) -> Req {
         self.req(Method::DELETE, path)
     }
 
