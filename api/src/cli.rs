@@ -238,8 +238,8 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
                 ephemeral: false,
             };
             println!(
-                "starting the private PostgreSQL in {} ...",
-                data_dir.join("pg").display()
+                "starting the private PostgreSQL for {} ...",
+                data_dir.display()
             );
             let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&opts))
                 .await
@@ -296,6 +296,13 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     println!("  probes   {base}/healthz  {base}/readyz  {base}/metrics");
     if let Some(pg) = &embedded {
         println!("  database {}", pg.psql_hint("meshfleet"));
+        if let Some(blocked) = pg.relocated_because() {
+            println!(
+                "           PostgreSQL's files are in {} (private to the postgres user): it cannot pass through {}",
+                pg.data_dir().display(),
+                blocked.display()
+            );
+        }
     }
     println!("  data     {}", data_dir.display());
     println!();

@@ -102,6 +102,42 @@ fn run_as() -> Option<RunAs> {
     find("postgres").or_else(|| find("nobody"))
 }
 
+/// The outermost folder on the way to `path` (itself included) that `runner`
+/// cannot pass through, if any: PostgreSQL, running as that user, could not
+/// reach its files there (typically a 0700 home folder when we are root).
+fn blocking_ancestor(path: &Path, runner: RunAs) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut blocked = None;
+    for dir in path.ancestors() {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        let mode = meta.mode();
+        let can_pass = if meta.uid() == runner.uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == runner.gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !can_pass {
+            // keep the outermost one: that is the folder the user must know about
+            blocked = Some(dir.to_path_buf());
+        }
+    }
+    blocked
+}
+
+/// Where PostgreSQL keeps the files of a data folder it cannot reach: a
+/// per-folder directory under this root, owned by the postgres user, 0700.
+pub const RELOCATED_ROOT: &str = "/var/lib/meshfleet";
+
+fn relocated_dir(root: &Path) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(root.as_os_str().as_encoded_bytes());
+    Path::new(RELOCATED_ROOT).join(format!("pg-{}", hex::encode(&digest[..8])))
+}
+
 /// Holds the data folder against a second user; released when dropped.
 pub struct DataDirLock {
     _file: File,
@@ -151,6 +187,9 @@ pub struct PgOptions {
 /// A running private PostgreSQL; stopped (fast shutdown) when dropped.
 pub struct EmbeddedPg {
     data_dir: PathBuf,
+    /// Set when PostgreSQL's files live outside the data folder, with the
+    /// folder the postgres user could not pass through.
+    relocated_because: Option<PathBuf>,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -159,11 +198,30 @@ impl EmbeddedPg {
     pub fn start(opts: &PgOptions) -> Result<EmbeddedPg, PgError> {
         let bin = find_bin_dir()?;
         let runner = run_as();
-        let data_dir = opts.root.join("pg");
+        let mut data_dir = opts.root.join("pg");
         let log = opts.root.join("postgres.log");
         std::fs::create_dir_all(&opts.root)
             .map_err(io(format!("cannot create {}", opts.root.display())))?;
-        if runner.is_some() {
+        let mut relocated_because = None;
+        if let Some(r) = runner
+            && let Some(blocked) = opts.root.parent().and_then(|p| blocking_ancestor(p, r))
+        {
+            // The postgres user cannot reach a folder under `blocked` (a 0700
+            // home, say): keep the cluster where it can, private to it, and
+            // remember the way in the data folder.
+            let outside = relocated_dir(&opts.root);
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(RELOCATED_ROOT)
+                .map_err(io(format!("cannot create {RELOCATED_ROOT}")))?;
+            std::fs::set_permissions(RELOCATED_ROOT, std::fs::Permissions::from_mode(0o711))
+                .map_err(io(format!("cannot chmod {RELOCATED_ROOT}")))?;
+            let _ = std::fs::write(
+                opts.root.join("pg-location"),
+                format!("{}\n", outside.display()),
+            );
+            data_dir = outside;
+            relocated_because = Some(blocked);
+        } else if runner.is_some() {
             // The postgres user must be able to reach its data folder inside ours.
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&opts.root)
@@ -222,6 +280,7 @@ impl EmbeddedPg {
         let child = spawn_supervised(cmd, runner)?;
         let mut pg = EmbeddedPg {
             data_dir,
+            relocated_because,
             log,
             child: Some(child),
         };
@@ -266,6 +325,17 @@ impl EmbeddedPg {
             .port(PORT)
             .username(SUPERUSER)
             .database(database)
+    }
+
+    /// Where PostgreSQL keeps its files.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// When PostgreSQL's files live outside the data folder: why (the folder
+    /// its user cannot pass through).
+    pub fn relocated_because(&self) -> Option<&Path> {
+        self.relocated_because.as_deref()
     }
 
     /// A `psql` command line for humans.

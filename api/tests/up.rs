@@ -171,3 +171,48 @@ async fn configuration_errors_name_the_variable() {
     assert!(!token.status.success());
     assert!(String::from_utf8_lossy(&token.stderr).contains("production configuration"));
 }
+
+/// A newcomer as root clones into their home (mode 0700), which the
+/// `postgres` user cannot pass through: `up` must still start, say where the
+/// database files are, and keep the data between runs.
+#[tokio::test]
+async fn up_works_as_root_from_a_folder_the_postgres_user_cannot_enter() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        eprintln!("not root: PostgreSQL runs as this user, nothing to relocate");
+        return;
+    }
+    let home = data_dir();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = home.join("checkout").join(".meshfleet");
+    let client = reqwest::Client::new();
+
+    let up = start(&dir).await;
+    let created = client
+        .put(format!("{}/v1/clusters/from-home", up.base))
+        .bearer_auth(&up.token)
+        .header("content-type", "application/json")
+        .body(r#"{"mesh":{"upgrade":{"mode":"manual","version":"1.28.2"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    interrupt(up).await;
+    let location = std::fs::read_to_string(dir.join("pg-location")).unwrap();
+    assert!(
+        location.trim().starts_with("/var/lib/meshfleet/"),
+        "{location}"
+    );
+
+    let up = start(&dir).await;
+    let read = client
+        .get(format!("{}/v1/clusters/from-home", up.base))
+        .bearer_auth(&up.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200, "the cluster survived the restart");
+    interrupt(up).await;
+    std::fs::remove_dir_all(location.trim()).unwrap();
+    std::fs::remove_dir_all(&home).unwrap();
+}
