@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 idle=${1:-60}
 
-cargo build --release -q -p meshfleet-api -p meshfleet-agent --bin meshfleet --bin meshfleet-agent
+cargo build --release -q -p meshfleet -p meshfleet-agent --bin meshfleet --bin meshfleet-agent
 data=$(mktemp -d /tmp/meshfleet-agent-bench.XXXXXX)
 MESHFLEET_LOG=warn ./target/release/meshfleet up --port 0 --data-dir "$data" >"$data/up.log" 2>&1 &
 server=$!

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 clusters=${1:-2000}
 
-cargo build --release -q -p meshfleet-api -p meshfleet-tests --bin meshfleet --bin fleet-sim
+cargo build --release -q -p meshfleet -p meshfleet-tests --bin meshfleet --bin fleet-sim
 data=$(mktemp -d /tmp/meshfleet-fleet.XXXXXX)
 MESHFLEET_LOG=warn MESHFLEET_DB_MAX_CONNECTIONS=40 ./target/release/meshfleet up --port 0 --data-dir "$data" >"$data/up.log" 2>&1 &
 server=$!

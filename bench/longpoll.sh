@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 polls=${1:-2000}
 changes=${2:-200}
 
-cargo build --release -q -p meshfleet-api -p meshfleet-tests --bin meshfleet --bin longpoll-bench
+cargo build --release -q -p meshfleet -p meshfleet-tests --bin meshfleet --bin longpoll-bench
 data=$(mktemp -d /tmp/meshfleet-bench.XXXXXX)
 out="$data/up.log"
 MESHFLEET_LOG=warn MESHFLEET_DB_MAX_CONNECTIONS=40 ./target/release/meshfleet up --port 0 --data-dir "$data" >"$out" 2>&1 &

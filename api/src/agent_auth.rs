@@ -5,17 +5,12 @@
 //! and only the SHA-256 of the whole token is stored.
 
 use aws_lc_rs::rand::SecureRandom;
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use meshfleet_model::{AGENT_CREDENTIAL_PREFIX, BOOTSTRAP_TOKEN_PREFIX};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::app::AppState;
-use crate::auth::bearer;
-use crate::db;
 use crate::error::ApiError;
 
 /// A freshly made secret: show `token` once, store `hash`.
@@ -78,38 +73,6 @@ impl AgentPrincipal {
     /// The actor name in events.
     pub fn actor(&self) -> String {
         format!("agent:{}", self.cluster_name)
-    }
-}
-
-impl FromRequestParts<AppState> for AgentPrincipal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
-        let Some((tenant, cluster_id)) = parse(AGENT_CREDENTIAL_PREFIX, token) else {
-            return Err(ApiError::Unauthorized(
-                "the agent routes take an agent credential (from /v1/agent/register), not a user token".into(),
-            ));
-        };
-        let credential_hash = hash(token);
-        let cluster_name =
-            db::authenticate_agent(&state.pool, &tenant, cluster_id, &credential_hash)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::Unauthorized(
-                        "the agent credential is unknown, revoked, replaced or expired".into(),
-                    )
-                })?;
-        tracing::debug!(%tenant, cluster = %cluster_name, "agent authenticated");
-        Ok(AgentPrincipal {
-            tenant,
-            cluster_id,
-            cluster_name,
-            credential_hash,
-        })
     }
 }
 

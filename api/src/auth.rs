@@ -9,9 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
-use axum::extract::FromRequestParts;
-use axum::http::header;
-use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +89,19 @@ impl Principal {
                 "changing clusters requires the `contributor` or `owner` role".into(),
             ))
         }
+    }
+
+    pub fn require_owner(&self) -> Result<(), ApiError> {
+        if self.has(Role::Owner) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("this requires the `owner` role".into()))
+        }
+    }
+
+    /// The actor of the changes this caller makes.
+    pub fn actor(&self) -> meshfleet_core::ops::Actor {
+        meshfleet_core::ops::Actor::User(self.sub.clone())
     }
 
     pub fn require_sre(&self) -> Result<(), ApiError> {
@@ -276,46 +286,6 @@ fn principal_from(claims: Claims, ops_tenant: &str) -> Result<Principal, ApiErro
         tenant: claims.tid,
         roles,
     })
-}
-
-/// Reads the bearer token of a request.
-pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized(crate::error::MISSING_TOKEN.into()))?;
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("invalid Authorization header".into()))?;
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(token.trim())
-        }
-        _ => Err(ApiError::Unauthorized(
-            "the Authorization header must be `Bearer <token>`".into(),
-        )),
-    }
-}
-
-impl FromRequestParts<crate::app::AppState> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &crate::app::AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
-        if crate::agent_auth::is_agent_credential(token) {
-            return Err(ApiError::Unauthorized(
-                "agent credentials are accepted only on the /v1/agent routes".into(),
-            ));
-        }
-        let principal = state.verifier.verify(token)?;
-        tracing::debug!(sub = %principal.sub, tenant = %principal.tenant, "authenticated");
-        Ok(principal)
-    }
 }
 
 /// Issuer and audience of dev tokens.

@@ -5,17 +5,19 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use meshfleet_model::{FieldError, Problem};
 
-use crate::http::current_request_id;
+use crate::request_id::current_request_id;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
-pub const MISSING_TOKEN: &str = "missing bearer token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Syntactically bad request: malformed JSON, bad query parameter, bad header.
     #[error("{0}")]
     BadRequest(String),
-    /// Missing or invalid credentials.
+    /// No credentials at all (RFC 6750: the challenge carries no error code).
+    #[error("missing bearer token")]
+    MissingCredentials,
+    /// Invalid credentials.
     #[error("{0}")]
     Unauthorized(String),
     /// Valid credentials lacking the role.
@@ -67,7 +69,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::MissingCredentials => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -135,6 +137,21 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// The core's errors, given their HTTP meaning.
+impl From<meshfleet_core::Error> for ApiError {
+    fn from(e: meshfleet_core::Error) -> Self {
+        use meshfleet_core::Error as E;
+        match e {
+            E::Invalid(errors) => ApiError::invalid(errors),
+            E::NotFound(detail) => ApiError::NotFound(detail),
+            E::Conflict(detail) => ApiError::Conflict(detail),
+            E::PreconditionFailed(detail) => ApiError::PreconditionFailed(detail),
+            E::Database(e) => on_constraint(e),
+            E::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
 /// Builds a problem response; used for our own errors and for the bodies
 /// that axum or tower layers produce without one.
 pub fn problem_response(
@@ -194,16 +211,16 @@ impl IntoResponse for ApiError {
                 ("the database is unavailable; retry later".to_string(), None)
             }
             ApiError::Unprocessable { detail, errors } => (detail, Some(errors)),
-            ApiError::Unauthorized(detail) => {
+            ApiError::MissingCredentials => {
                 // RFC 6750 §3.1: no error code when no credentials were sent.
-                www_authenticate = Some(if detail == MISSING_TOKEN {
-                    "Bearer realm=\"meshfleet\"".to_string()
-                } else {
-                    let escaped = detail.replace('"', "'");
-                    format!(
-                        "Bearer realm=\"meshfleet\", error=\"invalid_token\", error_description=\"{escaped}\""
-                    )
-                });
+                www_authenticate = Some("Bearer realm=\"meshfleet\"".to_string());
+                (ApiError::MissingCredentials.to_string(), None)
+            }
+            ApiError::Unauthorized(detail) => {
+                let escaped = detail.replace('"', "'");
+                www_authenticate = Some(format!(
+                    "Bearer realm=\"meshfleet\", error=\"invalid_token\", error_description=\"{escaped}\""
+                ));
                 (detail, None)
             }
             other => (other.to_string(), None),

@@ -1,23 +1,23 @@
-//! meshfleet control plane: the tenants' REST API over PostgreSQL.
+//! meshfleet's HTTP API: the tenants' REST API, the agent protocol, the ops
+//! routes and the OpenAPI document. HTTP only: the rules and the SQL are in
+//! `meshfleet-core`.
 //!
-//! A request travels `http::request_context` (request id, metrics, problem
-//! bodies) → route handler in `routes::*` (auth via `auth::Principal`,
-//! validation via `validation`) → query functions in `db` → PostgreSQL.
+//! A request travels `request_context` (request id, time limit, metrics,
+//! problem bodies) → a handler in `routes::*` (extractors from `extract` and
+//! `http`) → `meshfleet_core::ops` / `meshfleet_core::store` → PostgreSQL;
+//! errors become `application/problem+json` in `error`.
 //! See ARCHITECTURE.md at the repository root.
 
 pub mod agent_auth;
 pub mod app;
 pub mod auth;
-pub mod cli;
 pub mod config;
-pub mod db;
-pub mod desired;
 pub mod error;
+pub mod extract;
 pub mod http;
-pub mod notify;
+pub mod hub;
 pub mod openapi;
-pub mod pg;
+pub mod request_context;
+pub mod request_id;
 pub mod routes;
-pub mod selector;
-pub mod status;
-pub mod validation;
+pub mod state;

@@ -5,8 +5,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::routes::{agent, clusters, events, health, releases};
+use crate::routes::{agent, clusters, events, health, operations, releases};
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,7 @@ Every error is application/problem+json. Writes honour If-Match with the strong 
         (name = "clusters", description = "Registered clusters and their desired mesh state"),
         (name = "releases", description = "The Istio release catalog"),
         (name = "events", description = "Audit and activity log"),
+        (name = "operations", description = "Long-running work: cluster deletions, rollouts"),
         (name = "agents", description = "A cluster's agent, as its tenant manages it"),
         (name = "agent protocol", description = "The routes the fleet agent calls"),
         (name = "ops", description = "Operator (sre) routes"),
@@ -66,6 +67,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(releases::list_releases))
         .routes(routes!(releases::put_release))
         .routes(routes!(events::list_events))
+        .routes(routes!(operations::get_operation))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
@@ -93,7 +95,7 @@ mod tests {
         let generated = super::document_json();
         assert!(
             committed == generated,
-            "openapi/openapi.json is out of date; regenerate it with `cargo run -p meshfleet-api -- openapi --output openapi/openapi.json`"
+            "openapi/openapi.json is out of date; regenerate it with `cargo run -p meshfleet -- openapi --output openapi/openapi.json`"
         );
     }
 }

@@ -93,7 +93,8 @@ impl ServiceClient {
         let mut req = self
             .http
             .get(self.url(&format!(
-                "/v1/agent/desired-state?waitSeconds={}",
+                "{}?waitSeconds={}",
+                meshfleet_model::LONG_POLL_PATH,
                 wait.as_secs()
             )))
             .bearer_auth(credential)

@@ -31,6 +31,8 @@ pub const AGENT_NAMESPACE: &str = "meshfleet-system";
 pub const BOOTSTRAP_SECRET: &str = "meshfleet-bootstrap";
 /// Secret in which the agent keeps its credential (`credential`, `expiresAt`).
 pub const CREDENTIAL_SECRET: &str = "meshfleet-agent-credential";
+/// The agent's long poll for its desired state (it gets a longer time limit).
+pub const LONG_POLL_PATH: &str = "/v1/agent/desired-state";
 /// Upper bound of `waitSeconds` on the long poll.
 pub const MAX_WAIT_SECONDS: u64 = 60;
 

@@ -47,6 +47,9 @@ pub struct Cluster {
     pub desired_version: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// While the cluster is being deleted: the operation to poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_operation: Option<Uuid>,
     /// As reported by the cluster's agent; `Unknown` until one reports.
     pub status: ClusterStatus,
 }
@@ -331,9 +334,26 @@ pub struct ClusterStatus {
     pub components: Vec<ComponentStatus>,
     /// Facts about the cluster as last reported.
     pub facts: ClusterFacts,
-    /// Cluster-level conditions the agent reported (e.g. `Drifted`).
+    /// Cluster-level conditions: those the agent reported (e.g. `Drifted`)
+    /// and the service's own (`Progressing=False` with
+    /// `ProgressDeadlineExceeded`, `EndOfSupport`).
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// An automatic upgrade the service has decided on but not started yet.
+    #[serde(default)]
+    pub pending_upgrade: Option<PendingUpgrade>,
+}
+
+/// An upgrade that waits: for the maintenance window (`notBefore` is when it
+/// opens) or for something else (`notBefore` is `null`, `reason` says what).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingUpgrade {
+    #[schema(example = "1.28.2")]
+    pub version: String,
+    #[schema(example = "waiting for the maintenance window")]
+    pub reason: String,
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 /// Facts an agent reports about its cluster.
@@ -462,6 +482,55 @@ pub struct Event {
 pub struct EventList {
     pub items: Vec<Event>,
     pub next_cursor: Option<String>,
+}
+
+/// Long-running work (a cluster deletion, a rollout), polled at
+/// `GET /v1/operations/{id}` (the `Operation-Location` of a 202).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    pub id: Uuid,
+    /// `cluster.delete` or `rollout`.
+    #[schema(example = "cluster.delete")]
+    pub kind: String,
+    pub status: OperationStatus,
+    /// The resource it works on, e.g. `/v1/clusters/prod-eu-1`.
+    #[schema(example = "/v1/clusters/prod-eu-1")]
+    pub target: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Why it failed (a problem object), when `status` is `Failed`.
+    pub error: Option<Problem>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum OperationStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl OperationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationStatus::Running => "Running",
+            OperationStatus::Succeeded => "Succeeded",
+            OperationStatus::Failed => "Failed",
+            OperationStatus::Cancelled => "Cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            OperationStatus::Running,
+            OperationStatus::Succeeded,
+            OperationStatus::Failed,
+            OperationStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
 }
 
 /// RFC 9457 problem details; every error the API returns has this shape.

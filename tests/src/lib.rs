@@ -10,15 +10,22 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use meshfleet_api::app::{self, AppConfig, AppState, Server};
+use meshfleet::pg::{EmbeddedPg, PgOptions};
+use meshfleet::telemetry::metrics_handle;
+use meshfleet_api::app::{self, Server};
 use meshfleet_api::auth::{DevSigner, Role};
-use meshfleet_api::db;
-use meshfleet_api::pg::{EmbeddedPg, PgOptions};
+pub use meshfleet_api::config::AppConfig;
+use meshfleet_api::state::AppState;
+use meshfleet_core::clock::{self, ManualClock, SharedClock};
+use meshfleet_core::store as db;
+use meshfleet_reconciler::Reconciler;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::OnceCell;
+
+pub mod agents;
 
 const TEMPLATE: &str = "meshfleet_template";
 
@@ -134,6 +141,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub signer: Arc<DevSigner>,
     pub pool: PgPool,
+    /// The clock the api (and [`TestApp::reconciler`]) read.
+    pub clock: SharedClock,
+    pub config: AppConfig,
     options: PgConnectOptions,
     running: Option<Running>,
 }
@@ -143,6 +153,7 @@ struct Running {
     state: AppState,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    listener: tokio::task::JoinHandle<()>,
 }
 
 async fn serve(addr: std::net::SocketAddr, state: AppState) -> (std::net::SocketAddr, Running) {
@@ -150,11 +161,20 @@ async fn serve(addr: std::net::SocketAddr, state: AppState) -> (std::net::Socket
         .await
         .expect("bind");
     let addr = server.local_addr().expect("addr");
+    let listener = state.spawn_listener();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
         let _ = rx.await;
     }));
-    (addr, Running { state, stop, task })
+    (
+        addr,
+        Running {
+            state,
+            stop,
+            task,
+            listener,
+        },
+    )
 }
 
 /// A response, read whole.
@@ -268,17 +288,28 @@ impl TestApp {
     }
 
     pub async fn spawn_with(config: AppConfig) -> TestApp {
-        let options = fresh_database_options().await;
-        let signer = Arc::new(DevSigner::generate().expect("dev key"));
-        Self::start(options, signer, config).await
+        Self::spawn_with_clock(config, clock::system()).await
     }
 
-    /// A second api replica over the same database (its own pool and listener).
+    /// The app on a clock the test moves ([`ManualClock`]).
+    pub async fn spawn_at(clock: &ManualClock) -> TestApp {
+        Self::spawn_with_clock(AppConfig::default(), Arc::new(clock.clone())).await
+    }
+
+    pub async fn spawn_with_clock(config: AppConfig, clock: SharedClock) -> TestApp {
+        let options = fresh_database_options().await;
+        let signer = Arc::new(DevSigner::generate().expect("dev key"));
+        Self::start(options, signer, config, clock).await
+    }
+
+    /// A second api replica over the same database (its own pool and
+    /// listener), with this one's configuration and clock.
     pub async fn replica(&self) -> TestApp {
         Self::start(
             self.options.clone(),
             self.signer.clone(),
-            AppConfig::default(),
+            self.config.clone(),
+            self.clock.clone(),
         )
         .await
     }
@@ -287,11 +318,18 @@ impl TestApp {
         options: PgConnectOptions,
         signer: Arc<DevSigner>,
         config: AppConfig,
+        clock: SharedClock,
     ) -> TestApp {
         let pool = db::connect(options.clone(), 20)
             .await
             .expect("connect test database");
-        let state = AppState::new(pool.clone(), signer.verifier(), config);
+        let state = AppState::new(
+            pool.clone(),
+            signer.verifier(),
+            config.clone(),
+            metrics_handle(),
+            clock.clone(),
+        );
         let (addr, running) = serve("127.0.0.1:0".parse().expect("addr"), state).await;
         TestApp {
             base: format!("http://{addr}"),
@@ -301,9 +339,27 @@ impl TestApp {
                 .expect("client"),
             signer,
             pool,
+            clock,
+            config,
             options,
             running: Some(running),
         }
+    }
+
+    /// A reconciler over this app's database, on its clock and settings
+    /// (tests drive it with [`Reconciler::run_once`], or run it).
+    pub async fn reconciler(&self) -> Reconciler {
+        let pool = db::connect(self.options.clone(), 10)
+            .await
+            .expect("connect test database");
+        Reconciler::new(
+            pool,
+            meshfleet_reconciler::Config {
+                settings: self.config.settings.clone(),
+                ..meshfleet_reconciler::Config::default()
+            },
+            self.clock.clone(),
+        )
     }
 
     /// Stops serving (as an outage would): drains, then closes the port.
@@ -312,6 +368,7 @@ impl TestApp {
             running.state.begin_shutdown();
             let _ = running.stop.send(());
             let _ = running.task.await;
+            running.listener.abort();
         }
     }
 
@@ -326,7 +383,9 @@ impl TestApp {
         let state = AppState::new(
             self.pool.clone(),
             self.signer.verifier(),
-            AppConfig::default(),
+            self.config.clone(),
+            metrics_handle(),
+            self.clock.clone(),
         );
         let (_, running) = serve(addr, state).await;
         self.running = Some(running);

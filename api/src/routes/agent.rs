@@ -7,7 +7,6 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use meshfleet_model::{
     AgentCredential, BOOTSTRAP_TOKEN_PREFIX, BootstrapToken, DesiredState, MAX_WAIT_SECONDS,
     Problem, RegisterRequest, StatusHistoryEntry, StatusHistoryList, StatusReport,
@@ -16,17 +15,24 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
 
+use meshfleet_core::domain::{desired, health, report};
+use meshfleet_core::ops::status::{Recorded, record_report};
+use meshfleet_core::store::events::{NewEvent, insert_event};
+use meshfleet_core::store::{agents as db, clusters, status};
+
 use crate::agent_auth::{self, AgentPrincipal};
-use crate::app::AppState;
 use crate::auth::Principal;
-use crate::db::{self, NewEvent, StatusWrite};
-use crate::desired;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
     JsonBody, Preconditions, Query, decode_id_cursor, page_limit, paginate, with_header,
 };
 use crate::routes::clusters::known_name;
-use crate::status;
+use crate::state::AppState;
+
+/// A configured duration as a chrono one (they are validated at start-up).
+fn chrono_duration(d: Duration, what: &str) -> ApiResult<chrono::Duration> {
+    chrono::Duration::from_std(d).map_err(|_| ApiError::Internal(format!("{what} out of range")))
+}
 
 fn with_etag(response: Response, tag: &str) -> Response {
     with_header(response, header::ETAG, tag)
@@ -39,7 +45,7 @@ fn no_store(response: Response) -> Response {
 
 async fn cluster_id(state: &AppState, tenant: &str, name: &str) -> ApiResult<uuid::Uuid> {
     known_name(name)?;
-    db::cluster_id_by_name(&state.pool, tenant, name)
+    clusters::cluster_id_by_name(&state.pool, tenant, name)
         .await?
         .ok_or_else(|| ApiError::cluster_not_found(name))
 }
@@ -52,9 +58,8 @@ pub async fn issue_bootstrap_token(
 ) -> ApiResult<BootstrapToken> {
     let id = cluster_id(state, &principal.tenant, name).await?;
     let secret = agent_auth::new_bootstrap_token(&principal.tenant, id)?;
-    let ttl = chrono::Duration::from_std(state.config.bootstrap_ttl)
-        .map_err(|_| ApiError::Internal("bootstrap TTL out of range".into()))?;
-    let expires_at = Utc::now() + ttl;
+    let expires_at =
+        state.clock.now() + chrono_duration(state.config.bootstrap_ttl, "bootstrap TTL")?;
     let mut tx = state.pool.begin().await?;
     db::insert_bootstrap_token(
         &mut tx,
@@ -65,7 +70,7 @@ pub async fn issue_bootstrap_token(
         &principal.sub,
     )
     .await?;
-    db::insert_event(
+    insert_event(
         &mut tx,
         &principal.tenant,
         NewEvent {
@@ -136,7 +141,7 @@ pub async fn revoke_credential(
             "cluster `{name}` has no agent credential"
         )));
     }
-    db::insert_event(
+    insert_event(
         &mut tx,
         &principal.tenant,
         NewEvent {
@@ -165,7 +170,7 @@ pub struct HistoryParams {
 
 const HISTORY_CURSOR: &str = "h1";
 
-/// Changes of the cluster's reported status, newest first (the newest 100 are kept).
+/// Changes of the cluster's reported status, newest first (a bounded number is kept per cluster).
 #[utoipa::path(
     get, path = "/v1/clusters/{name}/status/history", tag = "agents",
     params(("name" = String, Path, description = "Cluster name"), HistoryParams),
@@ -189,21 +194,16 @@ pub async fn status_history(
     let before = decode_id_cursor(HISTORY_CURSOR, params.cursor.as_deref())?;
     let id = cluster_id(&state, &principal.tenant, &name).await?;
     let mut rows =
-        db::list_status_history(&state.pool, &principal.tenant, id, before, limit + 1).await?;
+        status::list_status_history(&state.pool, &principal.tenant, id, before, limit + 1).await?;
     let next_cursor = paginate(&mut rows, limit, HISTORY_CURSOR, |r| r.id.to_string());
     let items = rows
         .into_iter()
         .map(|r| {
-            let report: StatusReport = serde_json::from_value(r.report.0).unwrap_or(StatusReport {
-                observed_generation: r.observed_generation,
-                components: vec![],
-                facts: Default::default(),
-                conditions: vec![],
-            });
+            let report = r.report.0;
             StatusHistoryEntry {
                 id: r.id,
                 at: r.at,
-                health: status::parse_health(&r.health),
+                health: health::parse_health(&r.health),
                 observed_generation: r.observed_generation,
                 components: report.components,
                 conditions: report.conditions,
@@ -252,17 +252,16 @@ pub async fn register(
     // One credential per cluster: older unused tokens can no longer replace it.
     db::void_bootstrap_tokens(&mut tx, &tenant, id).await?;
     let secret = agent_auth::new_credential(&tenant, id)?;
-    let ttl = chrono::Duration::from_std(state.config.credential_ttl)
-        .map_err(|_| ApiError::Internal("credential TTL out of range".into()))?;
-    let expires_at = Utc::now() + ttl;
+    let expires_at =
+        state.clock.now() + chrono_duration(state.config.credential_ttl, "credential TTL")?;
     db::replace_credential(&mut tx, &tenant, id, &secret.hash, expires_at).await?;
-    db::insert_event(
+    insert_event(
         &mut tx,
         &tenant,
         NewEvent {
             cluster_name: Some(&name),
             cluster_id: Some(id),
-            actor: &format!("agent:{name}"),
+            actor: &meshfleet_core::ops::Actor::Agent(name.clone()).name(),
             action: "agent.registered",
             generation: None,
             detail: json!({ "facts": req.facts }),
@@ -295,9 +294,9 @@ pub async fn register(
 )]
 pub async fn rotate(State(state): State<AppState>, agent: AgentPrincipal) -> ApiResult<Response> {
     let secret = agent_auth::new_credential(&agent.tenant, agent.cluster_id)?;
-    let ttl = chrono::Duration::from_std(state.config.credential_ttl)
-        .map_err(|_| ApiError::Internal("credential TTL out of range".into()))?;
-    let now = Utc::now();
+    let ttl = chrono_duration(state.config.credential_ttl, "credential TTL")?;
+    let grace = chrono_duration(state.config.rotation_grace, "rotation grace")?;
+    let now = state.clock.now();
     let mut tx = state.pool.begin().await?;
     let rotated = db::rotate_credential(
         &mut tx,
@@ -306,7 +305,7 @@ pub async fn rotate(State(state): State<AppState>, agent: AgentPrincipal) -> Api
         &agent.credential_hash,
         &secret.hash,
         now + ttl,
-        now + chrono::Duration::minutes(10),
+        now + grace,
     )
     .await?;
     if !rotated {
@@ -314,7 +313,7 @@ pub async fn rotate(State(state): State<AppState>, agent: AgentPrincipal) -> Api
             "this credential was already rotated; use the newest one".into(),
         ));
     }
-    db::insert_event(
+    insert_event(
         &mut tx,
         &agent.tenant,
         NewEvent {
@@ -383,7 +382,7 @@ pub async fn desired_state(
         let notified = subscription.notify().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let row = db::desired_state(&state.pool, &agent.tenant, agent.cluster_id)
+        let row = clusters::desired_state(&state.pool, &agent.tenant, agent.cluster_id)
             .await?
             .ok_or_else(|| ApiError::cluster_not_found(&agent.cluster_name))?;
         let current = desired::effective(row);
@@ -406,42 +405,6 @@ pub async fn desired_state(
     }
 }
 
-fn validate_report(report: &StatusReport) -> ApiResult<()> {
-    use meshfleet_model::FieldError;
-    let mut errors = Vec::new();
-    if report.components.len() > 32 {
-        errors.push(FieldError::new("/components", "at most 32 components"));
-    }
-    for (i, c) in report.components.iter().enumerate() {
-        if c.name.is_empty() || c.name.len() > 63 {
-            errors.push(FieldError::new(
-                format!("/components/{i}/name"),
-                "1 to 63 characters",
-            ));
-        }
-        if c.message.as_ref().is_some_and(|m| m.len() > 4096) {
-            errors.push(FieldError::new(
-                format!("/components/{i}/message"),
-                "at most 4096 bytes",
-            ));
-        }
-        if c.conditions.len() > 16 {
-            errors.push(FieldError::new(
-                format!("/components/{i}/conditions"),
-                "at most 16 conditions",
-            ));
-        }
-    }
-    if report.conditions.len() > 16 {
-        errors.push(FieldError::new("/conditions", "at most 16 conditions"));
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(errors))
-    }
-}
-
 /// Report status; every call is also a heartbeat. An unchanged report only
 /// refreshes the heartbeat; a changed one is stored, added to the history,
 /// and a change of health is recorded as an event.
@@ -461,58 +424,22 @@ pub async fn put_status(
     agent: AgentPrincipal,
     JsonBody(report): JsonBody<StatusReport>,
 ) -> ApiResult<StatusCode> {
-    validate_report(&report)?;
-    let value = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let report_hash = agent_auth::hash(&value.to_string());
-    if db::heartbeat_if_unchanged(&state.pool, &agent.tenant, agent.cluster_id, &report_hash)
-        .await?
-    {
-        metrics::counter!("meshfleet_agent_heartbeats_total", "kind" => "unchanged").increment(1);
-        return Ok(StatusCode::NO_CONTENT);
-    }
-    metrics::counter!("meshfleet_agent_heartbeats_total", "kind" => "changed").increment(1);
-    let mut tx = state.pool.begin().await?;
-    let (generation, previous) = db::lock_for_status(&mut tx, &agent.tenant, agent.cluster_id)
-        .await?
-        .ok_or_else(|| ApiError::cluster_not_found(&agent.cluster_name))?;
-    let health = status::health(&report, generation);
-    let health_name = status::health_name(health);
-    db::write_status(
-        &mut tx,
+    report::validate_report(&report).map_err(ApiError::invalid)?;
+    let recorded = record_report(
+        &state.pool,
         &agent.tenant,
         agent.cluster_id,
-        StatusWrite {
-            report: &value,
-            report_hash: &report_hash,
-            health: health_name,
-            health_generation: generation,
-            observed_generation: report.observed_generation,
-        },
-        state.config.status_history_keep,
+        &agent.cluster_name,
+        &report,
+        state.clock.now(),
+        &state.config.settings,
     )
     .await?;
-    if previous.as_deref() != Some(health_name) {
-        let failing: Vec<serde_json::Value> = report
-            .components
-            .iter()
-            .filter(|c| status::failed(c))
-            .map(|c| json!({ "name": c.name, "message": c.message }))
-            .collect();
-        db::insert_event(
-            &mut tx,
-            &agent.tenant,
-            NewEvent {
-                cluster_name: Some(&agent.cluster_name),
-                cluster_id: Some(agent.cluster_id),
-                actor: &agent.actor(),
-                action: "cluster.health_changed",
-                generation: report.observed_generation,
-                detail: json!({ "from": previous, "to": health_name, "failing": failing }),
-            },
-        )
-        .await?;
-    }
-    tx.commit().await?;
+    let kind = match recorded {
+        Recorded::Heartbeat => "unchanged",
+        Recorded::Changed => "changed",
+    };
+    metrics::counter!("meshfleet_agent_heartbeats_total", "kind" => kind).increment(1);
     Ok(StatusCode::NO_CONTENT)
 }
 

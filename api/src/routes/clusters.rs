@@ -3,35 +3,90 @@
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use meshfleet_model::{Cluster, ClusterInput, ClusterList, Problem};
+use chrono::{DateTime, Utc};
+use meshfleet_core::domain::health::{self, StatusInputs};
+use meshfleet_core::domain::names::{dns_label_problem, is_dns_label};
+use meshfleet_core::domain::selector;
+use meshfleet_core::ops::clusters::{self as cluster_ops, Deletion};
+use meshfleet_core::ops::spec;
+use meshfleet_core::settings::Settings;
+use meshfleet_core::store::clusters::{self as store, ClusterRow};
+use meshfleet_core::store::releases::load_catalog;
+use meshfleet_model::{Cluster, ClusterInput, ClusterList, Condition, Problem, UpgradeMode};
 use serde::Deserialize;
 use serde_json::json;
-use sqlx::{Postgres, Transaction};
+use sqlx::PgConnection;
 use utoipa::IntoParams;
 
-use crate::app::AppState;
 use crate::auth::Principal;
-use crate::db::{self, ClusterRow, ClusterUpdate, NewEvent};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
     JsonBody, MergePatch, Preconditions, Query, decode_cursor, merge_patch, page_limit, paginate,
     parse_json, with_header,
 };
-use crate::selector;
-use crate::status;
-use crate::validation::{self, Catalog, Current, Version, is_dns_label};
+use crate::state::AppState;
 
 /// The strong ETag of a stored cluster: its id and resource version.
 pub fn etag(row: &ClusterRow) -> String {
     format!("\"{}-{}\"", row.id.simple(), row.resource_version)
 }
 
-pub fn to_cluster(row: ClusterRow) -> Cluster {
-    let status = status::derive(
-        row.report.as_ref().map(|s| &s.0),
-        row.generation,
-        row.last_heartbeat_at,
-        chrono::Utc::now(),
+/// The service's own conditions on a cluster: `EndOfSupport` for a pinned
+/// version within the warning period of (or past) its end of support.
+fn service_conditions(row: &ClusterRow, now: DateTime<Utc>, settings: &Settings) -> Vec<Condition> {
+    let Some(eos) = row.end_of_support else {
+        return vec![];
+    };
+    if row.mesh.0.upgrade.mode != UpgradeMode::Manual {
+        return vec![];
+    }
+    let warn_from = chrono::Duration::from_std(settings.end_of_support_warning)
+        .map(|w| eos - w)
+        .unwrap_or(eos);
+    let today = now.date_naive();
+    if today < warn_from {
+        return vec![];
+    }
+    let message = if today > eos {
+        format!(
+            "Istio {} reached its end of support on {eos}; it will be upgraded even outside the maintenance window unless you upgrade first",
+            row.desired_version
+        )
+    } else {
+        format!(
+            "Istio {} reaches its end of support on {eos}; plan the upgrade",
+            row.desired_version
+        )
+    };
+    vec![Condition {
+        type_: "EndOfSupport".into(),
+        status: "True".into(),
+        reason: Some(
+            if today > eos {
+                "PastEndOfSupport"
+            } else {
+                "EndOfSupportSoon"
+            }
+            .into(),
+        ),
+        message: Some(message),
+        last_transition_time: None,
+    }]
+}
+
+pub fn to_cluster(row: ClusterRow, now: DateTime<Utc>, settings: &Settings) -> Cluster {
+    let conditions = service_conditions(&row, now, settings);
+    let status = health::derive(
+        StatusInputs {
+            report: row.report.as_ref().map(|r| &r.0),
+            generation: row.generation,
+            generation_changed_at: row.generation_changed_at,
+            last_heartbeat_at: row.last_heartbeat_at,
+        },
+        row.pending_upgrade.map(|p| p.0),
+        conditions,
+        now,
+        settings,
     );
     Cluster {
         name: row.name,
@@ -42,14 +97,16 @@ pub fn to_cluster(row: ClusterRow) -> Cluster {
         desired_version: row.desired_version,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        deletion_operation: row.deletion_operation,
         status,
     }
 }
 
-fn with_etag(status: StatusCode, row: ClusterRow) -> Response {
+fn cluster_response(state: &AppState, status: StatusCode, row: ClusterRow) -> Response {
     let tag = etag(&row);
+    let cluster = to_cluster(row, state.clock.now(), &state.config.settings);
     with_header(
-        (status, axum::Json(to_cluster(row))).into_response(),
+        (status, axum::Json(cluster)).into_response(),
         header::ETAG,
         &tag,
     )
@@ -65,13 +122,9 @@ pub fn known_name(name: &str) -> ApiResult<()> {
 }
 
 /// Locks the tenant's cluster `name` for a write, or 404.
-async fn lock_existing(
-    tx: &mut Transaction<'_, Postgres>,
-    tenant: &str,
-    name: &str,
-) -> ApiResult<ClusterRow> {
+async fn lock_existing(conn: &mut PgConnection, tenant: &str, name: &str) -> ApiResult<ClusterRow> {
     known_name(name)?;
-    db::lock_cluster(tx, tenant, name)
+    store::lock_cluster(conn, tenant, name)
         .await?
         .ok_or_else(|| ApiError::cluster_not_found(name))
 }
@@ -94,85 +147,9 @@ fn path_name(name: &str) -> ApiResult<()> {
     } else {
         Err(ApiError::invalid_field(
             "/name",
-            validation::dns_label_problem("cluster name", name),
+            dns_label_problem("cluster name", name),
         ))
     }
-}
-
-fn stored_version(row: &ClusterRow) -> ApiResult<Version> {
-    Version::parse(&row.desired_version).ok_or_else(|| {
-        ApiError::Internal(format!(
-            "stored version `{}` does not parse",
-            row.desired_version
-        ))
-    })
-}
-
-/// Validates `input` against `row` and writes it; a no-op when nothing changed.
-async fn replace(
-    tx: &mut Transaction<'_, Postgres>,
-    principal: &Principal,
-    catalog: &Catalog,
-    row: ClusterRow,
-    input: ClusterInput,
-) -> ApiResult<ClusterRow> {
-    let current = Current {
-        desired_version: stored_version(&row)?,
-        upgrade: &row.mesh.0.upgrade,
-        history: &row.version_history,
-    };
-    let version = validation::validate_cluster(&row.name, &input, catalog, Some(current))
-        .map_err(ApiError::invalid)?;
-    let labels_changed = input.labels != row.labels.0;
-    let mesh_changed = input.mesh != row.mesh.0;
-    if !labels_changed && !mesh_changed {
-        return Ok(row);
-    }
-    let new_version = version.to_string();
-    let mut history = row.version_history.clone();
-    if new_version != row.desired_version && !history.contains(&row.desired_version) {
-        history.push(row.desired_version.clone());
-    }
-    let generation = row.generation + i64::from(mesh_changed);
-    let updated = db::update_cluster(
-        tx,
-        &principal.tenant,
-        &row.name,
-        ClusterUpdate {
-            labels: &input.labels,
-            mesh: &input.mesh,
-            generation,
-            desired_version: &new_version,
-            version_history: &history,
-        },
-    )
-    .await?;
-    let mut changed = Vec::new();
-    if labels_changed {
-        changed.push("labels");
-    }
-    if mesh_changed {
-        changed.push("mesh");
-    }
-    let mut detail = json!({ "changed": changed });
-    if new_version != row.desired_version {
-        detail["fromVersion"] = json!(row.desired_version);
-        detail["toVersion"] = json!(new_version);
-    }
-    db::insert_event(
-        tx,
-        &principal.tenant,
-        NewEvent {
-            cluster_name: Some(&row.name),
-            cluster_id: Some(row.id),
-            actor: &principal.sub,
-            action: "cluster.updated",
-            generation: Some(generation),
-            detail,
-        },
-    )
-    .await?;
-    Ok(updated)
 }
 
 /// Create or replace a cluster.
@@ -210,8 +187,9 @@ pub async fn put_cluster(
     // A create racing another create of the same name turns into a replace.
     for _ in 0..3 {
         let mut tx = state.pool.begin().await?;
-        let catalog = db::load_catalog(&mut *tx).await?;
-        match db::lock_cluster(&mut tx, &principal.tenant, &name).await? {
+        let catalog = load_catalog(&mut *tx).await?;
+        let now = state.clock.now();
+        match store::lock_cluster(&mut tx, &principal.tenant, &name).await? {
             Some(row) => {
                 if pre.if_none_match.is_some() {
                     return Err(ApiError::PreconditionFailed(format!(
@@ -219,9 +197,18 @@ pub async fn put_cluster(
                     )));
                 }
                 check_if_match(&pre, &row)?;
-                let row = replace(&mut tx, &principal, &catalog, row, input).await?;
+                let row = spec::change_spec(
+                    &mut tx,
+                    &principal.tenant,
+                    &catalog,
+                    row,
+                    input,
+                    &principal.actor(),
+                    now,
+                )
+                .await?;
                 tx.commit().await?;
-                return Ok(with_etag(StatusCode::OK, row));
+                return Ok(cluster_response(&state, StatusCode::OK, row));
             }
             None => {
                 if pre.if_match.is_some() {
@@ -229,37 +216,23 @@ pub async fn put_cluster(
                         "cluster `{name}` does not exist, so If-Match cannot match"
                     )));
                 }
-                let version = validation::validate_cluster(&name, &input, &catalog, None)
-                    .map_err(ApiError::invalid)?;
-                let Some(row) = db::insert_cluster(
+                let Some(row) = cluster_ops::create(
                     &mut tx,
                     &principal.tenant,
+                    &catalog,
                     &name,
-                    &input.labels,
-                    &input.mesh,
-                    &version.to_string(),
+                    &input,
+                    &principal.actor(),
+                    now,
                 )
                 .await?
                 else {
                     tx.rollback().await?;
                     continue;
                 };
-                db::insert_event(
-                    &mut tx,
-                    &principal.tenant,
-                    NewEvent {
-                        cluster_name: Some(&name),
-                        cluster_id: Some(row.id),
-                        actor: &principal.sub,
-                        action: "cluster.created",
-                        generation: Some(row.generation),
-                        detail: json!({ "version": row.desired_version }),
-                    },
-                )
-                .await?;
                 tx.commit().await?;
                 return Ok(with_header(
-                    with_etag(StatusCode::CREATED, row),
+                    cluster_response(&state, StatusCode::CREATED, row),
                     header::LOCATION,
                     &format!("/v1/clusters/{name}"),
                 ));
@@ -293,7 +266,7 @@ pub async fn get_cluster(
 ) -> ApiResult<Response> {
     principal.require_read()?;
     known_name(&name)?;
-    let row = db::get_cluster(&state.pool, &principal.tenant, &name)
+    let row = store::get_cluster(&state.pool, &principal.tenant, &name)
         .await?
         .ok_or_else(|| ApiError::cluster_not_found(&name))?;
     // The ETag versions the spec and labels; a reported status changes
@@ -308,7 +281,7 @@ pub async fn get_cluster(
             &etag(&row),
         ));
     }
-    Ok(with_etag(StatusCode::OK, row))
+    Ok(cluster_response(&state, StatusCode::OK, row))
 }
 
 /// Change a cluster with a JSON merge patch (RFC 7386) of `{labels, mesh}`.
@@ -345,21 +318,49 @@ pub async fn patch_cluster(
     merge_patch(&mut doc, &patch);
     let bytes = serde_json::to_vec(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
     let input: ClusterInput = parse_json(&bytes)?;
-    let catalog = db::load_catalog(&mut *tx).await?;
-    let row = replace(&mut tx, &principal, &catalog, row, input).await?;
+    let catalog = load_catalog(&mut *tx).await?;
+    let row = spec::change_spec(
+        &mut tx,
+        &principal.tenant,
+        &catalog,
+        row,
+        input,
+        &principal.actor(),
+        state.clock.now(),
+    )
+    .await?;
     tx.commit().await?;
-    Ok(with_etag(StatusCode::OK, row))
+    Ok(cluster_response(&state, StatusCode::OK, row))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteParams {
+    /// Remove the record at once, whatever the agent is doing (role `owner`).
+    /// The mesh stays installed in the cluster.
+    pub force: Option<bool>,
 }
 
 /// Delete a cluster.
+///
+/// A cluster whose agent has registered is deleted in two phases: its
+/// desired state becomes `mode: disabled`, the agent uninstalls the mesh and
+/// reports, and then the record is removed. That answers 202 with an
+/// `Operation-Location` to poll. A cluster that never had an agent is removed
+/// at once (204); so is any cluster with `?force=true` (owner).
 #[utoipa::path(
     delete, path = "/v1/clusters/{name}", tag = "clusters",
     params(("name" = String, Path, description = "Cluster name"),
-           ("If-Match" = Option<String>, Header, description = "Delete only if the ETag matches")),
+           ("If-Match" = Option<String>, Header, description = "Delete only if the ETag matches"),
+           DeleteParams),
     responses(
+        (status = 202, description = "Uninstalling; poll the operation", body = meshfleet_model::Operation,
+         headers(("Location" = String, description = "The operation"), ("Operation-Location" = String, description = "The operation"))),
         (status = 204, description = "Deleted"),
+        (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Lacks the contributor role", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks the contributor role (owner for force)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such cluster", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "Precondition failed", body = Problem, content_type = "application/problem+json"),
     ),
@@ -370,27 +371,40 @@ pub async fn delete_cluster(
     principal: Principal,
     Path(name): Path<String>,
     pre: Preconditions,
-) -> ApiResult<StatusCode> {
+    Query(params): Query<DeleteParams>,
+) -> ApiResult<Response> {
     principal.require_write()?;
+    let force = params.force.unwrap_or(false);
+    if force {
+        principal.require_owner()?;
+    }
     let mut tx = state.pool.begin().await?;
     let row = lock_existing(&mut tx, &principal.tenant, &name).await?;
     check_if_match(&pre, &row)?;
-    db::delete_cluster(&mut tx, &principal.tenant, &name).await?;
-    db::insert_event(
+    let now = state.clock.now();
+    let outcome = cluster_ops::request_deletion(
         &mut tx,
         &principal.tenant,
-        NewEvent {
-            cluster_name: Some(&name),
-            cluster_id: Some(row.id),
-            actor: &principal.sub,
-            action: "cluster.deleted",
-            generation: Some(row.generation),
-            detail: json!({}),
-        },
+        row,
+        &principal.actor(),
+        force,
+        now,
     )
     .await?;
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    match outcome {
+        Deletion::Removed => {
+            tx.commit().await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Deletion::Started(op) => {
+            let operation =
+                meshfleet_core::store::operations::get_operation(&mut *tx, &principal.tenant, op)
+                    .await?
+                    .ok_or_else(|| ApiError::Internal(format!("operation {op} vanished")))?;
+            tx.commit().await?;
+            Ok(super::operations::accepted(operation))
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -433,7 +447,7 @@ pub async fn list_clusters(
         .as_deref()
         .map(|c| decode_cursor(CURSOR_KIND, c))
         .transpose()?;
-    let mut rows = db::list_clusters(
+    let mut rows = store::list_clusters(
         &state.pool,
         &principal.tenant,
         &selector,
@@ -442,8 +456,12 @@ pub async fn list_clusters(
     )
     .await?;
     let next_cursor = paginate(&mut rows, limit, CURSOR_KIND, |r| r.name.clone());
+    let now = state.clock.now();
     Ok(axum::Json(ClusterList {
-        items: rows.into_iter().map(to_cluster).collect(),
+        items: rows
+            .into_iter()
+            .map(|r| to_cluster(r, now, &state.config.settings))
+            .collect(),
         next_cursor,
     }))
 }

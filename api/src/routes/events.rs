@@ -5,11 +5,10 @@ use meshfleet_model::{EventList, Problem};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::app::AppState;
 use crate::auth::Principal;
-use crate::db;
 use crate::error::ApiResult;
 use crate::http::{Query, decode_id_cursor, page_limit, paginate};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -48,7 +47,7 @@ pub async fn list_events(
     principal.require_read()?;
     let limit = page_limit(params.limit)?;
     let before = decode_id_cursor(CURSOR_KIND, params.cursor.as_deref())?;
-    let mut items = db::list_events(
+    let mut items = meshfleet_core::store::events::list_events(
         &state.pool,
         &principal.tenant,
         params.cluster.as_deref(),

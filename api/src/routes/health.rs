@@ -5,9 +5,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use meshfleet_model::Problem;
 
-use crate::app::AppState;
-use crate::db;
 use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "health",
@@ -21,7 +20,7 @@ pub async fn healthz() -> &'static str {
     responses((status = 200, description = "Ready", body = String, content_type = "text/plain"),
               (status = 503, description = "Database unreachable", body = Problem, content_type = "application/problem+json")))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
-    db::ping(&state.pool)
+    meshfleet_core::store::ping(&state.pool)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok("ready\n")

@@ -4,4 +4,5 @@ pub mod agent;
 pub mod clusters;
 pub mod events;
 pub mod health;
+pub mod operations;
 pub mod releases;

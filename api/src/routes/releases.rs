@@ -6,12 +6,14 @@ use axum::response::{IntoResponse, Response};
 use meshfleet_model::{ComponentImages, Problem, Release, ReleaseInput, ReleaseList};
 use serde_json::json;
 
-use crate::app::AppState;
+use meshfleet_core::domain::version::Version;
+use meshfleet_core::store::events::{NewEvent, insert_event};
+use meshfleet_core::store::{reconcile, releases as db};
+
 use crate::auth::Principal;
-use crate::db::{self, NewEvent};
 use crate::error::{ApiError, ApiResult};
 use crate::http::JsonBody;
-use crate::validation::Version;
+use crate::state::AppState;
 
 /// The release catalog: supported Istio versions, newest first.
 #[utoipa::path(
@@ -103,7 +105,9 @@ pub async fn put_release(
         (None, _) => images,
     };
     let (release, created) = db::upsert_release(&mut tx, parsed, &input, &images).await?;
-    db::insert_event(
+    // Channel-following clusters look at the catalog again now.
+    reconcile::schedule_channel_followers(&mut *tx, state.clock.now()).await?;
+    insert_event(
         &mut tx,
         &principal.tenant,
         NewEvent {

@@ -389,11 +389,9 @@ async fn status_reports_show_up_as_health_and_unchanged_ones_only_beat() {
 
 #[tokio::test]
 async fn the_history_is_bounded() {
-    let app = TestApp::spawn_with(meshfleet_api::app::AppConfig {
-        status_history_keep: 5,
-        ..Default::default()
-    })
-    .await;
+    let mut config = meshfleet_api::config::AppConfig::default();
+    config.settings.status_history_keep = 5;
+    let app = TestApp::spawn_with(config).await;
     let credential = registered(&app, "acme", "c1").await;
     for generation in 1..=12 {
         let r = app
@@ -518,7 +516,7 @@ async fn deleting_a_cluster_ends_its_agents_access() {
     let app = TestApp::spawn().await;
     let credential = registered(&app, "acme", "c1").await;
     assert_eq!(
-        app.delete("/v1/clusters/c1")
+        app.delete("/v1/clusters/c1?force=true")
             .token(&app.owner("acme"))
             .send()
             .await

@@ -3,111 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use meshfleet_agent::{Agent, AgentConfig, ObjectRef, SimCluster, SimOp, SimOptions};
-use meshfleet_model::{AGENT_NAMESPACE, BOOTSTRAP_SECRET};
+use meshfleet_agent::{ObjectRef, SimOp};
+use meshfleet_model::AGENT_NAMESPACE;
 use meshfleet_tests::TestApp;
-use reqwest::Method;
+use meshfleet_tests::agents::{cluster_with_agent, config, start_agent, wait_status};
 use serde_json::{Value, json};
-
-struct RunningAgent {
-    sim: SimCluster,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningAgent {
-    async fn stop(mut self) -> SimCluster {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
-        self.sim
-    }
-}
-
-fn start_agent(sim: SimCluster, config: AgentConfig) -> RunningAgent {
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let agent = Agent::new(config, sim.clone());
-    let task = tokio::spawn(async move {
-        let _ = agent
-            .run(async move {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    RunningAgent {
-        sim,
-        stop: Some(stop),
-        task,
-    }
-}
-
-/// Long polls of 30 s: only a NOTIFY can wake the agent quickly.
-fn config(base: &str) -> AgentConfig {
-    let mut c = AgentConfig::fast(base);
-    c.poll_wait = Duration::from_secs(30);
-    c.resync = Duration::from_secs(3600);
-    c.heartbeat = Duration::from_millis(200);
-    c
-}
-
-fn spec(version: &str) -> Value {
-    json!({
-        "labels": {"env": "prod"},
-        "mesh": {
-            "upgrade": {"mode": "manual", "version": version},
-            "enrolledNamespaces": ["shop"],
-            "waypoints": [{"namespace": "shop", "name": "shop-waypoint"}]
-        }
-    })
-}
-
-/// Creates a cluster and a simulated cluster holding its bootstrap Secret.
-async fn cluster_with_agent(app: &TestApp, name: &str, version: &str) -> RunningAgent {
-    app.create("acme", name, &spec(version)).await;
-    let r = app
-        .req(
-            Method::POST,
-            &format!("/v1/clusters/{name}/bootstrap-tokens"),
-        )
-        .token(&app.owner("acme"))
-        .send()
-        .await;
-    let token = r.body["token"].as_str().unwrap().to_string();
-    let sim = SimCluster::new(SimOptions {
-        ready_after: Duration::from_millis(30),
-        ..SimOptions::default()
-    });
-    sim.set_bootstrap(AGENT_NAMESPACE, BOOTSTRAP_SECRET, &token, Some(&app.base));
-    start_agent(sim, config(&app.base))
-}
-
-/// Waits until the cluster's status satisfies `done`; panics with the last status.
-async fn wait_status(
-    app: &TestApp,
-    name: &str,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let t = app.owner("acme");
-    loop {
-        let c = app
-            .get(&format!("/v1/clusters/{name}"))
-            .token(&t)
-            .send()
-            .await;
-        if done(&c.body["status"]) {
-            return c.body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; status: {}",
-            c.body["status"]
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn healthy_at(generation: i64) -> impl Fn(&Value) -> bool {
     move |s| s["health"] == "Healthy" && s["observedGeneration"] == generation

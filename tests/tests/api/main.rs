@@ -8,5 +8,6 @@ mod clusters;
 mod concurrency;
 mod fleet;
 mod problems;
+mod reconciler;
 mod releases;
 mod validation;

@@ -164,7 +164,7 @@ async fn a_constraint_violation_becomes_a_conflict_not_a_server_error() {
     let pool = meshfleet_tests::fresh_database().await;
     let mut tx = pool.begin().await.unwrap();
     // A bootstrap token for a cluster that does not exist (as when it is deleted mid-request).
-    let err = meshfleet_api::db::insert_bootstrap_token(
+    let err = meshfleet_core::store::agents::insert_bootstrap_token(
         &mut tx,
         "acme",
         uuid::Uuid::new_v4(),

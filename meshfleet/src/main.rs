@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    meshfleet_api::cli::main()
+    meshfleet::cli::main()
 }

@@ -1,146 +1,17 @@
-//! Validation of names, labels, the mesh spec and the upgrade rules.
+//! Validation of a cluster body: labels, the mesh spec and the upgrade rules.
 //! Pure functions: the release catalog and the stored cluster come in as arguments.
 
-use std::cmp::Ordering;
 use std::collections::BTreeSet;
-use std::fmt;
 
-use meshfleet_model::{Channel, ClusterInput, FieldError, MeshSpec, UpgradeMode};
+use meshfleet_model::{ClusterInput, FieldError, MeshSpec, UpgradeMode};
 
-/// A DNS label (RFC 1123): what cluster, namespace and waypoint names must be.
-pub fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
-pub fn dns_label_problem(what: &str, s: &str) -> String {
-    format!(
-        "{what} `{s}` is not a DNS label: 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
-    )
-}
-
-fn is_label_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
-/// A Kubernetes label key: `[prefix/]name`.
-pub fn label_key_problem(key: &str) -> Option<String> {
-    let (prefix, name) = match key.split_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, key),
-    };
-    if let Some(p) = prefix
-        && !is_dns_subdomain(p)
-    {
-        return Some(format!(
-            "label key `{key}`: the prefix must be a DNS subdomain"
-        ));
-    }
-    if !is_label_name(name) {
-        return Some(format!(
-            "label key `{key}`: the name must be 1-63 characters of [A-Za-z0-9._-], starting and ending alphanumeric"
-        ));
-    }
-    None
-}
-
-/// A Kubernetes label value: empty, or like a label name.
-pub fn label_value_problem(value: &str) -> Option<String> {
-    if value.is_empty() || is_label_name(value) {
-        None
-    } else {
-        Some(format!(
-            "label value `{value}` must be empty or 1-63 characters of [A-Za-z0-9._-], starting and ending alphanumeric"
-        ))
-    }
-}
-
-/// A semantic version `major.minor.patch`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version {
-    pub major: u32,
-    pub minor: u32,
-    pub patch: u32,
-}
-
-impl Version {
-    pub fn parse(s: &str) -> Option<Version> {
-        let mut it = s.split('.');
-        let mut next = || -> Option<u32> {
-            let part = it.next()?;
-            if part.is_empty() || part.len() > 6 || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            if part.len() > 1 && part.starts_with('0') {
-                return None;
-            }
-            part.parse().ok()
-        };
-        let v = Version {
-            major: next()?,
-            minor: next()?,
-            patch: next()?,
-        };
-        if it.next().is_some() {
-            return None;
-        }
-        Some(v)
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
-
-/// What validation needs to know about one catalog entry.
-#[derive(Debug, Clone)]
-pub struct CatalogEntry {
-    pub version: Version,
-    pub channels: Vec<Channel>,
-    pub retired: bool,
-}
-
-/// The release catalog, as validation sees it.
-#[derive(Debug, Clone, Default)]
-pub struct Catalog {
-    pub entries: Vec<CatalogEntry>,
-}
-
-impl Catalog {
-    pub fn get(&self, v: Version) -> Option<&CatalogEntry> {
-        self.entries.iter().find(|e| e.version == v)
-    }
-
-    /// The newest non-retired version on a channel.
-    pub fn channel_head(&self, channel: Channel) -> Option<Version> {
-        self.entries
-            .iter()
-            .filter(|e| !e.retired && e.channels.contains(&channel))
-            .map(|e| e.version)
-            .max()
-    }
-}
+pub use super::names::{dns_label_problem, is_dns_label, label_key_problem, label_value_problem};
+use super::version::{Catalog, Version, check_version_change};
+use super::window::parse_hhmm;
 
 /// The stored state a change is checked against.
 #[derive(Debug, Clone)]
-pub struct Current<'a> {
+pub struct Stored<'a> {
     pub desired_version: Version,
     /// The stored policy: while it is unchanged the stored version stands
     /// (moving along a channel is the reconciler's job, not a PUT's).
@@ -153,7 +24,7 @@ pub fn validate_cluster(
     path_name: &str,
     input: &ClusterInput,
     catalog: &Catalog,
-    current: Option<Current<'_>>,
+    current: Option<Stored<'_>>,
 ) -> Result<Version, Vec<FieldError>> {
     let mut errors = Vec::new();
     if let Some(name) = &input.name
@@ -198,7 +69,7 @@ const RESERVED_NAMESPACES: [&str; 5] = [
 fn validate_mesh(
     mesh: &MeshSpec,
     catalog: &Catalog,
-    current: Option<Current<'_>>,
+    current: Option<Stored<'_>>,
     errors: &mut Vec<FieldError>,
 ) -> Option<Version> {
     let version = validate_upgrade(mesh, catalog, current, errors);
@@ -308,7 +179,7 @@ fn validate_mesh(
 fn validate_upgrade(
     mesh: &MeshSpec,
     catalog: &Catalog,
-    current: Option<Current<'_>>,
+    current: Option<Stored<'_>>,
     errors: &mut Vec<FieldError>,
 ) -> Option<Version> {
     let up = &mesh.upgrade;
@@ -381,6 +252,11 @@ fn validate_upgrade(
                 return None;
             };
             match catalog.channel_head(channel) {
+                // An existing cluster keeps its version: the reconciler moves it
+                // along the channel, one minor at a time, inside its window.
+                Some(_) if current.is_some() => {
+                    return current.map(|c| c.desired_version);
+                }
                 Some(v) => v,
                 None => {
                     errors.push(FieldError::new(
@@ -403,51 +279,6 @@ fn validate_upgrade(
         return None;
     }
     Some(target)
-}
-
-/// The upstream upgrade rules: one minor at a time, no major jumps, and no
-/// downgrade except to a version this cluster ran before.
-pub fn check_version_change(
-    current: Version,
-    history: &[String],
-    target: Version,
-) -> Result<(), String> {
-    match target.cmp(&current) {
-        Ordering::Equal => Ok(()),
-        Ordering::Greater => {
-            if target.major != current.major {
-                Err(format!(
-                    "upgrading from {current} to {target} changes the major version, which is not supported"
-                ))
-            } else if target.minor > current.minor + 1 {
-                Err(format!(
-                    "upgrading from {current} to {target} skips a minor version; upgrade one minor at a time (next: {}.{}.x)",
-                    current.major,
-                    current.minor + 1
-                ))
-            } else {
-                Ok(())
-            }
-        }
-        Ordering::Less => {
-            if history.iter().any(|h| Version::parse(h) == Some(target)) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "downgrading from {current} to {target} is not allowed: rollback is only to a version this cluster ran before"
-                ))
-            }
-        }
-    }
-}
-
-fn parse_hhmm(s: &str) -> Option<u32> {
-    let (h, m) = s.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
-        return None;
-    }
-    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60).then_some(h * 60 + m)
 }
 
 fn validate_window(window: &meshfleet_model::MaintenanceWindow, errors: &mut Vec<FieldError>) {

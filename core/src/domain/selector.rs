@@ -1,6 +1,6 @@
 //! Kubernetes label selectors: `env=prod,tier!=db,region in (eu,us),!legacy`.
 
-use crate::validation::{label_key_problem, label_value_problem};
+use super::names::{label_key_problem, label_value_problem};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Requirement {

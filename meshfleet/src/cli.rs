@@ -10,13 +10,22 @@ use clap::Parser;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::app::{self, AppConfig, AppState, Server};
-use crate::auth::{DevSigner, KeyError, Role, Verifier, VerifyKey};
+use meshfleet_api::app::{self, Server};
+use meshfleet_api::auth::{DevSigner, KeyError, Role, Verifier, VerifyKey};
+use meshfleet_api::config::AppConfig;
+use meshfleet_api::state::AppState;
+use meshfleet_core::clock;
+use meshfleet_core::settings::Settings;
+use meshfleet_core::store as db;
+use meshfleet_reconciler::Reconciler;
+use tokio::sync::watch;
+
 use crate::config::{
-    Cli, Command, HttpArgs, LogFormat, MigrateArgs, OpenapiArgs, ServeArgs, TokenArgs, UpArgs,
+    Cli, Command, HttpArgs, LogFormat, MigrateArgs, OpenapiArgs, ReconcileArgs, ServeArgs,
+    SettingsArgs, TokenArgs, UpArgs,
 };
-use crate::db;
 use crate::pg::{DataDirLock, EmbeddedPg, PgError, PgOptions};
+use crate::telemetry::metrics_handle;
 
 /// Errors of the commands; each says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +75,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Migrate(args) => migrate(args).await,
             Command::Token(args) => token(args),
+            Command::Reconcile(args) => reconcile(args).await,
             Command::Openapi(args) => openapi(args),
         }
     });
@@ -107,7 +117,7 @@ async fn migrate(args: MigrateArgs) -> Result<(), CliError> {
 }
 
 fn openapi(args: OpenapiArgs) -> Result<(), CliError> {
-    let doc = crate::openapi::document_json();
+    let doc = meshfleet_api::openapi::document_json();
     match args.output {
         Some(path) => std::fs::write(&path, doc).map_err(|source| CliError::Io {
             what: format!("cannot write {}", path.display()),
@@ -147,20 +157,73 @@ fn token(args: TokenArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn app_config(http: &HttpArgs) -> AppConfig {
+fn settings(args: &SettingsArgs) -> Result<Settings, CliError> {
+    if args.disconnected_after <= args.stale_after {
+        return Err(CliError::Usage(format!(
+            "MESHFLEET_DISCONNECTED_AFTER ({}) must be longer than MESHFLEET_STALE_AFTER ({})",
+            humantime::format_duration(args.disconnected_after),
+            humantime::format_duration(args.stale_after)
+        )));
+    }
+    Ok(Settings {
+        stale_after: args.stale_after,
+        disconnected_after: args.disconnected_after,
+        progress_deadline: args.progress_deadline,
+        ..Settings::default()
+    })
+}
+
+fn app_config(http: &HttpArgs, settings: Settings) -> AppConfig {
     AppConfig {
         request_timeout: http.request_timeout,
         bootstrap_ttl: http.bootstrap_ttl,
         agent_image: http.agent_image.clone(),
         public_url: http.public_url.clone(),
+        settings,
         ..AppConfig::default()
     }
 }
 
-/// The shutdown signal, which also tells the app to start draining.
-async fn drain_on_signal(state: AppState) {
+fn reconciler_config(settings: Settings) -> meshfleet_reconciler::Config {
+    meshfleet_reconciler::Config {
+        settings,
+        ..meshfleet_reconciler::Config::default()
+    }
+}
+
+/// The shutdown signal, which also tells the app (and the reconciler) to stop.
+async fn drain_on_signal(state: AppState, stop: watch::Sender<bool>) {
     app::shutdown_signal().await;
     state.begin_shutdown();
+    let _ = stop.send(true);
+}
+
+/// Starts a reconciler on `pool` (its sweep and its listener); stops when
+/// `stop` turns true.
+fn start_reconciler(
+    pool: PgPool,
+    settings: Settings,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let reconciler = Reconciler::new(pool, reconciler_config(settings), clock::system());
+    let listener = reconciler.spawn_listener();
+    tokio::spawn(async move {
+        reconciler.run(stop).await;
+        listener.abort();
+    })
+}
+
+async fn reconcile(args: ReconcileArgs) -> Result<(), CliError> {
+    let settings = settings(&args.settings)?;
+    let pool = connect_url(&args.database_url, args.db_max_connections).await?;
+    let (stop_tx, stop) = watch::channel(false);
+    let task = start_reconciler(pool.clone(), settings, stop);
+    tracing::info!("meshfleet reconciler running; Ctrl-C stops it");
+    app::shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = task.await;
+    pool.close().await;
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
@@ -171,11 +234,20 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         .collect::<Result<Vec<_>, _>>()?;
     let verifier = Verifier::new(keys, args.jwt_issuer.clone(), args.jwt_audience.clone())
         .with_ops_tenant(args.http.ops_tenant.clone());
+    let settings = settings(&args.settings)?;
     let pool = connect_url(&args.database_url, args.http.db_max_connections).await?;
     if args.migrate {
         db::MIGRATOR.run(&pool).await?;
     }
-    let state = AppState::new(pool.clone(), verifier, app_config(&args.http));
+    let state = AppState::new(
+        pool.clone(),
+        verifier,
+        app_config(&args.http, settings),
+        metrics_handle(),
+        clock::system(),
+    );
+    let listener = state.spawn_listener();
+    let (stop_tx, _) = watch::channel(false);
     let server = Server::bind(args.listen, app::router(state.clone()))
         .await
         .map_err(|source| CliError::Bind {
@@ -184,12 +256,13 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         })?;
     tracing::info!(addr = %args.listen, "meshfleet serving");
     server
-        .run(drain_on_signal(state))
+        .run(drain_on_signal(state, stop_tx))
         .await
         .map_err(|source| CliError::Io {
             what: "server failed".into(),
             source,
         })?;
+    listener.abort();
     pool.close().await;
     Ok(())
 }
@@ -225,6 +298,7 @@ async fn ensure_database(pg: &EmbeddedPg, database: &str) -> Result<(), CliError
 }
 
 async fn up(args: UpArgs) -> Result<(), CliError> {
+    let settings = settings(&args.settings)?;
     let data_dir = absolute(&args.data_dir)?;
     let _lock = DataDirLock::acquire(&data_dir)?;
     let signer = DevSigner::load_or_create(&data_dir)?;
@@ -258,15 +332,15 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     db::MIGRATOR.run(&pool).await?;
 
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
-    let listener = tokio::net::TcpListener::bind(addr)
+    let tcp = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| CliError::Bind { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| CliError::Io {
+    let bound = tcp.local_addr().map_err(|source| CliError::Io {
         what: "no local address".into(),
         source,
     })?;
     let base = format!("http://{bound}");
-    let mut config = app_config(&args.http);
+    let mut config = app_config(&args.http, settings.clone());
     config.public_url.get_or_insert_with(|| base.clone());
     let state = AppState::new(
         pool.clone(),
@@ -274,8 +348,13 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
             .verifier()
             .with_ops_tenant(args.http.ops_tenant.clone()),
         config,
+        metrics_handle(),
+        clock::system(),
     );
-    let server = Server::from_listener(listener, app::router(state.clone()));
+    let listener = state.spawn_listener();
+    let (stop_tx, stop) = watch::channel(false);
+    let reconciler = start_reconciler(pool.clone(), settings, stop);
+    let server = Server::from_listener(tcp, app::router(state.clone()));
     let bound = server.local_addr().map_err(|source| CliError::Io {
         what: "no local address".into(),
         source,
@@ -294,6 +373,7 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     println!("  docs     {base}/docs");
     println!("  OpenAPI  {base}/openapi.json");
     println!("  probes   {base}/healthz  {base}/readyz  {base}/metrics");
+    println!("  reconciler running in this process (channels, maintenance windows, deletions)");
     if let Some(pg) = &embedded {
         println!("  database {}", pg.psql_hint("meshfleet"));
         if let Some(blocked) = pg.relocated_because() {
@@ -312,11 +392,11 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     );
     println!("  export TOKEN={token}");
     println!(
-        "more tokens: cargo run -q -p meshfleet-api -- token --tenant {} --role reader",
+        "more tokens: cargo run -q -p meshfleet -- token --tenant {} --role reader",
         args.demo_tenant
     );
     println!(
-        "an SRE token (ops routes): cargo run -q -p meshfleet-api -- token --tenant {} --role sre",
+        "an SRE token (ops routes): cargo run -q -p meshfleet -- token --tenant {} --role sre",
         args.http.ops_tenant
     );
     println!("try:  curl -H \"Authorization: Bearer $TOKEN\" {base}/v1/clusters");
@@ -326,7 +406,9 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     );
     println!();
 
-    let served = server.run(drain_on_signal(state)).await;
+    let served = server.run(drain_on_signal(state, stop_tx)).await;
+    let _ = reconciler.await;
+    listener.abort();
     pool.close().await;
     if let Some(mut pg) = embedded {
         tokio::task::spawn_blocking(move || pg.stop()).await.ok();

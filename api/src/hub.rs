@@ -1,20 +1,16 @@
-//! Wakes long-polling agents when their cluster's desired state changes.
-//!
-//! One `LISTEN` connection per process receives the notifications the
-//! database triggers send at commit (whichever replica or tool wrote), and
-//! fans them out in memory to the requests waiting for that cluster.
+//! Wakes long-polling agents when their cluster's desired state changes:
+//! the process's LISTEN loop (`meshfleet_core::notify`) feeds this in-memory
+//! fan-out to the requests waiting for that cluster.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
+use meshfleet_core::notify::{
+    DESIRED_STATE_CHANNEL, RELEASES_CHANNEL, Signal, parse_cluster_payload,
+};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use uuid::Uuid;
-
-pub const DESIRED_STATE_CHANNEL: &str = "meshfleet_desired_state";
-pub const RELEASES_CHANNEL: &str = "meshfleet_releases";
 
 type Key = (String, Uuid);
 
@@ -96,65 +92,30 @@ impl Hub {
             self.wake_all();
             return;
         }
-        match payload
-            .split_once('/')
-            .and_then(|(t, id)| Some((t, Uuid::try_parse(id).ok()?)))
-        {
+        match parse_cluster_payload(payload) {
             Some((tenant, id)) => self.wake(tenant, id),
             None => tracing::warn!(%payload, "ignoring a malformed desired-state notification"),
         }
     }
 }
 
-/// Runs the process's listener until the pool is closed; reconnects with a
-/// pause, and wakes every waiter after any gap (notifications may be lost).
+/// Runs this process's listener, feeding the hub (ends when the pool is closed).
 pub async fn listen(pool: PgPool, hub: Arc<Hub>) {
-    loop {
-        if pool.is_closed() {
-            return;
-        }
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "desired-state listener cannot connect; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if let Err(e) = listener
-            .listen_all([DESIRED_STATE_CHANNEL, RELEASES_CHANNEL])
-            .await
-        {
-            tracing::warn!(error = %e, "LISTEN failed; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        tracing::debug!("desired-state listener connected");
-        hub.wake_all();
-        loop {
-            match listener.try_recv().await {
-                Ok(Some(n)) => {
-                    metrics::counter!("meshfleet_desired_state_notifications_total").increment(1);
-                    hub.dispatch(n.channel(), n.payload());
-                }
-                Ok(None) => {
-                    tracing::warn!("desired-state listener lost its connection; reconnecting");
-                    hub.wake_all();
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "desired-state listener failed; reconnecting");
-                    hub.wake_all();
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    meshfleet_core::notify::listen(
+        pool,
+        &[DESIRED_STATE_CHANNEL, RELEASES_CHANNEL],
+        move |signal| match signal {
+            Signal::Notification { channel, payload } => hub.dispatch(channel, payload),
+            Signal::Connected | Signal::Lost => hub.wake_all(),
+        },
+    )
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_wake_reaches_the_waiters_of_that_cluster_only() {

@@ -4,7 +4,20 @@
 use meshfleet_model::{DesiredState, DesiredWaypoint, revision_of};
 use sha2::{Digest, Sha256};
 
-use crate::db::DesiredRow;
+use meshfleet_model::{ComponentImages, MeshSpec};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+/// What the effective desired state is made of (one row of the store).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DesiredRow {
+    pub name: String,
+    pub id: Uuid,
+    pub mesh: Json<MeshSpec>,
+    pub generation: i64,
+    pub desired_version: String,
+    pub images: Json<ComponentImages>,
+}
 
 pub fn effective(row: DesiredRow) -> DesiredState {
     let mesh = row.mesh.0;

@@ -1,0 +1,87 @@
+//! How a request proves who it is: the bearer token of a user (JWT →
+//! [`Principal`]) or of a cluster's agent (credential → [`AgentPrincipal`]).
+//! The token logic lives in `auth` and `agent_auth`; this module only joins
+//! it to the request and the app state.
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use meshfleet_core::store::agents;
+use meshfleet_model::AGENT_CREDENTIAL_PREFIX;
+
+use crate::agent_auth::{self, AgentPrincipal};
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Reads the bearer token of a request.
+pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::MissingCredentials)?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("invalid Authorization header".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(ApiError::Unauthorized(
+            "the Authorization header must be `Bearer <token>`".into(),
+        )),
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        if agent_auth::is_agent_credential(token) {
+            return Err(ApiError::Unauthorized(
+                "agent credentials are accepted only on the /v1/agent routes".into(),
+            ));
+        }
+        let principal = state.verifier.verify(token)?;
+        tracing::debug!(sub = %principal.sub, tenant = %principal.tenant, "authenticated");
+        Ok(principal)
+    }
+}
+
+impl FromRequestParts<AppState> for AgentPrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        let Some((tenant, cluster_id)) = agent_auth::parse(AGENT_CREDENTIAL_PREFIX, token) else {
+            return Err(ApiError::Unauthorized(
+                "the agent routes take an agent credential (from /v1/agent/register), not a user token".into(),
+            ));
+        };
+        let credential_hash = agent_auth::hash(token);
+        let cluster_name =
+            agents::authenticate_agent(&state.pool, &tenant, cluster_id, &credential_hash)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::Unauthorized(
+                        "the agent credential is unknown, revoked, replaced or expired".into(),
+                    )
+                })?;
+        tracing::debug!(%tenant, cluster = %cluster_name, "agent authenticated");
+        Ok(AgentPrincipal {
+            tenant,
+            cluster_id,
+            cluster_name,
+            credential_hash,
+        })
+    }
+}

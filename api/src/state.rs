@@ -1,0 +1,62 @@
+//! What every handler gets: the pool, the verifier, the config, the clock,
+//! the long-poll hub, and the drain signal.
+
+use std::sync::Arc;
+
+use meshfleet_core::clock::SharedClock;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::Verifier;
+use crate::config::AppConfig;
+use crate::hub::Hub;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub verifier: Arc<Verifier>,
+    /// Renders `/metrics` (the process's recorder is installed by the binary).
+    pub metrics: PrometheusHandle,
+    pub config: Arc<AppConfig>,
+    pub clock: SharedClock,
+    /// Wakes long-polling agents (fed by this process's LISTEN connection).
+    pub hub: Arc<Hub>,
+    /// Turns `true` when the server starts draining: long polls answer at once.
+    pub shutdown: watch::Receiver<bool>,
+    shutdown_tx: Arc<watch::Sender<bool>>,
+}
+
+impl AppState {
+    pub fn new(
+        pool: PgPool,
+        verifier: Verifier,
+        config: AppConfig,
+        metrics: PrometheusHandle,
+        clock: SharedClock,
+    ) -> Self {
+        let (tx, rx) = watch::channel(false);
+        AppState {
+            pool,
+            verifier: Arc::new(verifier),
+            metrics,
+            config: Arc::new(config),
+            clock,
+            hub: Arc::new(Hub::default()),
+            shutdown: rx,
+            shutdown_tx: Arc::new(tx),
+        }
+    }
+
+    /// Starts this process's desired-state listener, which feeds the hub
+    /// (it ends when the pool is closed). The caller owns the task.
+    pub fn spawn_listener(&self) -> JoinHandle<()> {
+        tokio::spawn(crate::hub::listen(self.pool.clone(), self.hub.clone()))
+    }
+
+    /// Starts draining: waiting long polls answer 304 at once.
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown_tx.send(true);
+    }
+}

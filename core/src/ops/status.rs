@@ -1,0 +1,108 @@
+//! An agent's status report: a heartbeat when nothing changed, otherwise a
+//! stored report, its history entry, and the events a change of health or
+//! connectivity is worth.
+
+use chrono::{DateTime, Utc};
+use meshfleet_model::StatusReport;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Actor;
+use crate::domain::health;
+use crate::error::{Error, Result};
+use crate::settings::Settings;
+use crate::store::events::{self, NewEvent};
+use crate::store::{reconcile, status};
+
+/// What a report turned into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Unchanged: only the heartbeat moved.
+    Heartbeat,
+    /// A changed report was stored.
+    Changed,
+}
+
+/// Records a validated report of the agent of `cluster_id`.
+pub async fn record_report(
+    pool: &PgPool,
+    tenant: &str,
+    cluster_id: Uuid,
+    cluster_name: &str,
+    report: &StatusReport,
+    now: DateTime<Utc>,
+    settings: &Settings,
+) -> Result<Recorded> {
+    let value = serde_json::to_value(report).map_err(|e| Error::Internal(e.to_string()))?;
+    let report_hash = Sha256::digest(value.to_string().as_bytes()).to_vec();
+    if status::heartbeat_if_unchanged(pool, tenant, cluster_id, &report_hash, now).await? {
+        return Ok(Recorded::Heartbeat);
+    }
+    let actor = Actor::Agent(cluster_name.to_string()).name();
+    let mut tx = pool.begin().await?;
+    let lock = status::lock_for_status(&mut tx, tenant, cluster_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("cluster `{cluster_name}` not found")))?;
+    let health = health::health(report, lock.generation);
+    let health_name = health::health_name(health);
+    status::write_status(
+        &mut tx,
+        tenant,
+        cluster_id,
+        status::StatusWrite {
+            report: &value,
+            report_hash: &report_hash,
+            health: health_name,
+            health_generation: lock.generation,
+            observed_generation: report.observed_generation,
+        },
+        settings.status_history_keep,
+        now,
+    )
+    .await?;
+    if lock.connectivity.as_deref() != Some("Connected") {
+        events::insert_event(
+            &mut tx,
+            tenant,
+            NewEvent {
+                cluster_name: Some(cluster_name),
+                cluster_id: Some(cluster_id),
+                actor: &actor,
+                action: "cluster.connectivity.changed",
+                generation: None,
+                detail: json!({
+                    "from": lock.connectivity.as_deref().unwrap_or("Disconnected"),
+                    "to": "Connected",
+                }),
+            },
+        )
+        .await?;
+    }
+    if lock.health.as_deref() != Some(health_name) {
+        let failing: Vec<serde_json::Value> = report
+            .components
+            .iter()
+            .filter(|c| health::failed(c))
+            .map(|c| json!({ "name": c.name, "message": c.message }))
+            .collect();
+        events::insert_event(
+            &mut tx,
+            tenant,
+            NewEvent {
+                cluster_name: Some(cluster_name),
+                cluster_id: Some(cluster_id),
+                actor: &actor,
+                action: "cluster.health_changed",
+                generation: report.observed_generation,
+                detail: json!({ "from": lock.health, "to": health_name, "failing": failing }),
+            },
+        )
+        .await?;
+    }
+    // Rollouts, deletions and deadlines wait on reports: look again now.
+    reconcile::schedule(&mut tx, tenant, cluster_id, now).await?;
+    tx.commit().await?;
+    Ok(Recorded::Changed)
+}

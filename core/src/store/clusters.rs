@@ -1,0 +1,293 @@
+//! Clusters: the desired state rows.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use meshfleet_model::{Labels, MeshSpec, PendingUpgrade, StatusReport};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::domain::desired::DesiredRow;
+use crate::domain::selector::Requirement;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClusterRow {
+    pub name: String,
+    pub id: Uuid,
+    pub labels: Json<Labels>,
+    pub mesh: Json<MeshSpec>,
+    pub generation: i64,
+    pub resource_version: i64,
+    pub desired_version: String,
+    pub version_history: Vec<String>,
+    pub generation_changed_at: DateTime<Utc>,
+    /// Set while the cluster is being deleted.
+    pub deletion_operation: Option<Uuid>,
+    /// The agent's last report, if any (from `cluster_status`).
+    pub report: Option<Json<StatusReport>>,
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// The connectivity last recorded for the agent (`None`: never reported).
+    pub recorded_connectivity: Option<String>,
+    /// The upgrade the reconciler has decided on but not started.
+    pub pending_upgrade: Option<Json<PendingUpgrade>>,
+    /// End of support of `desired_version`, from the catalog.
+    pub end_of_support: Option<NaiveDate>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ClusterRow {
+    /// Whether an agent has ever reported for this cluster.
+    pub fn has_reported(&self) -> bool {
+        self.report.is_some()
+    }
+}
+
+/// The columns of a [`ClusterRow`], from [`CLUSTER_FROM`].
+const CLUSTER_COLUMNS: &str = "c.name, c.id, c.labels, c.mesh, c.generation, c.resource_version,
+    c.desired_version, c.version_history, c.generation_changed_at, c.deletion_operation,
+    s.report, s.last_heartbeat_at, s.connectivity AS recorded_connectivity,
+    r.pending_upgrade, rel.end_of_support, c.created_at, c.updated_at";
+const CLUSTER_FROM: &str = "clusters c
+    LEFT JOIN cluster_status s ON s.tenant_id = c.tenant_id AND s.cluster_id = c.id
+    LEFT JOIN cluster_reconcile r ON r.tenant_id = c.tenant_id AND r.cluster_id = c.id
+    LEFT JOIN releases rel ON rel.version = c.desired_version";
+
+pub async fn get_cluster(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    name: &str,
+) -> Result<Option<ClusterRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLUSTER_COLUMNS} FROM {CLUSTER_FROM} WHERE c.tenant_id = $1 AND c.name = $2"
+    )))
+    .bind(tenant)
+    .bind(name)
+    .fetch_optional(db)
+    .await
+}
+
+/// The id of a tenant's cluster by name.
+pub async fn cluster_id_by_name(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    name: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM clusters WHERE tenant_id = $1 AND name = $2")
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(db)
+        .await
+}
+
+/// Reads a cluster and locks its row until the transaction ends.
+pub async fn lock_cluster(
+    conn: &mut PgConnection,
+    tenant: &str,
+    name: &str,
+) -> Result<Option<ClusterRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLUSTER_COLUMNS} FROM {CLUSTER_FROM} WHERE c.tenant_id = $1 AND c.name = $2 FOR UPDATE OF c"
+    )))
+    .bind(tenant)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+/// Reads a cluster by id and locks its row until the transaction ends.
+pub async fn lock_cluster_by_id(
+    conn: &mut PgConnection,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<ClusterRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLUSTER_COLUMNS} FROM {CLUSTER_FROM} WHERE c.tenant_id = $1 AND c.id = $2 FOR UPDATE OF c"
+    )))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+/// Inserts a new cluster (and its reconciler bookkeeping); `None` when one
+/// of that name exists already.
+pub async fn insert_cluster(
+    conn: &mut PgConnection,
+    tenant: &str,
+    name: &str,
+    labels: &Labels,
+    mesh: &MeshSpec,
+    desired_version: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<ClusterRow>, sqlx::Error> {
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO clusters (tenant_id, name, id, labels, mesh, desired_version,
+                               generation_changed_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7)
+         ON CONFLICT (tenant_id, name) DO NOTHING
+         RETURNING id",
+    )
+    .bind(tenant)
+    .bind(name)
+    .bind(Uuid::now_v7())
+    .bind(Json(labels))
+    .bind(Json(mesh))
+    .bind(desired_version)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    sqlx::query(
+        "INSERT INTO cluster_reconcile (tenant_id, cluster_id, next_check_at) VALUES ($1, $2, $3)",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    get_cluster(&mut *conn, tenant, name).await
+}
+
+pub struct ClusterUpdate<'a> {
+    pub labels: &'a Labels,
+    pub mesh: &'a MeshSpec,
+    pub generation: i64,
+    pub desired_version: &'a str,
+    pub version_history: &'a [String],
+    pub now: DateTime<Utc>,
+}
+
+/// Writes a locked cluster; bumps its resource version (and restarts the
+/// progress deadline when the generation changes).
+pub async fn update_cluster(
+    conn: &mut PgConnection,
+    tenant: &str,
+    name: &str,
+    update: ClusterUpdate<'_>,
+) -> Result<ClusterRow, sqlx::Error> {
+    sqlx::query(
+        "UPDATE clusters SET labels = $3, mesh = $4,
+             generation_changed_at = CASE WHEN generation = $5 THEN generation_changed_at ELSE $8 END,
+             generation = $5, desired_version = $6, version_history = $7,
+             resource_version = resource_version + 1, updated_at = $8
+         WHERE tenant_id = $1 AND name = $2",
+    )
+    .bind(tenant)
+    .bind(name)
+    .bind(Json(update.labels))
+    .bind(Json(update.mesh))
+    .bind(update.generation)
+    .bind(update.desired_version)
+    .bind(update.version_history)
+    .bind(update.now)
+    .execute(&mut *conn)
+    .await?;
+    get_cluster(&mut *conn, tenant, name)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Marks a locked cluster as being deleted by `operation`.
+pub async fn set_deletion_operation(
+    conn: &mut PgConnection,
+    tenant: &str,
+    cluster_id: Uuid,
+    operation: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE clusters SET deletion_operation = $3, resource_version = resource_version + 1
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(operation)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_cluster(
+    conn: &mut PgConnection,
+    tenant: &str,
+    name: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM clusters WHERE tenant_id = $1 AND name = $2")
+        .bind(tenant)
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A page of a tenant's clusters by name, after `after`, matching `selector`.
+pub async fn list_clusters(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    selector: &[Requirement],
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<ClusterRow>, sqlx::Error> {
+    let mut q = QueryBuilder::<Postgres>::new(format!(
+        "SELECT {CLUSTER_COLUMNS} FROM {CLUSTER_FROM} WHERE c.tenant_id = "
+    ));
+    q.push_bind(tenant);
+    if let Some(after) = after {
+        q.push(" AND c.name > ").push_bind(after);
+    }
+    for req in selector {
+        match req {
+            Requirement::Eq(k, v) => {
+                q.push(" AND c.labels ->> ")
+                    .push_bind(k.clone())
+                    .push(" = ")
+                    .push_bind(v.clone());
+            }
+            Requirement::NotEq(k, v) => {
+                q.push(" AND (c.labels ->> ")
+                    .push_bind(k.clone())
+                    .push(") IS DISTINCT FROM ")
+                    .push_bind(v.clone());
+            }
+            Requirement::In(k, vs) => {
+                q.push(" AND c.labels ->> ")
+                    .push_bind(k.clone())
+                    .push(" = ANY(")
+                    .push_bind(vs.clone())
+                    .push(")");
+            }
+            Requirement::NotIn(k, vs) => {
+                q.push(" AND NOT coalesce(c.labels ->> ")
+                    .push_bind(k.clone())
+                    .push(" = ANY(")
+                    .push_bind(vs.clone())
+                    .push("), false)");
+            }
+            Requirement::Exists(k) => {
+                q.push(" AND c.labels ? ").push_bind(k.clone());
+            }
+            Requirement::NotExists(k) => {
+                q.push(" AND NOT c.labels ? ").push_bind(k.clone());
+            }
+        }
+    }
+    q.push(" ORDER BY c.name LIMIT ").push_bind(limit);
+    q.build_query_as().fetch_all(db).await
+}
+
+pub async fn desired_state(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    cluster_id: Uuid,
+) -> Result<Option<DesiredRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.name, c.id, c.mesh, c.generation, c.desired_version, r.images
+         FROM clusters c JOIN releases r ON r.version = c.desired_version
+         WHERE c.tenant_id = $1 AND c.id = $2",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .fetch_optional(db)
+    .await
+}

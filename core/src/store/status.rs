@@ -1,0 +1,179 @@
+//! Reported status: the last report per cluster and its bounded history.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// The cheap heartbeat: only when the report is unchanged and the health
+/// stored with it was derived against the cluster's current generation.
+/// `false` means the full write is needed.
+pub async fn heartbeat_if_unchanged(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    cluster_id: Uuid,
+    report_hash: &[u8],
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    // Only while the agent is recorded as Connected: the first heartbeat
+    // after a gap takes the full path, which records its return.
+    let done = sqlx::query(
+        "UPDATE cluster_status s SET last_heartbeat_at = $4
+         FROM clusters c
+         WHERE s.tenant_id = $1 AND s.cluster_id = $2 AND s.report_hash = $3
+           AND s.connectivity = 'Connected'
+           AND c.tenant_id = s.tenant_id AND c.id = s.cluster_id AND c.generation = s.health_generation",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(report_hash)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What a status write needs to know, read under the cluster's lock.
+#[derive(Debug, sqlx::FromRow)]
+pub struct StatusLock {
+    pub generation: i64,
+    /// The health stored with the last report (`None`: never reported).
+    pub health: Option<String>,
+    /// The connectivity last recorded (`None`: never reported).
+    pub connectivity: Option<String>,
+}
+
+/// Locks the cluster for a status write.
+pub async fn lock_for_status(
+    conn: &mut PgConnection,
+    tenant: &str,
+    cluster_id: Uuid,
+) -> Result<Option<StatusLock>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.generation, s.health, s.connectivity FROM clusters c
+         LEFT JOIN cluster_status s ON s.tenant_id = c.tenant_id AND s.cluster_id = c.id
+         WHERE c.tenant_id = $1 AND c.id = $2
+         FOR UPDATE OF c",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+pub struct StatusWrite<'a> {
+    pub report: &'a serde_json::Value,
+    pub report_hash: &'a [u8],
+    pub health: &'a str,
+    pub health_generation: i64,
+    pub observed_generation: Option<i64>,
+}
+
+/// Stores a changed report and appends it to the history (keeping the newest `keep`).
+pub async fn write_status(
+    conn: &mut PgConnection,
+    tenant: &str,
+    cluster_id: Uuid,
+    w: StatusWrite<'_>,
+    keep: i64,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    // $6 is the observed generation and $7 the health generation: the column
+    // order of the table, not of the struct.
+    sqlx::query(
+        "INSERT INTO cluster_status (tenant_id, cluster_id, report, report_hash, health, health_generation,
+                                     observed_generation, last_heartbeat_at, changed_at, connectivity)
+         VALUES ($1, $2, $3, $4, $5, $7, $6, $8, $8, 'Connected')
+         ON CONFLICT (tenant_id, cluster_id) DO UPDATE SET
+            report = EXCLUDED.report, report_hash = EXCLUDED.report_hash, health = EXCLUDED.health,
+            health_generation = EXCLUDED.health_generation,
+            observed_generation = EXCLUDED.observed_generation,
+            last_heartbeat_at = $8, changed_at = $8, connectivity = 'Connected'",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(Json(w.report))
+    .bind(w.report_hash)
+    .bind(w.health)
+    .bind(w.observed_generation)
+    .bind(w.health_generation)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO cluster_status_history (tenant_id, cluster_id, health, observed_generation, report, at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(w.health)
+    .bind(w.observed_generation)
+    .bind(Json(w.report))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "DELETE FROM cluster_status_history
+         WHERE tenant_id = $1 AND cluster_id = $2 AND id <= (
+             SELECT id FROM cluster_status_history WHERE tenant_id = $1 AND cluster_id = $2
+             ORDER BY id DESC OFFSET $3 LIMIT 1)",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(keep)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a connectivity transition the reconciler saw, only if no
+/// heartbeat arrived since it read `last_heartbeat_at` (compare-and-set).
+pub async fn set_connectivity(
+    conn: &mut PgConnection,
+    tenant: &str,
+    cluster_id: Uuid,
+    to: &str,
+    seen_heartbeat_at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE cluster_status SET connectivity = $3
+         WHERE tenant_id = $1 AND cluster_id = $2 AND last_heartbeat_at = $4 AND connectivity <> $3",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(to)
+    .bind(seen_heartbeat_at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub health: String,
+    pub observed_generation: Option<i64>,
+    pub report: Json<meshfleet_model::StatusReport>,
+}
+
+/// A page of a cluster's status history, newest first, older than `before`.
+pub async fn list_status_history(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    cluster_id: Uuid,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<HistoryRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, at, health, observed_generation, report FROM cluster_status_history
+         WHERE tenant_id = $1 AND cluster_id = $2 AND ($3::bigint IS NULL OR id < $3)
+         ORDER BY id DESC LIMIT $4",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

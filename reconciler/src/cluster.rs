@@ -1,0 +1,357 @@
+//! Reconciling one cluster: deletion, connectivity, progress deadline, end
+//! of support and channel following, in one transaction under the cluster's
+//! row lock. Returns when to look again.
+
+use chrono::{DateTime, Utc};
+use meshfleet_core::domain::health::{self, StatusInputs};
+use meshfleet_core::domain::version::{Catalog, Version};
+use meshfleet_core::domain::window;
+use meshfleet_core::ops::Actor;
+use meshfleet_core::ops::clusters::remove;
+use meshfleet_core::ops::spec::{change_version, stored_version};
+use meshfleet_core::store::clusters::{self, ClusterRow};
+use meshfleet_core::store::events::{self, NewEvent};
+use meshfleet_core::store::reconcile::{self, Bookkeeping, Claim};
+use meshfleet_core::store::{releases, status};
+use meshfleet_model::{Connectivity, Health, MeshMode, PendingUpgrade, StatusReport, UpgradeMode};
+use serde_json::json;
+use sqlx::PgConnection;
+use sqlx::types::Json;
+
+use crate::context::Context;
+use crate::error::Result;
+
+/// The earliest of the times at which something about the cluster changes.
+struct NextCheck(DateTime<Utc>);
+
+impl NextCheck {
+    fn at_most(&mut self, t: DateTime<Utc>) {
+        if t < self.0 {
+            self.0 = t;
+        }
+    }
+}
+
+fn chrono(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Reconciles one claimed cluster; returns when to look at it again.
+pub async fn reconcile(claim: &Claim, ctx: &Context) -> Result<DateTime<Utc>> {
+    let now = ctx.clock.now();
+    let settings = &ctx.config.settings;
+    let mut next = NextCheck(now + chrono(ctx.config.max_interval));
+    let mut tx = ctx.pool.begin().await?;
+    let Some(row) =
+        clusters::lock_cluster_by_id(&mut tx, &claim.tenant_id, claim.cluster_id).await?
+    else {
+        // deleted meanwhile; its bookkeeping went with it
+        tx.commit().await?;
+        return Ok(next.0);
+    };
+    let tenant = claim.tenant_id.as_str();
+    let mut book = reconcile::bookkeeping(&mut tx, tenant, row.id).await?;
+    let report = row.report.as_ref().map(|r| r.0.clone());
+    let connectivity = health::connectivity(row.last_heartbeat_at, now, settings);
+
+    if row.deletion_operation.is_some() {
+        if finish_deletion(&mut tx, tenant, &row, report.as_ref(), connectivity, now).await? {
+            tx.commit().await?;
+            return Ok(next.0);
+        }
+        if let Some(t) = health::connectivity_changes_at(row.last_heartbeat_at, now, settings) {
+            next.at_most(t);
+        }
+        reconcile::finish(&mut tx, tenant, row.id, &book, next.0).await?;
+        tx.commit().await?;
+        return Ok(next.0);
+    }
+
+    record_connectivity(&mut tx, tenant, &row, connectivity, now, &mut next, ctx).await?;
+    check_progress_deadline(
+        &mut tx,
+        tenant,
+        &row,
+        report.as_ref(),
+        now,
+        &mut book,
+        &mut next,
+        ctx,
+    )
+    .await?;
+
+    let catalog = releases::load_catalog(&mut *tx).await?;
+    notify_end_of_support(&mut tx, tenant, &row, &catalog, now, &mut book, ctx).await?;
+    let row = follow_channel(
+        &mut tx,
+        tenant,
+        row,
+        report.as_ref(),
+        &catalog,
+        now,
+        &mut book,
+        &mut next,
+    )
+    .await?;
+
+    reconcile::finish(&mut tx, tenant, row.id, &book, next.0).await?;
+    tx.commit().await?;
+    Ok(next.0)
+}
+
+/// A deletion completes when the agent has uninstalled (it reports the
+/// disabled generation with nothing installed), or when it is disconnected
+/// (the mesh may then still be installed, and the event says so).
+async fn finish_deletion(
+    conn: &mut PgConnection,
+    tenant: &str,
+    row: &ClusterRow,
+    report: Option<&StatusReport>,
+    connectivity: Connectivity,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let uninstalled = report.is_some_and(|r| health::uninstalled(r, row.generation));
+    let detail = if uninstalled {
+        json!({ "uninstalled": true })
+    } else if connectivity == Connectivity::Disconnected {
+        json!({
+            "uninstalled": false,
+            "warning": "the agent is disconnected: the mesh may still be installed in the cluster",
+        })
+    } else {
+        return Ok(false);
+    };
+    remove(conn, tenant, row, &Actor::Reconciler, detail, now).await?;
+    tracing::info!(%tenant, cluster = %row.name, uninstalled, "cluster deleted");
+    Ok(true)
+}
+
+/// Records Connected → Stale → Disconnected once each (the api records the
+/// return to Connected when a heartbeat arrives).
+async fn record_connectivity(
+    conn: &mut PgConnection,
+    tenant: &str,
+    row: &ClusterRow,
+    now_connectivity: Connectivity,
+    now: DateTime<Utc>,
+    next: &mut NextCheck,
+    ctx: &Context,
+) -> Result<()> {
+    let (Some(recorded), Some(heartbeat)) = (&row.recorded_connectivity, row.last_heartbeat_at)
+    else {
+        return Ok(());
+    };
+    if let Some(t) = health::connectivity_changes_at(Some(heartbeat), now, &ctx.config.settings) {
+        next.at_most(t);
+    }
+    let to = match now_connectivity {
+        Connectivity::Connected => return Ok(()),
+        Connectivity::Stale => "Stale",
+        Connectivity::Disconnected => "Disconnected",
+    };
+    if recorded == to || !status::set_connectivity(conn, tenant, row.id, to, heartbeat).await? {
+        return Ok(());
+    }
+    events::insert_event(
+        conn,
+        tenant,
+        NewEvent {
+            cluster_name: Some(&row.name),
+            cluster_id: Some(row.id),
+            actor: &Actor::Reconciler.name(),
+            action: "cluster.connectivity.changed",
+            generation: None,
+            detail: json!({ "from": recorded, "to": to, "lastHeartbeatAt": heartbeat }),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn check_progress_deadline(
+    conn: &mut PgConnection,
+    tenant: &str,
+    row: &ClusterRow,
+    report: Option<&StatusReport>,
+    now: DateTime<Utc>,
+    book: &mut Bookkeeping,
+    next: &mut NextCheck,
+    ctx: &Context,
+) -> Result<()> {
+    let inputs = StatusInputs {
+        report,
+        generation: row.generation,
+        generation_changed_at: row.generation_changed_at,
+        last_heartbeat_at: row.last_heartbeat_at,
+    };
+    let (h, condition) = health::health_with_deadline(inputs, now, &ctx.config.settings);
+    match condition {
+        Some(condition) if book.deadline_notified_generation != Some(row.generation) => {
+            events::insert_event(
+                conn,
+                tenant,
+                NewEvent {
+                    cluster_name: Some(&row.name),
+                    cluster_id: Some(row.id),
+                    actor: &Actor::Reconciler.name(),
+                    action: "cluster.progress_deadline_exceeded",
+                    generation: Some(row.generation),
+                    detail: json!({ "health": "Degraded", "message": condition.message }),
+                },
+            )
+            .await?;
+            book.deadline_notified_generation = Some(row.generation);
+        }
+        None if h == Health::Progressing => {
+            next.at_most(row.generation_changed_at + chrono(ctx.config.settings.progress_deadline));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// One event when a pinned cluster's version comes within the warning period
+/// of its end of support (the condition itself is derived at read time).
+async fn notify_end_of_support(
+    conn: &mut PgConnection,
+    tenant: &str,
+    row: &ClusterRow,
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+    book: &mut Bookkeeping,
+    ctx: &Context,
+) -> Result<()> {
+    if row.mesh.0.upgrade.mode != UpgradeMode::Manual {
+        return Ok(());
+    }
+    let Some(eos) = Version::parse(&row.desired_version).and_then(|v| catalog.end_of_support(v))
+    else {
+        return Ok(());
+    };
+    let warn_from = eos - chrono(ctx.config.settings.end_of_support_warning);
+    if now.date_naive() < warn_from
+        || book.eos_notified_version.as_deref() == Some(row.desired_version.as_str())
+    {
+        return Ok(());
+    }
+    events::insert_event(
+        conn,
+        tenant,
+        NewEvent {
+            cluster_name: Some(&row.name),
+            cluster_id: Some(row.id),
+            actor: &Actor::Reconciler.name(),
+            action: "cluster.end_of_support",
+            generation: Some(row.generation),
+            detail: json!({ "version": row.desired_version, "endOfSupport": eos }),
+        },
+    )
+    .await?;
+    book.eos_notified_version = Some(row.desired_version.clone());
+    Ok(())
+}
+
+/// Whether the cluster runs `version` converged and healthy (a cluster whose
+/// agent never reported has nothing installed to step through).
+/// The report is judged against its own generation: a later spec change that
+/// does not touch the version (the upgrade policy, a label) does not undo a
+/// convergence.
+fn converged_on(report: Option<&StatusReport>, version: &str) -> bool {
+    let Some(report) = report else {
+        return true;
+    };
+    let Some(observed) = report.observed_generation else {
+        return false;
+    };
+    health::health(report, observed) == Health::Healthy
+        && report
+            .components
+            .iter()
+            .filter(|c| c.desired_version.is_some())
+            .all(|c| c.observed_version.as_deref() == Some(version))
+}
+
+/// Moves an automatic cluster one step along its channel when its window is
+/// open (or its version is past end of support), and otherwise says in
+/// `pendingUpgrade` what it waits for.
+#[allow(clippy::too_many_arguments)]
+async fn follow_channel(
+    conn: &mut PgConnection,
+    tenant: &str,
+    row: ClusterRow,
+    report: Option<&StatusReport>,
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+    book: &mut Bookkeeping,
+    next: &mut NextCheck,
+) -> Result<ClusterRow> {
+    book.pending_upgrade = None;
+    let upgrade = &row.mesh.0.upgrade;
+    let (UpgradeMode::Automatic, Some(channel), MeshMode::Ambient) =
+        (upgrade.mode, upgrade.channel, row.mesh.0.mode)
+    else {
+        return Ok(row);
+    };
+    let current = stored_version(&row)?;
+    let Some(head) = catalog.channel_head(channel) else {
+        return Ok(row);
+    };
+    let Some(step) = catalog.next_step(current, head) else {
+        return Ok(row);
+    };
+    let past_eos = catalog
+        .end_of_support(current)
+        .is_some_and(|eos| now.date_naive() > eos);
+    let wait = |reason: String, not_before: Option<DateTime<Utc>>| PendingUpgrade {
+        version: step.to_string(),
+        reason,
+        not_before,
+    };
+    if step.minor > current.minor && !converged_on(report, &row.desired_version) {
+        book.pending_upgrade = Some(Json(wait(
+            format!(
+                "waiting for {current} to converge and report Healthy before upgrading to the next minor"
+            ),
+            None,
+        )));
+        return Ok(row);
+    }
+    let window = row.mesh.0.maintenance_window.as_ref();
+    let open = window::is_open(window, now);
+    if !open && !past_eos {
+        let opens = window::next_opening(window, now);
+        if let Some(t) = opens {
+            next.at_most(t);
+        }
+        book.pending_upgrade = Some(Json(wait(
+            "waiting for the maintenance window".into(),
+            opens,
+        )));
+        return Ok(row);
+    }
+    let reason = if !open {
+        format!("{current} is past its end of support: upgrading outside the maintenance window")
+    } else if step == head {
+        format!("channel {}: {head} is the newest release", channel.as_str())
+    } else {
+        format!(
+            "channel {}: {head} is the newest release; one minor at a time, {step} first",
+            channel.as_str()
+        )
+    };
+    tracing::info!(%tenant, cluster = %row.name, from = %current, to = %step, %reason, "channel upgrade");
+    let row = change_version(conn, tenant, row, step, &Actor::Reconciler, &reason, now).await?;
+    if let Some(after) = catalog.next_step(step, head) {
+        book.pending_upgrade = Some(Json(PendingUpgrade {
+            version: after.to_string(),
+            reason: format!(
+                "waiting for {step} to converge and report Healthy before upgrading to the next minor"
+            ),
+            not_before: None,
+        }));
+    }
+    // look again soon: the next step may already be possible
+    next.at_most(now + chrono::Duration::seconds(1));
+    Ok(row)
+}

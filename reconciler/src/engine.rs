@@ -1,0 +1,171 @@
+//! The sweep: claim due clusters, reconcile each, say when to look again;
+//! on failure, back off (the error policy). NOTIFY wakes the sweep early;
+//! the periodic poll is what guarantees progress.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use meshfleet_core::clock::SharedClock;
+use meshfleet_core::notify::{self, RECONCILE_CHANNEL, RELEASES_CHANNEL, Signal};
+use meshfleet_core::store::reconcile::{self, Claim};
+use sqlx::PgPool;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::cluster;
+use crate::context::{Config, Context};
+use crate::error::Result;
+
+#[derive(Clone)]
+pub struct Reconciler {
+    ctx: Arc<Context>,
+    wake: Arc<Notify>,
+}
+
+/// Backoff after `attempts` consecutive failures: 1 s, 2 s, 4 s ... 5 min.
+fn backoff(attempts: i32) -> chrono::Duration {
+    let secs = 1i64 << attempts.clamp(0, 9);
+    chrono::Duration::seconds(secs.min(300))
+}
+
+impl Reconciler {
+    pub fn new(pool: PgPool, config: Config, clock: SharedClock) -> Self {
+        Reconciler {
+            ctx: Arc::new(Context {
+                pool,
+                config,
+                clock,
+            }),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Reconciles one claimed cluster under the error policy.
+    async fn handle(&self, claim: Claim) -> bool {
+        let started = Instant::now();
+        let outcome = cluster::reconcile(&claim, &self.ctx).await;
+        metrics::histogram!("meshfleet_reconcile_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(_) => {
+                metrics::counter!("meshfleet_reconcile_total", "result" => "ok").increment(1);
+                true
+            }
+            Err(e) => {
+                metrics::counter!("meshfleet_reconcile_total", "result" => e.kind()).increment(1);
+                tracing::warn!(tenant = %claim.tenant_id, cluster = %claim.cluster_id, error = %e,
+                    attempts = claim.attempts + 1, "reconcile failed; backing off");
+                let retry_at = self.ctx.clock.now() + backoff(claim.attempts);
+                if let Err(e) = reconcile::failed(
+                    &self.ctx.pool,
+                    &claim.tenant_id,
+                    claim.cluster_id,
+                    &e.to_string(),
+                    retry_at,
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "cannot record the failure; the lease will run out");
+                }
+                false
+            }
+        }
+    }
+
+    /// Claims and reconciles due clusters until none is due; how many it reconciled.
+    pub async fn run_once(&self) -> Result<usize> {
+        let mut done = 0;
+        loop {
+            let now = self.ctx.clock.now();
+            let lease = chrono::Duration::from_std(self.ctx.config.lease)
+                .unwrap_or(chrono::Duration::seconds(30));
+            let claims =
+                reconcile::claim_due(&self.ctx.pool, now, now + lease, self.ctx.config.batch)
+                    .await?;
+            if claims.is_empty() {
+                return Ok(done);
+            }
+            let n = claims.len();
+            futures::stream::iter(claims)
+                .for_each_concurrent(self.ctx.config.concurrency, |claim| async move {
+                    self.handle(claim).await;
+                })
+                .await;
+            done += n;
+            if n < self.ctx.config.batch as usize {
+                return Ok(done);
+            }
+        }
+    }
+
+    /// Wakes the sweep now (e.g. from a NOTIFY).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Listens for work that became due early and for catalog changes
+    /// (which make every channel follower due). The caller owns the task.
+    pub fn spawn_listener(&self) -> JoinHandle<()> {
+        let this = self.clone();
+        let pool = self.ctx.pool.clone();
+        tokio::spawn(async move {
+            notify::listen(
+                pool,
+                &[RECONCILE_CHANNEL, RELEASES_CHANNEL],
+                move |signal| {
+                    if let Signal::Notification { channel, .. } = signal
+                        && channel == RELEASES_CHANNEL
+                    {
+                        // the api schedules followers on its own writes; a catalog
+                        // changed by other means is caught here
+                        let this = this.clone();
+                        tokio::spawn(async move {
+                            let now = this.ctx.clock.now();
+                            if let Err(e) =
+                                reconcile::schedule_channel_followers(&this.ctx.pool, now).await
+                            {
+                                tracing::warn!(error = %e, "cannot schedule channel followers");
+                            }
+                            this.wake();
+                        });
+                    } else {
+                        this.wake();
+                    }
+                },
+            )
+            .await
+        })
+    }
+
+    /// Runs sweeps until `shutdown` turns true.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!("reconciler running");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            match self.run_once().await {
+                Ok(n) if n > 0 => tracing::debug!(clusters = n, "sweep"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sweep failed; retrying"),
+            }
+            let poll = self.ctx.config.poll;
+            tokio::select! {
+                _ = self.wake.notified() => {},
+                _ = tokio::time::sleep(poll) => {},
+                _ = shutdown.changed() => {},
+            }
+        }
+        tracing::info!("reconciler stopped");
+    }
+
+    /// How long to wait between sweeps when idle.
+    pub fn poll_interval(&self) -> Duration {
+        self.ctx.config.poll
+    }
+}

@@ -1,0 +1,113 @@
+//! Real fleet agents over simulated clusters, registered against a [`TestApp`].
+
+use std::time::{Duration, Instant};
+
+use meshfleet_agent::{Agent, AgentConfig, SimCluster, SimOptions};
+use meshfleet_model::{AGENT_NAMESPACE, BOOTSTRAP_SECRET};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::TestApp;
+
+pub struct RunningAgent {
+    pub sim: SimCluster,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningAgent {
+    pub async fn stop(mut self) -> SimCluster {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+        self.sim
+    }
+}
+
+pub fn start_agent(sim: SimCluster, config: AgentConfig) -> RunningAgent {
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = Agent::new(config, sim.clone());
+    let task = tokio::spawn(async move {
+        let _ = agent
+            .run(async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    RunningAgent {
+        sim,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// Long polls of 30 s: only a NOTIFY can wake the agent quickly.
+pub fn config(base: &str) -> AgentConfig {
+    let mut c = AgentConfig::fast(base);
+    c.poll_wait = Duration::from_secs(30);
+    c.resync = Duration::from_secs(3600);
+    c.heartbeat = Duration::from_millis(200);
+    c
+}
+
+pub fn spec(version: &str) -> Value {
+    json!({
+        "labels": {"env": "prod"},
+        "mesh": {
+            "upgrade": {"mode": "manual", "version": version},
+            "enrolledNamespaces": ["shop"],
+            "waypoints": [{"namespace": "shop", "name": "shop-waypoint"}]
+        }
+    })
+}
+
+/// Creates a cluster and a simulated cluster holding its bootstrap Secret.
+pub async fn cluster_with_agent(app: &TestApp, name: &str, version: &str) -> RunningAgent {
+    app.create("acme", name, &spec(version)).await;
+    let r = app
+        .req(
+            Method::POST,
+            &format!("/v1/clusters/{name}/bootstrap-tokens"),
+        )
+        .token(&app.owner("acme"))
+        .send()
+        .await;
+    let token = r.body["token"]
+        .as_str()
+        .expect("a bootstrap token")
+        .to_string();
+    let sim = SimCluster::new(SimOptions {
+        ready_after: Duration::from_millis(30),
+        ..SimOptions::default()
+    });
+    sim.set_bootstrap(AGENT_NAMESPACE, BOOTSTRAP_SECRET, &token, Some(&app.base));
+    start_agent(sim, config(&app.base))
+}
+
+/// Waits until the cluster's status satisfies `done`; panics with the last status.
+pub async fn wait_status(
+    app: &TestApp,
+    name: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let t = app.owner("acme");
+    loop {
+        let c = app
+            .get(&format!("/v1/clusters/{name}"))
+            .token(&t)
+            .send()
+            .await;
+        if done(&c.body["status"]) {
+            return c.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; status: {}",
+            c.body["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
