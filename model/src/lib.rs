@@ -12,7 +12,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub mod agent;
+pub mod rollout;
 pub use agent::*;
+pub use rollout::*;
 
 /// Labels on a cluster, used by label selectors (`env=prod,tier!=db`).
 pub type Labels = BTreeMap<String, String>;
