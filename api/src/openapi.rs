@@ -5,7 +5,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::routes::{agent, clusters, events, health, operations, releases};
+use crate::routes::{agent, clusters, events, health, operations, releases, rollouts};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -21,6 +21,7 @@ Every error is application/problem+json. Writes honour If-Match with the strong 
         (name = "clusters", description = "Registered clusters and their desired mesh state"),
         (name = "releases", description = "The Istio release catalog"),
         (name = "events", description = "Audit and activity log"),
+        (name = "rollouts", description = "Fleet-wide staged upgrades that pause and roll back on bad health"),
         (name = "operations", description = "Long-running work: cluster deletions, rollouts"),
         (name = "agents", description = "A cluster's agent, as its tenant manages it"),
         (name = "agent protocol", description = "The routes the fleet agent calls"),
@@ -68,6 +69,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(releases::put_release))
         .routes(routes!(events::list_events))
         .routes(routes!(operations::get_operation))
+        .routes(routes!(rollouts::create_rollout, rollouts::list_rollouts))
+        .routes(routes!(rollouts::get_rollout))
+        .routes(routes!(rollouts::act_on_rollout))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

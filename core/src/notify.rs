@@ -12,6 +12,9 @@ use sqlx::postgres::PgListener;
 pub const DESIRED_STATE_CHANNEL: &str = "meshfleet_desired_state";
 /// The release catalog changed; payload the version.
 pub const RELEASES_CHANNEL: &str = "meshfleet_releases";
+/// A rollout has something to look at (a cluster in flight reported);
+/// payload `tenant/rollout-id`.
+pub const ROLLOUT_CHANNEL: &str = "meshfleet_rollout";
 /// Reconcile work became due early; payload a hint (ignored).
 pub const RECONCILE_CHANNEL: &str = "meshfleet_reconcile";
 

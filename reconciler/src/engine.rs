@@ -2,18 +2,20 @@
 //! on failure, back off (the error policy). NOTIFY wakes the sweep early;
 //! the periodic poll is what guarantees progress.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use meshfleet_core::clock::SharedClock;
-use meshfleet_core::notify::{self, RECONCILE_CHANNEL, RELEASES_CHANNEL, Signal};
+use meshfleet_core::notify::{self, RECONCILE_CHANNEL, RELEASES_CHANNEL, ROLLOUT_CHANNEL, Signal};
 use meshfleet_core::store::reconcile::{self, Claim};
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
-use crate::cluster;
+use crate::{cluster, rollout};
 use crate::context::{Config, Context};
 use crate::error::Result;
 
@@ -21,6 +23,8 @@ use crate::error::Result;
 pub struct Reconciler {
     ctx: Arc<Context>,
     wake: Arc<Notify>,
+    /// Rollouts a NOTIFY said have something to look at (a hint only).
+    hinted: Arc<Mutex<HashSet<Uuid>>>,
 }
 
 /// Backoff after `attempts` consecutive failures: 1 s, 2 s, 4 s ... 5 min.
@@ -38,6 +42,7 @@ impl Reconciler {
                 clock,
             }),
             wake: Arc::new(Notify::new()),
+            hinted: Arc::default(),
         }
     }
 
@@ -77,8 +82,37 @@ impl Reconciler {
         }
     }
 
-    /// Claims and reconciles due clusters until none is due; how many it reconciled.
+    /// One sweep: due clusters, then due (or hinted) rollouts; how many
+    /// items it reconciled.
     pub async fn run_once(&self) -> Result<usize> {
+        let clusters = self.sweep_clusters().await?;
+        let rollouts = self.sweep_rollouts().await?;
+        Ok(clusters + rollouts)
+    }
+
+    /// Drives due and hinted rollouts, one tick each.
+    pub async fn sweep_rollouts(&self) -> Result<usize> {
+        let mut hinted: Vec<Uuid> = {
+            let mut set = self.hinted.lock().unwrap_or_else(|e| e.into_inner());
+            set.drain().collect()
+        };
+        let mut done = 0;
+        // bounded: a rollout is driven at most once per hint and once per due time
+        for _ in 0..1000 {
+            let started = Instant::now();
+            let Some(id) = rollout::tick(&self.ctx, &hinted).await? else {
+                break;
+            };
+            metrics::histogram!("meshfleet_rollout_tick_seconds")
+                .record(started.elapsed().as_secs_f64());
+            hinted.retain(|h| *h != id);
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// Claims and reconciles due clusters until none is due; how many it reconciled.
+    pub async fn sweep_clusters(&self) -> Result<usize> {
         let mut done = 0;
         loop {
             let now = self.ctx.clock.now();
@@ -116,9 +150,19 @@ impl Reconciler {
         tokio::spawn(async move {
             notify::listen(
                 pool,
-                &[RECONCILE_CHANNEL, RELEASES_CHANNEL],
+                &[RECONCILE_CHANNEL, RELEASES_CHANNEL, ROLLOUT_CHANNEL],
                 move |signal| {
-                    if let Signal::Notification { channel, .. } = signal
+                    if let Signal::Notification { channel, payload } = signal
+                        && channel == ROLLOUT_CHANNEL
+                    {
+                        if let Some((_, id)) = notify::parse_cluster_payload(payload) {
+                            this.hinted
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(id);
+                        }
+                        this.wake();
+                    } else if let Signal::Notification { channel, .. } = signal
                         && channel == RELEASES_CHANNEL
                     {
                         // the api schedules followers on its own writes; a catalog

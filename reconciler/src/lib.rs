@@ -15,6 +15,7 @@
 pub mod cluster;
 pub mod context;
 pub mod engine;
+pub mod rollout;
 pub mod error;
 
 pub use context::{Config, Context};

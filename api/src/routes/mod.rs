@@ -6,3 +6,4 @@ pub mod events;
 pub mod health;
 pub mod operations;
 pub mod releases;
+pub mod rollouts;

@@ -6,6 +6,7 @@ pub mod desired;
 pub mod health;
 pub mod names;
 pub mod report;
+pub mod rollout;
 pub mod selector;
 pub mod validation;
 pub mod version;

@@ -111,6 +111,19 @@ fn split_word<'a>(s: &'a str, word: &str) -> Option<(&'a str, &'a str)> {
     Some((&s[..i], &s[i + word.len()..]))
 }
 
+/// Whether `labels` satisfy every requirement (the same meaning as the SQL
+/// the store builds from them).
+pub fn matches(requirements: &[Requirement], labels: &meshfleet_model::Labels) -> bool {
+    requirements.iter().all(|r| match r {
+        Requirement::Eq(k, v) => labels.get(k) == Some(v),
+        Requirement::NotEq(k, v) => labels.get(k) != Some(v),
+        Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
+        Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
+        Requirement::Exists(k) => labels.contains_key(k),
+        Requirement::NotExists(k) => !labels.contains_key(k),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,16 @@ pub async fn change_spec(
     actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<ClusterRow> {
+    if input.mesh.upgrade != row.mesh.0.upgrade
+        && let Some((id, name, _)) =
+            crate::store::rollouts::holding_rollout(&mut *conn, tenant, &[row.id]).await?
+    {
+        return Err(Error::Conflict(format!(
+            "cluster `{}` is in rollout `{name}` ({id}), which decides its version; \
+             change `mesh.upgrade` after the rollout ends, or cancel it",
+            row.name
+        )));
+    }
     let stored = Stored {
         desired_version: stored_version(&row)?,
         upgrade: &row.mesh.0.upgrade,
@@ -158,6 +168,9 @@ pub async fn write(
     }
     if mesh_changed {
         changed.push("mesh");
+    }
+    if version_changed {
+        changed.push("version");
     }
     let mut detail = json!({ "changed": changed });
     if version_changed {

@@ -14,7 +14,7 @@ use crate::domain::health;
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 use crate::store::events::{self, NewEvent};
-use crate::store::{reconcile, status};
+use crate::store::{reconcile, rollouts, status};
 
 /// What a report turned into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +103,9 @@ pub async fn record_report(
     }
     // Rollouts, deletions and deadlines wait on reports: look again now.
     reconcile::schedule(&mut tx, tenant, cluster_id, now).await?;
+    for rollout in rollouts::rollouts_waiting_on(&mut *tx, tenant, cluster_id).await? {
+        rollouts::hint(&mut *tx, tenant, rollout).await?;
+    }
     tx.commit().await?;
     Ok(Recorded::Changed)
 }

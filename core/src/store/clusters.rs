@@ -236,6 +236,58 @@ pub async fn list_clusters(
     if let Some(after) = after {
         q.push(" AND c.name > ").push_bind(after);
     }
+    push_selector(&mut q, selector);
+    q.push(" ORDER BY c.name LIMIT ").push_bind(limit);
+    q.build_query_as().fetch_all(db).await
+}
+
+pub async fn desired_state(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    cluster_id: Uuid,
+) -> Result<Option<DesiredRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.name, c.id, c.mesh, c.generation, c.desired_version, r.images
+         FROM clusters c JOIN releases r ON r.version = c.desired_version
+         WHERE c.tenant_id = $1 AND c.id = $2",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// A cluster as a new rollout sees it, locked until the transaction ends.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RolloutCandidate {
+    pub id: Uuid,
+    pub name: String,
+    pub labels: Json<Labels>,
+    pub mesh: Json<MeshSpec>,
+    pub desired_version: String,
+    pub version_history: Vec<String>,
+    pub deletion_operation: Option<Uuid>,
+}
+
+/// Every cluster of a tenant matching `selector`, by name, locked (so that
+/// two rollouts created at once cannot both take a cluster).
+pub async fn lock_matching(
+    conn: &mut PgConnection,
+    tenant: &str,
+    selector: &[Requirement],
+) -> Result<Vec<RolloutCandidate>, sqlx::Error> {
+    let mut q = QueryBuilder::<Postgres>::new(
+        "SELECT c.id, c.name, c.labels, c.mesh, c.desired_version, c.version_history,
+                c.deletion_operation FROM clusters c WHERE c.tenant_id = ",
+    );
+    q.push_bind(tenant);
+    push_selector(&mut q, selector);
+    q.push(" ORDER BY c.name FOR UPDATE");
+    q.build_query_as().fetch_all(conn).await
+}
+
+/// Appends a label selector's conditions on `c.labels`.
+fn push_selector(q: &mut QueryBuilder<Postgres>, selector: &[Requirement]) {
     for req in selector {
         match req {
             Requirement::Eq(k, v) => {
@@ -272,22 +324,4 @@ pub async fn list_clusters(
             }
         }
     }
-    q.push(" ORDER BY c.name LIMIT ").push_bind(limit);
-    q.build_query_as().fetch_all(db).await
-}
-
-pub async fn desired_state(
-    db: impl PgExecutor<'_>,
-    tenant: &str,
-    cluster_id: Uuid,
-) -> Result<Option<DesiredRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT c.name, c.id, c.mesh, c.generation, c.desired_version, r.images
-         FROM clusters c JOIN releases r ON r.version = c.desired_version
-         WHERE c.tenant_id = $1 AND c.id = $2",
-    )
-    .bind(tenant)
-    .bind(cluster_id)
-    .fetch_optional(db)
-    .await
 }

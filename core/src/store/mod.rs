@@ -12,6 +12,7 @@ pub mod events;
 pub mod operations;
 pub mod reconcile;
 pub mod releases;
+pub mod rollouts;
 pub mod status;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

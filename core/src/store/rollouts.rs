@@ -1,0 +1,428 @@
+//! Fleet rollouts and the clusters they take.
+
+use chrono::{DateTime, Utc};
+use meshfleet_model::{
+    FailurePolicy, PauseReason, RolloutClusterState, RolloutState, StageState, StatusReport,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// A stage as stored (its definition and its progress).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageRecord {
+    pub name: String,
+    pub max_concurrency: u32,
+    pub soak_seconds: u32,
+    pub require_approval: bool,
+    pub state: StageState,
+    pub approved: bool,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RolloutRow {
+    pub id: Uuid,
+    pub name: String,
+    pub target_version: String,
+    pub selector: String,
+    pub state: Json<RolloutState>,
+    pub pause_reason: Option<Json<PauseReason>>,
+    pub failure_policy: Json<FailurePolicy>,
+    pub progress_deadline_seconds: i32,
+    pub stages: Json<Vec<StageRecord>>,
+    pub current_stage: i32,
+    pub operation_id: Uuid,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+// States are stored as their names; read and written through JSON strings.
+const ROLLOUT_COLUMNS: &str = "id, name, target_version, selector, to_jsonb(state) AS state,
+    to_jsonb(pause_reason) AS pause_reason, failure_policy, progress_deadline_seconds, stages,
+    current_stage, operation_id, active, created_at, updated_at";
+
+fn name_of<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+pub struct NewRollout<'a> {
+    pub id: Uuid,
+    pub name: &'a str,
+    pub target_version: &'a str,
+    pub selector: &'a str,
+    pub failure_policy: &'a FailurePolicy,
+    pub progress_deadline_seconds: i32,
+    pub stages: &'a [StageRecord],
+    pub operation_id: Uuid,
+    pub created_by: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+pub async fn insert_rollout(
+    conn: &mut PgConnection,
+    tenant: &str,
+    r: NewRollout<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO rollouts (tenant_id, id, name, target_version, selector, failure_policy,
+             progress_deadline_seconds, stages, operation_id, created_by, created_at, updated_at, next_check_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $11)",
+    )
+    .bind(tenant)
+    .bind(r.id)
+    .bind(r.name)
+    .bind(r.target_version)
+    .bind(r.selector)
+    .bind(Json(r.failure_policy))
+    .bind(r.progress_deadline_seconds)
+    .bind(Json(r.stages))
+    .bind(r.operation_id)
+    .bind(r.created_by)
+    .bind(r.now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One cluster a new rollout takes.
+pub struct NewRolloutCluster {
+    pub cluster_id: Uuid,
+    pub cluster_name: String,
+    pub stage: Option<i32>,
+    pub state: RolloutClusterState,
+    pub from_version: String,
+    pub reason: Option<String>,
+}
+
+pub async fn insert_rollout_clusters(
+    conn: &mut PgConnection,
+    tenant: &str,
+    rollout: Uuid,
+    to_version: &str,
+    clusters: &[NewRolloutCluster],
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = clusters.iter().map(|c| c.cluster_id).collect();
+    let names: Vec<&str> = clusters.iter().map(|c| c.cluster_name.as_str()).collect();
+    let stages: Vec<Option<i32>> = clusters.iter().map(|c| c.stage).collect();
+    let states: Vec<String> = clusters.iter().map(|c| name_of(&c.state)).collect();
+    let froms: Vec<&str> = clusters.iter().map(|c| c.from_version.as_str()).collect();
+    let reasons: Vec<Option<&str>> = clusters.iter().map(|c| c.reason.as_deref()).collect();
+    sqlx::query(
+        "INSERT INTO rollout_clusters (tenant_id, rollout_id, cluster_id, cluster_name, stage, state,
+                                       from_version, to_version, reason)
+         SELECT $1, $2, u.id, u.name, u.stage, u.state, u.from_version, $3, u.reason
+         FROM UNNEST($4::uuid[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[])
+              AS u(id, name, stage, state, from_version, reason)",
+    )
+    .bind(tenant)
+    .bind(rollout)
+    .bind(to_version)
+    .bind(&ids)
+    .bind(&names)
+    .bind(&stages)
+    .bind(&states)
+    .bind(&froms)
+    .bind(&reasons)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_rollout(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<RolloutRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE tenant_id = $1 AND id = $2"
+    )))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Reads a rollout and locks it until the transaction ends.
+pub async fn lock_rollout(
+    conn: &mut PgConnection,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<RolloutRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+    )))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Claims one due rollout for this transaction (`FOR UPDATE SKIP LOCKED`):
+/// due by its time, or because a hint named it.
+pub async fn claim_due_rollout(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    hinted: &[Uuid],
+) -> Result<Option<(String, RolloutRow)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Claimed {
+        tenant_id: String,
+        #[sqlx(flatten)]
+        row: RolloutRow,
+    }
+    let claimed: Option<Claimed> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT tenant_id, {ROLLOUT_COLUMNS} FROM rollouts
+         WHERE active AND (next_check_at <= $1 OR id = ANY($2))
+         ORDER BY next_check_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+    )))
+    .bind(now)
+    .bind(hinted)
+    .fetch_optional(conn)
+    .await?;
+    Ok(claimed.map(|c| (c.tenant_id, c.row)))
+}
+
+/// Writes a locked rollout's progress.
+pub async fn update_rollout(
+    conn: &mut PgConnection,
+    tenant: &str,
+    r: &RolloutRow,
+    next_check_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE rollouts SET state = $3, pause_reason = $4, stages = $5, current_stage = $6,
+             active = $7, next_check_at = $8, updated_at = $9
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant)
+    .bind(r.id)
+    .bind(name_of(&r.state.0))
+    .bind(r.pause_reason.as_ref().map(|p| name_of(&p.0)))
+    .bind(&r.stages)
+    .bind(r.current_stage)
+    .bind(r.active)
+    .bind(next_check_at)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RolloutClusterRow {
+    pub cluster_id: Uuid,
+    pub cluster_name: String,
+    pub stage: Option<i32>,
+    pub state: Json<RolloutClusterState>,
+    pub from_version: String,
+    pub to_version: String,
+    pub reason: Option<String>,
+    pub upgraded_generation: Option<i64>,
+    pub soak_started_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const RC_COLUMNS: &str = "rc.cluster_id, rc.cluster_name, rc.stage, to_jsonb(rc.state) AS state,
+    rc.from_version, rc.to_version, rc.reason, rc.upgraded_generation, rc.soak_started_at,
+    rc.started_at, rc.finished_at";
+
+/// Every cluster of a rollout, by stage and name.
+pub async fn rollout_clusters(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    rollout: Uuid,
+) -> Result<Vec<RolloutClusterRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {RC_COLUMNS} FROM rollout_clusters rc
+         WHERE rc.tenant_id = $1 AND rc.rollout_id = $2
+         ORDER BY rc.stage NULLS LAST, rc.cluster_name"
+    )))
+    .bind(tenant)
+    .bind(rollout)
+    .fetch_all(db)
+    .await
+}
+
+/// Cluster states per rollout (for list pages): `(rollout, state, count)`.
+pub async fn state_counts(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    rollouts: &[Uuid],
+) -> Result<Vec<(Uuid, String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT rollout_id, state, count(*) FROM rollout_clusters
+         WHERE tenant_id = $1 AND rollout_id = ANY($2) GROUP BY rollout_id, state",
+    )
+    .bind(tenant)
+    .bind(rollouts)
+    .fetch_all(db)
+    .await
+}
+
+/// A page of a tenant's rollouts, newest first, created before the cursor.
+pub async fn list_rollouts(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    state: Option<RolloutState>,
+    before: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<RolloutRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ROLLOUT_COLUMNS} FROM rollouts
+         WHERE tenant_id = $1 AND ($2::text IS NULL OR state = $2)
+           AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+         ORDER BY created_at DESC, id DESC LIMIT $5"
+    )))
+    .bind(tenant)
+    .bind(state.map(|s| name_of(&s)))
+    .bind(before.map(|b| b.0))
+    .bind(before.map(|b| b.1))
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The rollout (id, name) that holds a cluster's version: one that is
+/// running, waiting or paused and took the cluster into a stage.
+pub async fn holding_rollout(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    cluster_ids: &[Uuid],
+) -> Result<Option<(Uuid, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT r.id, r.name, rc.cluster_name FROM rollout_clusters rc
+         JOIN rollouts r ON r.tenant_id = rc.tenant_id AND r.id = rc.rollout_id
+         WHERE rc.tenant_id = $1 AND rc.cluster_id = ANY($2) AND rc.state <> 'Skipped'
+           AND r.state IN ('Running', 'WaitingForApproval', 'Paused')
+         LIMIT 1",
+    )
+    .bind(tenant)
+    .bind(cluster_ids)
+    .fetch_optional(db)
+    .await
+}
+
+/// A cluster of a rollout's stage with what the engine decides on.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StageMember {
+    #[sqlx(flatten)]
+    pub rc: RolloutClusterRow,
+    /// `None` when the cluster was deleted meanwhile.
+    pub generation: Option<i64>,
+    pub desired_version: Option<String>,
+    pub deleting: Option<bool>,
+    pub upgrade_mode: Option<String>,
+    pub report: Option<Json<StatusReport>>,
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// When the agent's report last changed.
+    pub report_changed_at: Option<DateTime<Utc>>,
+}
+
+pub async fn stage_members(
+    conn: &mut PgConnection,
+    tenant: &str,
+    rollout: Uuid,
+    stage: i32,
+) -> Result<Vec<StageMember>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {RC_COLUMNS}, c.generation, c.desired_version,
+                (c.deletion_operation IS NOT NULL) AS deleting,
+                c.mesh -> 'upgrade' ->> 'mode' AS upgrade_mode,
+                s.report, s.last_heartbeat_at, s.changed_at AS report_changed_at
+         FROM rollout_clusters rc
+         LEFT JOIN clusters c ON c.tenant_id = rc.tenant_id AND c.id = rc.cluster_id
+         LEFT JOIN cluster_status s ON s.tenant_id = rc.tenant_id AND s.cluster_id = rc.cluster_id
+         WHERE rc.tenant_id = $1 AND rc.rollout_id = $2 AND rc.stage = $3
+         ORDER BY rc.cluster_name"
+    )))
+    .bind(tenant)
+    .bind(rollout)
+    .bind(stage)
+    .fetch_all(conn)
+    .await
+}
+
+/// Writes one cluster's progress in a rollout.
+pub async fn update_member(
+    conn: &mut PgConnection,
+    tenant: &str,
+    rollout: Uuid,
+    rc: &RolloutClusterRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE rollout_clusters SET state = $4, reason = $5, upgraded_generation = $6,
+             soak_started_at = $7, started_at = $8, finished_at = $9
+         WHERE tenant_id = $1 AND rollout_id = $2 AND cluster_id = $3",
+    )
+    .bind(tenant)
+    .bind(rollout)
+    .bind(rc.cluster_id)
+    .bind(name_of(&rc.state.0))
+    .bind(&rc.reason)
+    .bind(rc.upgraded_generation)
+    .bind(rc.soak_started_at)
+    .bind(rc.started_at)
+    .bind(rc.finished_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks every pending cluster of a rollout skipped (cancel).
+pub async fn skip_pending(
+    conn: &mut PgConnection,
+    tenant: &str,
+    rollout: Uuid,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE rollout_clusters SET state = 'Skipped', reason = $3, finished_at = $4
+         WHERE tenant_id = $1 AND rollout_id = $2 AND state = 'Pending'",
+    )
+    .bind(tenant)
+    .bind(rollout)
+    .bind(reason)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Active rollouts whose cluster `cluster_id` is in flight (to wake them
+/// when the cluster reports).
+pub async fn rollouts_waiting_on(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    cluster_id: Uuid,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT rc.rollout_id FROM rollout_clusters rc
+         JOIN rollouts r ON r.tenant_id = rc.tenant_id AND r.id = rc.rollout_id
+         WHERE rc.tenant_id = $1 AND rc.cluster_id = $2
+           AND rc.state IN ('Upgrading', 'Soaking', 'RollingBack') AND r.active",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Hints reconcilers that a rollout has something to look at (delivered at commit).
+pub async fn hint(db: impl PgExecutor<'_>, tenant: &str, rollout: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify('meshfleet_rollout', $1)")
+        .bind(format!("{tenant}/{rollout}"))
+        .execute(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,427 @@
+//! Driving one fleet rollout: a tick claims the rollout's row (`FOR UPDATE
+//! SKIP LOCKED`, so no stage is ever driven by two replicas at once), looks
+//! at the current stage's clusters in flight, applies the failure policy,
+//! starts clusters up to `maxConcurrency`, and opens the next stage. Every
+//! decision of a tick commits together (cluster versions, cluster states,
+//! rollout state, events), so a replica killed mid-tick leaves nothing half
+//! done and no cluster is upgraded twice.
+
+use chrono::{DateTime, Utc};
+use meshfleet_core::domain::health;
+use meshfleet_core::domain::rollout::threshold_exceeded;
+use meshfleet_core::domain::version::Version;
+use meshfleet_core::ops::Actor;
+use meshfleet_core::ops::spec::change_version;
+use meshfleet_core::store::clusters;
+use meshfleet_core::store::events::{self, NewEvent};
+use meshfleet_core::store::operations;
+use meshfleet_core::store::rollouts::{self, RolloutRow, StageMember};
+use meshfleet_model::{
+    Connectivity, FailureAction, Health, OperationStatus, PauseReason, Problem,
+    RolloutClusterState as C, RolloutState as R, StageState, StatusReport,
+};
+use serde_json::json;
+use sqlx::PgConnection;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::context::Context;
+use crate::error::Result;
+
+/// How often a rollout with clusters in flight is looked at without a hint.
+const IN_FLIGHT_POLL: i64 = 2;
+
+/// Claims and drives one due (or hinted) rollout; its id, `None` when none was due.
+pub async fn tick(ctx: &Context, hinted: &[Uuid]) -> Result<Option<Uuid>> {
+    let now = ctx.clock.now();
+    let mut tx = ctx.pool.begin().await?;
+    let Some((tenant, mut r)) = rollouts::claim_due_rollout(&mut tx, now, hinted).await? else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    let next = drive(&mut tx, &tenant, &mut r, ctx, now).await?;
+    rollouts::update_rollout(&mut tx, &tenant, &r, next, now).await?;
+    tx.commit().await?;
+    Ok(Some(r.id))
+}
+
+fn reports_version(report: &StatusReport, version: &str, since_generation: i64) -> bool {
+    report
+        .observed_generation
+        .is_some_and(|g| g >= since_generation)
+        && report
+            .components
+            .iter()
+            .filter(|c| c.desired_version.is_some())
+            .all(|c| c.observed_version.as_deref() == Some(version))
+}
+
+/// Where a cluster in flight stands now.
+fn evaluate(m: &StageMember, r: &RolloutRow, soak_seconds: u32, ctx: &Context, now: DateTime<Utc>) -> Option<(C, Option<String>)> {
+    let rc = &m.rc;
+    let state = rc.state.0;
+    let Some(generation) = m.generation else {
+        return Some((C::Skipped, Some("the cluster was deleted".into())));
+    };
+    let started = rc.started_at.unwrap_or(now);
+    let since = rc.upgraded_generation.unwrap_or(generation);
+    let report = m.report.as_ref().map(|r| &r.0);
+    let health = report.map_or(Health::Unknown, |r| health::health(r, generation));
+    let connectivity = health::connectivity(m.last_heartbeat_at, now, &ctx.config.settings);
+    let reported_since_start = m.report_changed_at.is_some_and(|t| t >= started);
+    let target = if state == C::RollingBack { &rc.from_version } else { &rc.to_version };
+    let on_target = health == Health::Healthy
+        && report.is_some_and(|r| reports_version(r, target, since));
+    let deadline = started + chrono::Duration::seconds(i64::from(r.progress_deadline_seconds));
+
+    if state == C::RollingBack {
+        return if on_target {
+            Some((C::RolledBack, Some(format!("back on {}", rc.from_version))))
+        } else {
+            None
+        };
+    }
+    if connectivity == Connectivity::Disconnected {
+        return Some((C::Failed, Some("the agent is disconnected".into())));
+    }
+    if reported_since_start && matches!(health, Health::Degraded | Health::Unhealthy) {
+        let failing: Vec<String> = report
+            .map(|r| {
+                r.components
+                    .iter()
+                    .filter(|c| health::failed(c))
+                    .map(|c| match &c.message {
+                        Some(m) => format!("{}: {m}", c.name),
+                        None => c.name.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Some((
+            C::Failed,
+            Some(format!("{health:?} after the upgrade: {}", failing.join("; "))),
+        ));
+    }
+    match state {
+        C::Upgrading if on_target => {
+            if soak_seconds == 0 {
+                Some((C::Succeeded, None))
+            } else {
+                Some((C::Soaking, None))
+            }
+        }
+        C::Upgrading if now >= deadline => Some((
+            C::Failed,
+            Some(format!(
+                "not converged on {} within {}s",
+                rc.to_version, r.progress_deadline_seconds
+            )),
+        )),
+        C::Soaking if !on_target => None,
+        C::Soaking => {
+            let soaked = rc.soak_started_at.unwrap_or(now)
+                + chrono::Duration::seconds(i64::from(soak_seconds));
+            (now >= soaked).then_some((C::Succeeded, None))
+        }
+        _ => None,
+    }
+}
+
+async fn event(
+    conn: &mut PgConnection,
+    tenant: &str,
+    r: &RolloutRow,
+    action: &str,
+    detail: serde_json::Value,
+) -> Result<()> {
+    let mut detail = detail;
+    detail["rollout"] = json!(r.id);
+    detail["name"] = json!(r.name);
+    events::insert_event(
+        conn,
+        tenant,
+        NewEvent {
+            cluster_name: None,
+            cluster_id: None,
+            actor: &Actor::Rollout(r.id).name(),
+            action,
+            generation: None,
+            detail,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Moves a member's cluster to `to` through the one change function; the
+/// generation it was written at, or why it cannot move.
+async fn move_cluster(
+    conn: &mut PgConnection,
+    tenant: &str,
+    r: &RolloutRow,
+    m: &StageMember,
+    from: &str,
+    to: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Result<i64, String>> {
+    let Some(row) = clusters::lock_cluster_by_id(conn, tenant, m.rc.cluster_id).await? else {
+        return Ok(Err("the cluster was deleted".into()));
+    };
+    if row.deletion_operation.is_some() {
+        return Ok(Err("the cluster is being deleted".into()));
+    }
+    if row.desired_version != from {
+        return Ok(Err(format!(
+            "its version changed to {} outside the rollout",
+            row.desired_version
+        )));
+    }
+    let Some(to) = Version::parse(to) else {
+        return Ok(Err(format!("`{to}` is not a version")));
+    };
+    match change_version(conn, tenant, row, to, &Actor::Rollout(r.id), reason, now).await {
+        Ok(row) => Ok(Ok(row.generation)),
+        Err(meshfleet_core::Error::Invalid(errors)) => Ok(Err(errors
+            .into_iter()
+            .map(|e| e.detail)
+            .collect::<Vec<_>>()
+            .join("; "))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn finish(
+    conn: &mut PgConnection,
+    tenant: &str,
+    r: &mut RolloutRow,
+    state: R,
+    error: Option<Problem>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    r.state = Json(state);
+    r.active = false;
+    let status = match state {
+        R::Succeeded => OperationStatus::Succeeded,
+        R::Cancelled => OperationStatus::Cancelled,
+        _ => OperationStatus::Failed,
+    };
+    operations::finish_operation(conn, tenant, r.operation_id, status, error.as_ref(), now).await?;
+    let action = match state {
+        R::Succeeded => "rollout.succeeded",
+        R::Cancelled => "rollout.cancelled",
+        _ => "rollout.rolled_back",
+    };
+    event(conn, tenant, r, action, json!({})).await
+}
+
+fn count(members: &[StageMember], states: &[C]) -> usize {
+    members
+        .iter()
+        .filter(|m| states.contains(&m.rc.state.0))
+        .count()
+}
+
+/// One tick of a claimed rollout; returns when to look again.
+async fn drive(
+    conn: &mut PgConnection,
+    tenant: &str,
+    r: &mut RolloutRow,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>> {
+    let idle = now + chrono::Duration::from_std(ctx.config.max_interval).unwrap_or(chrono::Duration::hours(1));
+    let poll = now + chrono::Duration::seconds(IN_FLIGHT_POLL);
+    loop {
+        let idx = r.current_stage as usize;
+        let Some(stage) = r.stages.0.get(idx).cloned() else {
+            if r.state.0 == R::Cancelled {
+                finish(conn, tenant, r, R::Cancelled, None, now).await?;
+            } else {
+                finish(conn, tenant, r, R::Succeeded, None, now).await?;
+            }
+            return Ok(idle);
+        };
+        let mut members = rollouts::stage_members(conn, tenant, r.id, idx as i32).await?;
+        let mut next = idle;
+
+        // 1. clusters in flight
+        for m in members.iter_mut() {
+            let state = m.rc.state.0;
+            if state == C::Pending && m.generation.is_none() {
+                m.rc.state = Json(C::Skipped);
+                m.rc.reason = Some("the cluster was deleted".into());
+                rollouts::update_member(conn, tenant, r.id, &m.rc).await?;
+                continue;
+            }
+            if !matches!(state, C::Upgrading | C::Soaking | C::RollingBack) {
+                continue;
+            }
+            match evaluate(m, r, stage.soak_seconds, ctx, now) {
+                Some((to, reason)) => {
+                    m.rc.state = Json(to);
+                    if reason.is_some() {
+                        m.rc.reason = reason;
+                    }
+                    match to {
+                        C::Soaking => {
+                            m.rc.soak_started_at = Some(now);
+                            next = next.min(now + chrono::Duration::seconds(i64::from(stage.soak_seconds)));
+                        }
+                        _ => m.rc.finished_at = Some(now),
+                    }
+                    rollouts::update_member(conn, tenant, r.id, &m.rc).await?;
+                }
+                None => {
+                    if state == C::Soaking
+                        && let Some(t) = m.rc.soak_started_at
+                    {
+                        next = next.min(t + chrono::Duration::seconds(i64::from(stage.soak_seconds)));
+                    }
+                }
+            }
+        }
+        let size = members.iter().filter(|m| m.rc.state.0 != C::Skipped).count() as u32;
+        let failed = count(&members, &[C::Failed]) as u32;
+
+        // 2. the failure policy
+        let policy = r.failure_policy.0.clone();
+        let threshold_paused = matches!(r.pause_reason, Some(Json(PauseReason::FailureThreshold)));
+        if !threshold_paused
+            && r.state.0 != R::Cancelled
+            && threshold_exceeded(&policy, failed, size)
+        {
+            r.state = Json(R::Paused);
+            r.pause_reason = Some(Json(PauseReason::FailureThreshold));
+            let stage_rec = &mut r.stages.0[idx];
+            stage_rec.state = StageState::Failed;
+            stage_rec.finished_at = Some(now);
+            event(conn, tenant, r, "rollout.paused",
+                json!({ "reason": "FailureThreshold", "stage": stage.name, "failed": failed, "of": size })).await?;
+            tracing::warn!(%tenant, rollout = %r.id, stage = %stage.name, failed, "rollout paused: failure threshold");
+            if policy.action == FailureAction::Rollback {
+                let reason = format!(
+                    "rollout {} rolls back: {failed} of {size} clusters of stage `{}` failed",
+                    r.name, stage.name
+                );
+                for m in members.iter_mut() {
+                    if !matches!(m.rc.state.0, C::Upgrading | C::Soaking | C::Succeeded | C::Failed) {
+                        continue;
+                    }
+                    let (from, to) = (m.rc.to_version.clone(), m.rc.from_version.clone());
+                    match move_cluster(conn, tenant, r, m, &from, &to, &reason, now).await? {
+                        Ok(generation) => {
+                            m.rc.state = Json(C::RollingBack);
+                            m.rc.upgraded_generation = Some(generation);
+                            m.rc.started_at = Some(now);
+                            m.rc.finished_at = None;
+                        }
+                        Err(why) => {
+                            m.rc.reason = Some(format!("not rolled back: {why}"));
+                        }
+                    }
+                    rollouts::update_member(conn, tenant, r.id, &m.rc).await?;
+                }
+            }
+        }
+        let in_flight = count(&members, &[C::Upgrading, C::Soaking, C::RollingBack]);
+        if in_flight > 0 {
+            next = next.min(poll);
+        }
+
+        // 3. a rollback completes when its clusters are back
+        if matches!(r.pause_reason, Some(Json(PauseReason::FailureThreshold)))
+            && policy.action == FailureAction::Rollback
+        {
+            if count(&members, &[C::RollingBack]) == 0 {
+                r.stages.0[idx].state = StageState::RolledBack;
+                let problem = Problem {
+                    type_: "https://meshfleet.dev/problems/rollout-rolled-back".into(),
+                    title: "Rollout rolled back".into(),
+                    status: 409,
+                    detail: format!(
+                        "{failed} of {size} clusters of stage `{}` failed, more than the failure policy allows; the stage's upgraded clusters were returned to their versions",
+                        stage.name
+                    ),
+                    instance: None,
+                    errors: None,
+                };
+                finish(conn, tenant, r, R::RolledBack, Some(problem), now).await?;
+                return Ok(idle);
+            }
+            return Ok(next);
+        }
+        match r.state.0 {
+            R::Paused => return Ok(next),
+            R::Cancelled => {
+                if in_flight == 0 {
+                    finish(conn, tenant, r, R::Cancelled, None, now).await?;
+                    return Ok(idle);
+                }
+                return Ok(next);
+            }
+            _ => {}
+        }
+
+        // 4. open the stage (or wait for its approval)
+        let stage_rec = &mut r.stages.0[idx];
+        if matches!(stage_rec.state, StageState::Pending | StageState::WaitingForApproval) {
+            if stage_rec.require_approval && !stage_rec.approved {
+                if stage_rec.state != StageState::WaitingForApproval {
+                    stage_rec.state = StageState::WaitingForApproval;
+                    r.state = Json(R::WaitingForApproval);
+                    event(conn, tenant, r, "rollout.waiting_for_approval", json!({ "stage": stage.name })).await?;
+                }
+                return Ok(next);
+            }
+            stage_rec.state = StageState::Running;
+            stage_rec.started_at = Some(now);
+            r.state = Json(R::Running);
+            event(conn, tenant, r, "rollout.stage_started", json!({ "stage": stage.name })).await?;
+        }
+
+        // 5. start clusters up to maxConcurrency
+        let mut capacity = (stage.max_concurrency as usize).saturating_sub(in_flight);
+        let reason = format!("rollout {} stage `{}`", r.name, stage.name);
+        let mut started = 0;
+        for m in members.iter_mut() {
+            if capacity == 0 {
+                break;
+            }
+            if m.rc.state.0 != C::Pending {
+                continue;
+            }
+            let (from, to) = (m.rc.from_version.clone(), m.rc.to_version.clone());
+            match move_cluster(conn, tenant, r, m, &from, &to, &reason, now).await? {
+                Ok(generation) => {
+                    m.rc.state = Json(C::Upgrading);
+                    m.rc.upgraded_generation = Some(generation);
+                    m.rc.started_at = Some(now);
+                    capacity -= 1;
+                    started += 1;
+                }
+                Err(why) => {
+                    m.rc.state = Json(C::Skipped);
+                    m.rc.reason = Some(why);
+                    m.rc.finished_at = Some(now);
+                }
+            }
+            rollouts::update_member(conn, tenant, r.id, &m.rc).await?;
+        }
+        if started > 0 {
+            next = next.min(poll);
+        }
+
+        // 6. the stage is done when nothing is pending or in flight
+        let open = count(&members, &[C::Pending, C::Upgrading, C::Soaking, C::RollingBack]);
+        if open > 0 {
+            return Ok(next);
+        }
+        let stage_rec = &mut r.stages.0[idx];
+        stage_rec.state = StageState::Succeeded;
+        stage_rec.finished_at = Some(now);
+        event(conn, tenant, r, "rollout.stage_succeeded",
+            json!({ "stage": stage.name, "failed": failed })).await?;
+        r.current_stage += 1;
+    }
+}

@@ -1,0 +1,1118 @@
+//! Rollout benchmark: registers N clusters through the real API, runs N real
+//! agent loops over simulated clusters in this process, waits until all are
+//! Healthy on `--version`, then starts one fleet rollout to `--target` in three
+//! stages (1 % / 50 % / the rest, soak 0, maxConcurrency 500) and follows it to
+//! its end. Prints the control-plane overhead (wall time minus what the
+//! simulated agents took) and the database load while the rollout ran.
+//!
+//!   bench/rollout.sh [CLUSTERS]
+//!   cargo run --release -p meshfleet-tests --bin rollout-bench -- --base http://127.0.0.1:8080 \
+//!       --data-dir .meshfleet --clusters 1000 --database-url 'postgres://meshfleet@localhost/meshfleet?host=<dir>'
+//!
+//! How the agents' own time is measured: every agent runs over a [`Probe`], a
+//! [`ClusterBackend`] that forwards to a [`SimCluster`] and notes
+//! - *received*: the start of the reconcile pass that first applies a workload
+//!   labelled with the target version (a pass begins with the CRD step; the
+//!   agent starts it as soon as its long poll returns the new desired state);
+//! - *ready*: the first moment the agent read every target-version workload it
+//!   applied (istiod's new revision, istio-cni, ztunnel) as ready.
+//!
+//! The agent's time for a cluster is ready − received: the simulated rollouts
+//! (`--ready-after` each, one after the other) and the agent's polling of them.
+//! A wave is up to `maxConcurrency` clusters of one stage in the order the
+//! rollout started them (its per-cluster `startedAt`); an ideal control plane
+//! spends, per wave, the time of the slowest agent in it. So
+//!
+//!   overhead = wall time (POST → terminal state seen) − Σ over waves of the slowest agent time.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, ValueEnum};
+use futures::StreamExt;
+use meshfleet_agent::render::VERSION_LABEL;
+use meshfleet_agent::{
+    Agent, AgentConfig, Applied, ClusterBackend, Object, ObjectRef, OwnedObject, SimCluster,
+    SimOptions, WorkloadStatus,
+};
+use meshfleet_api::auth::{DevSigner, Role};
+use meshfleet_model::{AGENT_NAMESPACE, BOOTSTRAP_SECRET, ClusterFacts, Rollout};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, Row};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Watch {
+    /// Poll `GET /v1/operations/{id}` (one row) every --poll-interval, and the
+    /// full rollout only every --progress-every and at the end.
+    Operation,
+    /// Poll the full `GET /v1/rollouts/{id}` (every cluster of every stage)
+    /// every --poll-interval.
+    Rollout,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rollout-bench",
+    about = "Times a fleet rollout over N simulated clusters with real agents: control-plane overhead and database load"
+)]
+struct Args {
+    /// Base URL of the service.
+    #[arg(long, env = "MESHFLEET_URL", default_value = "http://127.0.0.1:8080")]
+    base: String,
+    /// Bearer token (contributor or owner); default: minted with the dev key of --data-dir.
+    #[arg(long, env = "TOKEN")]
+    token: Option<String>,
+    /// Data folder of `meshfleet up` (for its dev key).
+    #[arg(long, default_value = ".meshfleet")]
+    data_dir: PathBuf,
+    /// Tenant of the minted token.
+    #[arg(long, default_value = "demo")]
+    tenant: String,
+    #[arg(long, default_value_t = 10_000)]
+    clusters: usize,
+    /// Istio version the clusters start on (manual upgrade mode).
+    #[arg(long, default_value = "1.27.1")]
+    version: String,
+    /// Version the rollout moves them to.
+    #[arg(long, default_value = "1.28.2")]
+    target: String,
+    /// maxConcurrency of every stage.
+    #[arg(long, default_value_t = 500)]
+    max_concurrency: u32,
+    /// Share of the clusters in the first stage (canary), in percent.
+    #[arg(long, default_value_t = 1)]
+    canary_percent: u32,
+    /// Share of the remaining clusters in the second stage, in percent.
+    #[arg(long, default_value_t = 50)]
+    half_percent: u32,
+    /// failurePolicy.maxFailedClusters (action: pause).
+    #[arg(long, default_value_t = 100)]
+    max_failed_clusters: u32,
+    /// How long a simulated workload takes to become ready after its spec changed.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    ready_after: Duration,
+    /// Agent heartbeat (production: 30s).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    heartbeat: Duration,
+    /// How often the agent reads workload status while it waits for a rollout.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    agent_poll: Duration,
+    /// Registrations in flight at once.
+    #[arg(long, default_value_t = 32)]
+    register_concurrency: usize,
+    /// What to poll while the rollout runs.
+    #[arg(long, value_enum, default_value_t = Watch::Operation)]
+    watch: Watch,
+    /// How often the rollout's end is looked for.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
+    /// How often progress is printed (reads the full rollout).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    progress_every: Duration,
+    /// PostgreSQL of the service, for pg_stat_database / pg_stat_statements,
+    /// e.g. postgres://meshfleet@localhost/meshfleet?host=<socket dir>.
+    #[arg(long, env = "BENCH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Only make sure pg_stat_statements is preloaded (ALTER SYSTEM) and exit:
+    /// 0 = already loaded, 10 = configured, restart PostgreSQL, 1 = failed.
+    #[arg(long)]
+    prepare_database: bool,
+    /// The whole run (registration, convergence, rollout) must end within this.
+    #[arg(long, default_value = "540s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Target for the overhead, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    target_overhead: f64,
+}
+
+// ---------------------------------------------------------------------------
+// The probe: a simulated cluster that notes when the agent worked on it.
+
+#[derive(Debug, Default)]
+struct ProbeState {
+    /// The previous apply was of a CRD (a pass starts with the CRD step).
+    last_was_crd: bool,
+    /// When the current (or last) reconcile pass started.
+    pass_started: Option<DateTime<Utc>>,
+    /// Start of the pass that first applied the target version.
+    received: Option<DateTime<Utc>>,
+    /// Target-version workloads applied, and when each was first read ready.
+    workloads: BTreeMap<ObjectRef, Option<DateTime<Utc>>>,
+}
+
+#[derive(Clone)]
+struct Probe {
+    sim: SimCluster,
+    target: Arc<str>,
+    state: Arc<Mutex<ProbeState>>,
+}
+
+impl Probe {
+    fn new(sim: SimCluster, target: Arc<str>) -> Self {
+        Probe {
+            sim,
+            target,
+            state: Arc::new(Mutex::new(ProbeState::default())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProbeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// (received, ready) once every target workload it applied was read ready.
+    fn timing(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let s = self.lock();
+        let received = s.received?;
+        if s.workloads.is_empty() {
+            return None;
+        }
+        let mut ready = received;
+        for at in s.workloads.values() {
+            ready = ready.max((*at)?);
+        }
+        Some((received, ready))
+    }
+}
+
+impl ClusterBackend for Probe {
+    async fn apply(&self, object: &Object) -> meshfleet_agent::Result<Applied> {
+        let reference = object.reference();
+        let now = Utc::now();
+        {
+            let mut s = self.lock();
+            if reference.kind == "CustomResourceDefinition" {
+                if !s.last_was_crd {
+                    s.pass_started = Some(now);
+                }
+                s.last_was_crd = true;
+            } else {
+                s.last_was_crd = false;
+            }
+            if reference.is_workload()
+                && object.labels().get(VERSION_LABEL).map(String::as_str) == Some(&*self.target)
+            {
+                if s.received.is_none() {
+                    s.received = Some(s.pass_started.unwrap_or(now));
+                }
+                s.workloads.entry(reference).or_insert(None);
+            }
+        }
+        self.sim.apply(object).await
+    }
+
+    async fn delete(&self, reference: &ObjectRef) -> meshfleet_agent::Result<()> {
+        self.sim.delete(reference).await
+    }
+
+    async fn list_owned(&self) -> meshfleet_agent::Result<Vec<OwnedObject>> {
+        self.sim.list_owned().await
+    }
+
+    async fn workload_status(
+        &self,
+        reference: &ObjectRef,
+    ) -> meshfleet_agent::Result<Option<WorkloadStatus>> {
+        let status = self.sim.workload_status(reference).await?;
+        if let Some(ws) = &status
+            && ws.is_ready()
+            && ws.version.as_deref() == Some(&*self.target)
+        {
+            let now = Utc::now();
+            let mut s = self.lock();
+            if let Some(slot @ None) = s.workloads.get_mut(reference) {
+                *slot = Some(now);
+            }
+        }
+        Ok(status)
+    }
+
+    async fn get_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> meshfleet_agent::Result<Option<meshfleet_agent::backend::SecretData>> {
+        self.sim.get_secret(namespace, name).await
+    }
+
+    async fn put_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        data: meshfleet_agent::backend::SecretData,
+    ) -> meshfleet_agent::Result<()> {
+        self.sim.put_secret(namespace, name, data).await
+    }
+
+    async fn facts(&self) -> meshfleet_agent::Result<ClusterFacts> {
+        self.sim.facts().await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers.
+
+fn secs(d: chrono::TimeDelta) -> f64 {
+    d.num_microseconds().map_or(f64::NAN, |us| us as f64 / 1e6)
+}
+
+/// p50 / p99 / max of `v` (sorted in place), as text.
+fn spread(v: &mut [f64]) -> String {
+    if v.is_empty() {
+        return "n/a".into();
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "p50 {:.3} s  p99 {:.3} s  max {:.3} s  (n={})",
+        at(0.5),
+        at(0.99),
+        v[v.len() - 1],
+        v.len()
+    )
+}
+
+fn result_line(overhead: f64, target: f64, pass: bool) -> String {
+    format!(
+        "RESULT rollout_overhead {overhead:.2} s target <= {target} {}",
+        if pass { "PASS" } else { "FAIL" }
+    )
+}
+
+fn give_up(a: &Args, why: &str) -> ! {
+    println!("rollout-bench: {why}");
+    println!("{}", result_line(f64::INFINITY, a.target_overhead, false));
+    std::process::exit(1)
+}
+
+/// Sends a request, retrying transport errors, 429 and 5xx a few times.
+async fn send(what: &str, make: impl Fn() -> reqwest::RequestBuilder) -> reqwest::Response {
+    let mut last = String::new();
+    for attempt in 0..6u64 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+        }
+        match make().send().await {
+            Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
+                last = format!("{} {}", r.status(), r.text().await.unwrap_or_default());
+            }
+            Ok(r) => return r,
+            Err(e) => last = e.to_string(),
+        }
+    }
+    panic!("{what}: {last}")
+}
+
+// ---------------------------------------------------------------------------
+// Database load.
+
+#[derive(Debug, Clone, Default)]
+struct DbSnapshot {
+    at: Option<Instant>,
+    xact_commit: i64,
+    xact_rollback: i64,
+    tup_returned: i64,
+    tup_fetched: i64,
+    tup_inserted: i64,
+    tup_updated: i64,
+    tup_deleted: i64,
+    /// queryid → (calls, query text), when pg_stat_statements works.
+    statements: Option<HashMap<i64, (i64, String)>>,
+}
+
+async fn db_connect(url: &str) -> Result<PgConnection, sqlx::Error> {
+    PgConnection::connect(url).await
+}
+
+/// Ensures `CREATE EXTENSION pg_stat_statements` in the database; Err says why
+/// it cannot be read (usually: not in shared_preload_libraries).
+async fn enable_statements(db: &mut PgConnection) -> Result<(), String> {
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&mut *db)
+        .await
+        .map_err(|e| e.to_string())?;
+    sqlx::query("SELECT count(*) FROM pg_stat_statements")
+        .fetch_one(&mut *db)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn db_snapshot(db: &mut PgConnection, statements: bool) -> Result<DbSnapshot, sqlx::Error> {
+    // Read fresh counters, not the ones cached in this transaction.
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *db)
+        .await?;
+    let row = sqlx::query(
+        "SELECT xact_commit, xact_rollback, tup_returned, tup_fetched, tup_inserted, tup_updated, tup_deleted \
+         FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut *db)
+    .await?;
+    let mut s = DbSnapshot {
+        at: Some(Instant::now()),
+        xact_commit: row.try_get(0)?,
+        xact_rollback: row.try_get(1)?,
+        tup_returned: row.try_get(2)?,
+        tup_fetched: row.try_get(3)?,
+        tup_inserted: row.try_get(4)?,
+        tup_updated: row.try_get(5)?,
+        tup_deleted: row.try_get(6)?,
+        statements: None,
+    };
+    if statements {
+        let rows = sqlx::query(
+            "SELECT coalesce(queryid, 0) AS queryid, sum(calls)::bigint AS calls, min(query) AS query \
+             FROM pg_stat_statements \
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             GROUP BY 1",
+        )
+        .fetch_all(&mut *db)
+        .await?;
+        let mut m = HashMap::new();
+        for r in rows {
+            let id: i64 = r.try_get("queryid")?;
+            let calls: i64 = r.try_get("calls")?;
+            let query: String = r.try_get("query").unwrap_or_default();
+            m.insert(id, (calls, query));
+        }
+        s.statements = Some(m);
+    }
+    Ok(s)
+}
+
+fn one_line(q: &str, max: usize) -> String {
+    let flat = q.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        let cut: String = flat.chars().take(max).collect();
+        format!("{cut}…")
+    } else {
+        flat
+    }
+}
+
+fn print_db_load(before: &DbSnapshot, after: &DbSnapshot) {
+    let (Some(t0), Some(t1)) = (before.at, after.at) else {
+        return;
+    };
+    let dt = (t1 - t0).as_secs_f64().max(1e-3);
+    let commits = after.xact_commit - before.xact_commit;
+    let rollbacks = after.xact_rollback - before.xact_rollback;
+    println!(
+        "database load over {dt:.1} s (pg_stat_database of the service's database; API, agents' reports and long polls, and the reconciler together):"
+    );
+    println!(
+        "  transactions   {commits} committed ({:.0}/s), {rollbacks} rolled back",
+        commits as f64 / dt
+    );
+    println!(
+        "  tuples         returned {} fetched {} inserted {} updated {} deleted {}",
+        after.tup_returned - before.tup_returned,
+        after.tup_fetched - before.tup_fetched,
+        after.tup_inserted - before.tup_inserted,
+        after.tup_updated - before.tup_updated,
+        after.tup_deleted - before.tup_deleted,
+    );
+    match (&before.statements, &after.statements) {
+        (Some(b), Some(a)) => {
+            let mut deltas: Vec<(i64, &str)> = a
+                .iter()
+                .map(|(id, (calls, q))| (calls - b.get(id).map_or(0, |(c, _)| *c), q.as_str()))
+                .filter(|(d, _)| *d > 0)
+                .collect();
+            deltas.sort_by(|x, y| y.0.cmp(&x.0));
+            let total: i64 = deltas.iter().map(|(d, _)| d).sum();
+            let control: i64 = deltas
+                .iter()
+                .filter(|(_, q)| {
+                    let q = q.trim_start().to_ascii_uppercase();
+                    q.starts_with("BEGIN") || q.starts_with("COMMIT") || q.starts_with("ROLLBACK")
+                })
+                .map(|(d, _)| d)
+                .sum();
+            println!(
+                "  statements     {total} ({:.0}/s; {:.0}/s without BEGIN/COMMIT/ROLLBACK) from pg_stat_statements",
+                total as f64 / dt,
+                (total - control) as f64 / dt
+            );
+            println!("  top statements by calls:");
+            for (d, q) in deltas.iter().take(15) {
+                println!(
+                    "    {d:>8}  {:>7.0}/s  {}",
+                    *d as f64 / dt,
+                    one_line(q, 110)
+                );
+            }
+        }
+        _ => println!("  statements     n/a (pg_stat_statements not available; see above)"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Server counters from /metrics.
+
+/// (metric name, selected labels) → value, for the counters this bench reports.
+fn scrape_parse(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let name = key.split('{').next().unwrap_or(key);
+        let label = |l: &str| {
+            key.split_once(&format!("{l}=\""))
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(v, _)| v.to_string())
+        };
+        let k = if name == "meshfleet_http_requests_total" {
+            format!(
+                "http {} {}",
+                label("method").unwrap_or_default(),
+                label("route").unwrap_or_default()
+            )
+        } else if name == "meshfleet_reconcile_total"
+            || name == "meshfleet_notifications_total"
+            || (name.contains("rollout")
+                && !name.ends_with("_bucket")
+                && !name.ends_with("_sum")
+                && !name.ends_with("_count"))
+        {
+            key.to_string()
+        } else {
+            continue;
+        };
+        *out.entry(k).or_insert(0.0) += value;
+    }
+    out
+}
+
+async fn scrape(client: &reqwest::Client, base: &str) -> BTreeMap<String, f64> {
+    match client.get(format!("{base}/metrics")).send().await {
+        Ok(r) if r.status().is_success() => scrape_parse(&r.text().await.unwrap_or_default()),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn print_counters(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, dt: f64) {
+    let mut rows: Vec<(&String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
+    if rows.is_empty() {
+        println!("server counters: /metrics unavailable or unchanged");
+        return;
+    }
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("server counters during the rollout (/metrics):");
+    for (k, d) in rows.iter().take(20) {
+        println!("  {d:>9.0}  {:>7.0}/s  {k}", d / dt);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The fleet.
+
+/// How many of this run's clusters are Healthy at their generation on
+/// `version`, and the health counts.
+async fn census(
+    client: &reqwest::Client,
+    a: &Args,
+    token: &str,
+    selector: &str,
+    version: &str,
+) -> (usize, BTreeMap<String, usize>) {
+    let mut counts = BTreeMap::new();
+    let mut done = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!(
+            "{}/v1/clusters?limit=500&labelSelector={}",
+            a.base,
+            selector.replace('=', "%3D").replace(',', "%2C")
+        );
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = send("listing clusters", || client.get(&url).bearer_auth(token))
+            .await
+            .json()
+            .await
+            .unwrap();
+        for c in page["items"].as_array().into_iter().flatten() {
+            let health = c["status"]["health"].as_str().unwrap_or("Unknown");
+            *counts.entry(health.to_string()).or_insert(0) += 1;
+            if health == "Healthy"
+                && c["status"]["observedGeneration"] == c["generation"]
+                && c["desiredVersion"] == version
+            {
+                done += 1;
+            }
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    (done, counts)
+}
+
+async fn get_rollout(
+    client: &reqwest::Client,
+    a: &Args,
+    token: &str,
+    id: &str,
+) -> Result<(Value, String), String> {
+    let r = send("reading the rollout", || {
+        client
+            .get(format!("{}/v1/rollouts/{id}", a.base))
+            .bearer_auth(token)
+    })
+    .await;
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!("GET /v1/rollouts/{id}: {status} {text}"));
+    }
+    let v: Value = serde_json::from_str(&text).map_err(|e| format!("rollout body: {e}"))?;
+    let state = v["state"].as_str().unwrap_or("?").to_string();
+    Ok((v, state))
+}
+
+fn terminal(state: &str) -> bool {
+    matches!(
+        state,
+        "Succeeded" | "RolledBack" | "Cancelled" | "Paused" | "WaitingForApproval"
+    )
+}
+
+fn progress_line(t: f64, v: &Value) -> String {
+    let c = &v["counts"];
+    let mut s = format!(
+        "  t+{t:>6.1}s  {:<10} succeeded {:>5} inProgress {:>4} pending {:>5} failed {:>3}",
+        v["state"].as_str().unwrap_or("?"),
+        c["succeeded"],
+        c["inProgress"],
+        c["pending"],
+        c["failed"]
+    );
+    for st in v["stages"].as_array().into_iter().flatten() {
+        let _ = write!(
+            s,
+            "  [{} {}]",
+            st["name"].as_str().unwrap_or("?"),
+            st["state"].as_str().unwrap_or("?")
+        );
+    }
+    s
+}
+
+#[tokio::main]
+async fn main() {
+    let a = Args::parse();
+    let t_start = Instant::now();
+    let deadline = t_start + a.timeout;
+
+    if a.prepare_database {
+        std::process::exit(prepare_database(&a).await);
+    }
+
+    let token = match &a.token {
+        Some(t) => t.clone(),
+        None => {
+            let signer = DevSigner::load(&a.data_dir).unwrap_or_else(|e| {
+                eprintln!("error: {e}\nstart `meshfleet up` first, or pass --token");
+                std::process::exit(2)
+            });
+            signer.mint(
+                "rollout-bench",
+                &a.tenant,
+                &[Role::Owner],
+                Duration::from_secs(24 * 3600),
+            )
+        }
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .unwrap();
+    let run = format!(
+        "{:x}",
+        std::process::id() ^ (Utc::now().timestamp_subsec_micros())
+    );
+    let selector = format!("bench=rollout,bench-run={run}");
+    println!(
+        "rollout-bench: {} clusters against {} (run {run}); {} → {}, 3 stages ({}% / {}% / rest), soak 0, maxConcurrency {}, ready-after {:?}, heartbeat {:?}",
+        a.clusters,
+        a.base,
+        a.version,
+        a.target,
+        a.canary_percent,
+        a.half_percent,
+        a.max_concurrency,
+        a.ready_after,
+        a.heartbeat
+    );
+
+    // The database connection, before anything else fails late.
+    let mut db = match &a.database_url {
+        Some(url) => match db_connect(url).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                println!("database: cannot connect ({e}); no database figures");
+                None
+            }
+        },
+        None => {
+            println!("database: no --database-url; no database figures");
+            None
+        }
+    };
+    let mut statements_ok = false;
+    if let Some(c) = db.as_mut() {
+        match enable_statements(c).await {
+            Ok(()) => statements_ok = true,
+            Err(e) => println!(
+                "database: pg_stat_statements unavailable ({e}); transactions and tuples only"
+            ),
+        }
+    }
+
+    // 1. Register the clusters.
+    let target: Arc<str> = Arc::from(a.target.as_str());
+    let started = Instant::now();
+    let probes: Vec<(String, Probe)> = futures::stream::iter(0..a.clusters)
+        .map(|i| {
+            let (client, a, token, run, target) = (
+                client.clone(),
+                &a,
+                token.clone(),
+                run.clone(),
+                target.clone(),
+            );
+            async move {
+                let name = format!("rb-{run}-{i:05}");
+                let body = json!({
+                    "labels": {"bench": "rollout", "bench-run": run},
+                    "mesh": {"upgrade": {"mode": "manual", "version": a.version}}
+                });
+                let url = format!("{}/v1/clusters/{name}", a.base);
+                let r = send("creating a cluster", || {
+                    client.put(&url).bearer_auth(&token).json(&body)
+                })
+                .await;
+                assert!(
+                    r.status().is_success(),
+                    "creating {name}: {}",
+                    r.text().await.unwrap()
+                );
+                let url = format!("{}/v1/clusters/{name}/bootstrap-tokens", a.base);
+                let r = send("minting a bootstrap token", || {
+                    client.post(&url).bearer_auth(&token)
+                })
+                .await;
+                assert!(
+                    r.status().is_success(),
+                    "bootstrap token for {name}: {}",
+                    r.status()
+                );
+                let bt: Value = r.json().await.unwrap();
+                let sim = SimCluster::new(SimOptions {
+                    ready_after: a.ready_after,
+                    ..SimOptions::default()
+                });
+                sim.set_bootstrap(
+                    AGENT_NAMESPACE,
+                    BOOTSTRAP_SECRET,
+                    bt["token"].as_str().unwrap(),
+                    Some(&a.base),
+                );
+                (name, Probe::new(sim, target))
+            }
+        })
+        .buffered(a.register_concurrency.max(1))
+        .collect()
+        .await;
+    println!(
+        "registered {} clusters in {:.1}s",
+        probes.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    // 2. Start an agent per cluster.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    for (_, probe) in &probes {
+        let mut config = AgentConfig::new(a.base.clone());
+        config.http = Some(client.clone());
+        config.heartbeat = a.heartbeat;
+        config.poll_wait = Duration::from_secs(55);
+        config.reconcile.poll_interval = a.agent_poll;
+        let agent = Agent::new(config, probe.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = agent
+                .run(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+        });
+    }
+
+    // 3. Wait until every cluster is Healthy on the start version.
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    loop {
+        let (done, counts) = census(&client, &a, &token, &selector, &a.version).await;
+        if done >= a.clusters {
+            println!(
+                "converged: {done} clusters Healthy on {} {:.1}s after the agents started",
+                a.version,
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        if last_print.elapsed() >= Duration::from_secs(5) {
+            println!(
+                "  t+{:>5.1}s  {counts:?}  Healthy on {}: {done}/{}",
+                started.elapsed().as_secs_f64(),
+                a.version,
+                a.clusters
+            );
+            last_print = Instant::now();
+        }
+        if Instant::now() >= deadline {
+            give_up(
+                &a,
+                &format!(
+                    "timed out waiting for the fleet to converge: {done}/{} ({counts:?})",
+                    a.clusters
+                ),
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Let the status reports of the last clusters settle before measuring.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // 4. The rollout.
+    let metrics_before = scrape(&client, &a.base).await;
+    let db_before = match db.as_mut() {
+        Some(c) => db_snapshot(c, statements_ok).await.ok(),
+        None => None,
+    };
+    let body = json!({
+        "name": format!("bench-{run}"),
+        "targetVersion": a.target,
+        "selector": selector,
+        "stages": [
+            {"name": "canary", "percent": a.canary_percent, "maxConcurrency": a.max_concurrency},
+            {"name": "half", "percent": a.half_percent, "maxConcurrency": a.max_concurrency},
+            {"name": "rest", "maxConcurrency": a.max_concurrency}
+        ],
+        "failurePolicy": {"maxFailedClusters": a.max_failed_clusters, "action": "pause"},
+        "progressDeadlineSeconds": 900
+    });
+    let posted_at = Utc::now();
+    let t0 = Instant::now();
+    let r = client
+        .post(format!("{}/v1/rollouts", a.base))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| give_up(&a, &format!("POST /v1/rollouts: {e}")));
+    let post_took = t0.elapsed();
+    let status = r.status();
+    let op_location = r
+        .headers()
+        .get("operation-location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = r.text().await.unwrap_or_default();
+    if status.as_u16() != 202 {
+        give_up(
+            &a,
+            &format!("POST /v1/rollouts answered {status} (expected 202): {text}"),
+        );
+    }
+    let created: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| give_up(&a, &format!("POST /v1/rollouts body: {e}: {text}")));
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    println!(
+        "rollout {id} created in {:.3}s ({} clusters); watching {} every {:?}",
+        post_took.as_secs_f64(),
+        created["counts"]["total"],
+        match a.watch {
+            Watch::Operation => op_location.as_deref().unwrap_or("the rollout"),
+            Watch::Rollout => "the rollout",
+        },
+        a.poll_interval
+    );
+
+    let mut last_progress = Instant::now();
+    let mut final_state = String::new();
+    let mut timed_out = false;
+    loop {
+        let now_done = match (a.watch, &op_location) {
+            (Watch::Operation, Some(loc)) => {
+                let r = send("reading the operation", || {
+                    client.get(format!("{}{loc}", a.base)).bearer_auth(&token)
+                })
+                .await;
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                v["status"].as_str().is_some_and(|s| s != "Running")
+            }
+            _ => {
+                let (_, state) = get_rollout(&client, &a, &token, &id)
+                    .await
+                    .unwrap_or_else(|e| give_up(&a, &e));
+                if terminal(&state) {
+                    final_state = state;
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        if now_done {
+            break;
+        }
+        if last_progress.elapsed() >= a.progress_every {
+            last_progress = Instant::now();
+            if let Ok((v, state)) = get_rollout(&client, &a, &token, &id).await {
+                println!("{}", progress_line(t0.elapsed().as_secs_f64(), &v));
+                // Paused / waiting for approval does not end the operation.
+                if terminal(&state) {
+                    final_state = state;
+                    break;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            break;
+        }
+        tokio::time::sleep(a.poll_interval).await;
+    }
+    let wall = t0.elapsed();
+    let ended_at = Utc::now();
+    let db_after = match db.as_mut() {
+        Some(c) => db_snapshot(c, statements_ok).await.ok(),
+        None => None,
+    };
+    let metrics_after = scrape(&client, &a.base).await;
+
+    // 5. What happened.
+    let (full, state) = match get_rollout(&client, &a, &token, &id).await {
+        Ok(x) => x,
+        Err(e) => give_up(&a, &e),
+    };
+    if final_state.is_empty() {
+        final_state = state;
+    }
+    println!("{}", progress_line(wall.as_secs_f64(), &full));
+    let rollout: Option<Rollout> = match serde_json::from_value(full.clone()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            println!("note: the rollout body does not parse as meshfleet_model::Rollout ({e})");
+            None
+        }
+    };
+    let _ = stop_tx.send(true);
+
+    let by_name: HashMap<&str, &Probe> = probes.iter().map(|(n, p)| (n.as_str(), p)).collect();
+    let approx_agent = a.ready_after.as_secs_f64() * 3.0;
+    let mut approximated = 0usize;
+    let mut waves_total = 0usize;
+    let mut agent_sum = 0.0f64;
+    let mut dispatch = Vec::new();
+    let mut agent_times = Vec::new();
+    let mut report = Vec::new();
+    let mut server_per_cluster = Vec::new();
+    let mut stage_rows = Vec::new();
+    let mut prev_end: Option<DateTime<Utc>> = Some(posted_at);
+    if let Some(r) = &rollout {
+        for st in &r.stages {
+            let mut started: Vec<(DateTime<Utc>, f64)> = Vec::new();
+            for c in st.clusters.iter().flatten() {
+                let Some(s_at) = c.started_at else { continue };
+                let timing = by_name.get(c.name.as_str()).and_then(|p| p.timing());
+                let agent = match timing {
+                    Some((received, ready)) => {
+                        dispatch.push(secs(received - s_at));
+                        if let Some(f) = c.finished_at {
+                            report.push(secs(f - ready));
+                        }
+                        secs(ready - received)
+                    }
+                    None => {
+                        approximated += 1;
+                        approx_agent
+                    }
+                };
+                agent_times.push(agent);
+                if let Some(f) = c.finished_at {
+                    server_per_cluster.push(secs(f - s_at));
+                }
+                started.push((s_at, agent));
+            }
+            started.sort_by(|x, y| x.0.cmp(&y.0));
+            let wave = st.max_concurrency.max(1) as usize;
+            let mut stage_agent = 0.0;
+            let mut waves = 0;
+            for chunk in started.chunks(wave) {
+                stage_agent += chunk.iter().map(|(_, t)| *t).fold(0.0, f64::max);
+                waves += 1;
+            }
+            waves_total += waves;
+            agent_sum += stage_agent;
+            let duration = match (st.started_at, st.finished_at) {
+                (Some(s), Some(f)) => secs(f - s),
+                _ => f64::NAN,
+            };
+            let gap = match (prev_end, st.started_at) {
+                (Some(p), Some(s)) => secs(s - p),
+                _ => f64::NAN,
+            };
+            prev_end = st.finished_at;
+            stage_rows.push(format!(
+                "  {:<8} {:<10} {:>6} clusters {:>3} waves  took {:>7.2} s  slowest agents Σ {:>6.2} s  overhead {:>6.2} s  start gap {:>6.3} s",
+                st.name,
+                format!("{:?}", st.state),
+                started.len(),
+                waves,
+                duration,
+                stage_agent,
+                duration - stage_agent,
+                gap
+            ));
+        }
+    }
+
+    println!();
+    println!("rollout {id}: {final_state}");
+    println!(
+        "  wall time      {:.2} s (POST sent → terminal state seen, polling every {:?}; server: POST → rollout updatedAt {:.2} s)",
+        wall.as_secs_f64(),
+        a.poll_interval,
+        rollout
+            .as_ref()
+            .map_or(f64::NAN, |r| secs(r.updated_at - posted_at))
+    );
+    println!("stages:");
+    for row in &stage_rows {
+        println!("{row}");
+    }
+    println!(
+        "per cluster: dispatch (rollout startedAt → agent got the desired state)  {}",
+        spread(&mut dispatch)
+    );
+    println!(
+        "per cluster: agent    (got it → every target workload read ready)        {}",
+        spread(&mut agent_times)
+    );
+    println!(
+        "per cluster: report   (agent ready → rollout finishedAt)                  {}",
+        spread(&mut report)
+    );
+    println!(
+        "per cluster: server   (rollout startedAt → finishedAt)                    {}",
+        spread(&mut server_per_cluster)
+    );
+    if approximated > 0 {
+        println!(
+            "note: {approximated} clusters had no agent timing from the simulator; their agent time is approximated as 3 sequential readiness waits × ready-after = {approx_agent:.3} s"
+        );
+    }
+    println!(
+        "agents' time    {agent_sum:.2} s (Σ over {waves_total} waves of the slowest agent in the wave; a wave = up to maxConcurrency clusters of a stage in startedAt order)"
+    );
+    let overhead = wall.as_secs_f64() - agent_sum;
+    println!(
+        "overhead        {overhead:.2} s = wall {:.2} s − agents {agent_sum:.2} s   (target <= {} s)",
+        wall.as_secs_f64(),
+        a.target_overhead
+    );
+    let dt = (ended_at - posted_at)
+        .to_std()
+        .unwrap_or_default()
+        .as_secs_f64()
+        .max(1e-3);
+    if let (Some(b), Some(af)) = (&db_before, &db_after) {
+        print_db_load(b, af);
+    }
+    print_counters(&metrics_before, &metrics_after, dt);
+    let succeeded = final_state == "Succeeded" && !timed_out;
+    if timed_out {
+        println!(
+            "rollout-bench: the rollout did not end within --timeout {:?}",
+            a.timeout
+        );
+    }
+    let pass = succeeded && overhead <= a.target_overhead;
+    println!("{}", result_line(overhead, a.target_overhead, pass));
+    // The agents stop with the process.
+    std::process::exit(if succeeded { 0 } else { 1 });
+}
+
+/// `--prepare-database`: make sure pg_stat_statements is preloaded.
+async fn prepare_database(a: &Args) -> i32 {
+    let Some(url) = &a.database_url else {
+        eprintln!("--prepare-database needs --database-url");
+        return 1;
+    };
+    let mut db = match db_connect(url).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("database: cannot connect: {e}");
+            return 1;
+        }
+    };
+    let current: String =
+        match sqlx::query_scalar("SELECT current_setting('shared_preload_libraries')")
+            .fetch_one(&mut db)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("database: {e}");
+                return 1;
+            }
+        };
+    if current.split(',').any(|l| l.trim() == "pg_stat_statements") {
+        println!("pg_stat_statements is preloaded");
+        return 0;
+    }
+    let libs = if current.trim().is_empty() {
+        "pg_stat_statements".to_string()
+    } else {
+        format!("{current},pg_stat_statements")
+    };
+    // ALTER SYSTEM takes no bind parameters; the value is ours and quoted.
+    let sql = format!(
+        "ALTER SYSTEM SET shared_preload_libraries = '{}'",
+        libs.replace('\'', "''")
+    );
+    match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut db).await {
+        Ok(_) => {
+            println!("pg_stat_statements added to shared_preload_libraries; restart PostgreSQL");
+            10
+        }
+        Err(e) => {
+            eprintln!("database: cannot preload pg_stat_statements: {e}");
+            1
+        }
+    }
+}
