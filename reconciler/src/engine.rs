@@ -15,9 +15,9 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::{cluster, rollout};
 use crate::context::{Config, Context};
 use crate::error::Result;
+use crate::{cluster, rollout};
 
 #[derive(Clone)]
 pub struct Reconciler {

@@ -15,8 +15,8 @@
 pub mod cluster;
 pub mod context;
 pub mod engine;
-pub mod rollout;
 pub mod error;
+pub mod rollout;
 
 pub use context::{Config, Context};
 pub use engine::Reconciler;

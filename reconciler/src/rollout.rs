@@ -57,7 +57,13 @@ fn reports_version(report: &StatusReport, version: &str, since_generation: i64) 
 }
 
 /// Where a cluster in flight stands now.
-fn evaluate(m: &StageMember, r: &RolloutRow, soak_seconds: u32, ctx: &Context, now: DateTime<Utc>) -> Option<(C, Option<String>)> {
+fn evaluate(
+    m: &StageMember,
+    r: &RolloutRow,
+    soak_seconds: u32,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Option<(C, Option<String>)> {
     let rc = &m.rc;
     let state = rc.state.0;
     let Some(generation) = m.generation else {
@@ -69,9 +75,13 @@ fn evaluate(m: &StageMember, r: &RolloutRow, soak_seconds: u32, ctx: &Context, n
     let health = report.map_or(Health::Unknown, |r| health::health(r, generation));
     let connectivity = health::connectivity(m.last_heartbeat_at, now, &ctx.config.settings);
     let reported_since_start = m.report_changed_at.is_some_and(|t| t >= started);
-    let target = if state == C::RollingBack { &rc.from_version } else { &rc.to_version };
-    let on_target = health == Health::Healthy
-        && report.is_some_and(|r| reports_version(r, target, since));
+    let target = if state == C::RollingBack {
+        &rc.from_version
+    } else {
+        &rc.to_version
+    };
+    let on_target =
+        health == Health::Healthy && report.is_some_and(|r| reports_version(r, target, since));
     let deadline = started + chrono::Duration::seconds(i64::from(r.progress_deadline_seconds));
 
     if state == C::RollingBack {
@@ -99,7 +109,10 @@ fn evaluate(m: &StageMember, r: &RolloutRow, soak_seconds: u32, ctx: &Context, n
             .unwrap_or_default();
         return Some((
             C::Failed,
-            Some(format!("{health:?} after the upgrade: {}", failing.join("; "))),
+            Some(format!(
+                "{health:?} after the upgrade: {}",
+                failing.join("; ")
+            )),
         ));
     }
     match state {
@@ -160,8 +173,7 @@ async fn move_cluster(
     tenant: &str,
     r: &RolloutRow,
     m: &StageMember,
-    from: &str,
-    to: &str,
+    (from, to): (&str, &str),
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<Result<i64, String>> {
@@ -230,7 +242,8 @@ async fn drive(
     ctx: &Context,
     now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>> {
-    let idle = now + chrono::Duration::from_std(ctx.config.max_interval).unwrap_or(chrono::Duration::hours(1));
+    let idle = now
+        + chrono::Duration::from_std(ctx.config.max_interval).unwrap_or(chrono::Duration::hours(1));
     let poll = now + chrono::Duration::seconds(IN_FLIGHT_POLL);
     loop {
         let idx = r.current_stage as usize;
@@ -266,7 +279,9 @@ async fn drive(
                     match to {
                         C::Soaking => {
                             m.rc.soak_started_at = Some(now);
-                            next = next.min(now + chrono::Duration::seconds(i64::from(stage.soak_seconds)));
+                            next = next.min(
+                                now + chrono::Duration::seconds(i64::from(stage.soak_seconds)),
+                            );
                         }
                         _ => m.rc.finished_at = Some(now),
                     }
@@ -276,12 +291,16 @@ async fn drive(
                     if state == C::Soaking
                         && let Some(t) = m.rc.soak_started_at
                     {
-                        next = next.min(t + chrono::Duration::seconds(i64::from(stage.soak_seconds)));
+                        next =
+                            next.min(t + chrono::Duration::seconds(i64::from(stage.soak_seconds)));
                     }
                 }
             }
         }
-        let size = members.iter().filter(|m| m.rc.state.0 != C::Skipped).count() as u32;
+        let size = members
+            .iter()
+            .filter(|m| m.rc.state.0 != C::Skipped)
+            .count() as u32;
         let failed = count(&members, &[C::Failed]) as u32;
 
         // 2. the failure policy
@@ -305,11 +324,14 @@ async fn drive(
                     r.name, stage.name
                 );
                 for m in members.iter_mut() {
-                    if !matches!(m.rc.state.0, C::Upgrading | C::Soaking | C::Succeeded | C::Failed) {
+                    if !matches!(
+                        m.rc.state.0,
+                        C::Upgrading | C::Soaking | C::Succeeded | C::Failed
+                    ) {
                         continue;
                     }
                     let (from, to) = (m.rc.to_version.clone(), m.rc.from_version.clone());
-                    match move_cluster(conn, tenant, r, m, &from, &to, &reason, now).await? {
+                    match move_cluster(conn, tenant, r, m, (&from, &to), &reason, now).await? {
                         Ok(generation) => {
                             m.rc.state = Json(C::RollingBack);
                             m.rc.upgraded_generation = Some(generation);
@@ -365,19 +387,36 @@ async fn drive(
 
         // 4. open the stage (or wait for its approval)
         let stage_rec = &mut r.stages.0[idx];
-        if matches!(stage_rec.state, StageState::Pending | StageState::WaitingForApproval) {
+        if matches!(
+            stage_rec.state,
+            StageState::Pending | StageState::WaitingForApproval
+        ) {
             if stage_rec.require_approval && !stage_rec.approved {
+                r.state = Json(R::WaitingForApproval);
                 if stage_rec.state != StageState::WaitingForApproval {
                     stage_rec.state = StageState::WaitingForApproval;
-                    r.state = Json(R::WaitingForApproval);
-                    event(conn, tenant, r, "rollout.waiting_for_approval", json!({ "stage": stage.name })).await?;
+                    event(
+                        conn,
+                        tenant,
+                        r,
+                        "rollout.waiting_for_approval",
+                        json!({ "stage": stage.name }),
+                    )
+                    .await?;
                 }
                 return Ok(next);
             }
             stage_rec.state = StageState::Running;
             stage_rec.started_at = Some(now);
             r.state = Json(R::Running);
-            event(conn, tenant, r, "rollout.stage_started", json!({ "stage": stage.name })).await?;
+            event(
+                conn,
+                tenant,
+                r,
+                "rollout.stage_started",
+                json!({ "stage": stage.name }),
+            )
+            .await?;
         }
 
         // 5. start clusters up to maxConcurrency
@@ -392,7 +431,7 @@ async fn drive(
                 continue;
             }
             let (from, to) = (m.rc.from_version.clone(), m.rc.to_version.clone());
-            match move_cluster(conn, tenant, r, m, &from, &to, &reason, now).await? {
+            match move_cluster(conn, tenant, r, m, (&from, &to), &reason, now).await? {
                 Ok(generation) => {
                     m.rc.state = Json(C::Upgrading);
                     m.rc.upgraded_generation = Some(generation);
@@ -413,15 +452,24 @@ async fn drive(
         }
 
         // 6. the stage is done when nothing is pending or in flight
-        let open = count(&members, &[C::Pending, C::Upgrading, C::Soaking, C::RollingBack]);
+        let open = count(
+            &members,
+            &[C::Pending, C::Upgrading, C::Soaking, C::RollingBack],
+        );
         if open > 0 {
             return Ok(next);
         }
         let stage_rec = &mut r.stages.0[idx];
         stage_rec.state = StageState::Succeeded;
         stage_rec.finished_at = Some(now);
-        event(conn, tenant, r, "rollout.stage_succeeded",
-            json!({ "stage": stage.name, "failed": failed })).await?;
+        event(
+            conn,
+            tenant,
+            r,
+            "rollout.stage_succeeded",
+            json!({ "stage": stage.name, "failed": failed }),
+        )
+        .await?;
         r.current_stage += 1;
     }
 }

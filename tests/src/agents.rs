@@ -65,12 +65,17 @@ pub fn spec(version: &str) -> Value {
 /// Creates a cluster and a simulated cluster holding its bootstrap Secret.
 pub async fn cluster_with_agent(app: &TestApp, name: &str, version: &str) -> RunningAgent {
     app.create("acme", name, &spec(version)).await;
+    agent_for(app, "acme", name).await
+}
+
+/// Starts a real agent over a new simulated cluster for an existing cluster.
+pub async fn agent_for(app: &TestApp, tenant: &str, name: &str) -> RunningAgent {
     let r = app
         .req(
             Method::POST,
             &format!("/v1/clusters/{name}/bootstrap-tokens"),
         )
-        .token(&app.owner("acme"))
+        .token(&app.owner(tenant))
         .send()
         .await;
     let token = r.body["token"]

@@ -38,7 +38,11 @@ fn counts<'a>(states: impl Iterator<Item = (C, u32)> + 'a) -> RolloutCounts {
 }
 
 /// The API shape of a rollout; with its clusters per stage when given.
-fn present(row: RolloutRow, counts: RolloutCounts, members: Option<Vec<RolloutClusterRow>>) -> Rollout {
+fn present(
+    row: RolloutRow,
+    counts: RolloutCounts,
+    members: Option<Vec<RolloutClusterRow>>,
+) -> Rollout {
     let mut per_stage: Vec<Vec<RolloutCluster>> = vec![Vec::new(); row.stages.0.len()];
     let with_clusters = members.is_some();
     for m in members.unwrap_or_default() {
@@ -204,9 +208,14 @@ pub async fn list_rollouts(
             })?)
         }
     };
-    let mut rows =
-        store::list_rollouts(&state.pool, &principal.tenant, params.state, before, limit + 1)
-            .await?;
+    let mut rows = store::list_rollouts(
+        &state.pool,
+        &principal.tenant,
+        params.state,
+        before,
+        limit + 1,
+    )
+    .await?;
     let next_cursor = paginate(&mut rows, limit, CURSOR_KIND, |r| {
         format!("{}|{}", r.created_at.to_rfc3339(), r.id)
     });
@@ -215,10 +224,14 @@ pub async fn list_rollouts(
     let items = rows
         .into_iter()
         .map(|r| {
-            let mine = tallies.iter().filter(|(id, _, _)| *id == r.id).filter_map(|(_, s, n)| {
-                let state: C = serde_json::from_value(serde_json::Value::String(s.clone())).ok()?;
-                Some((state, *n as u32))
-            });
+            let mine = tallies
+                .iter()
+                .filter(|(id, _, _)| *id == r.id)
+                .filter_map(|(_, s, n)| {
+                    let state: C =
+                        serde_json::from_value(serde_json::Value::String(s.clone())).ok()?;
+                    Some((state, *n as u32))
+                });
             let c = counts(mine);
             present(r, c, None)
         })

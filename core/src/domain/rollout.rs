@@ -42,7 +42,10 @@ pub fn validate(input: &RolloutInput) -> Result<Plan, Vec<FieldError>> {
     for (i, s) in input.stages.iter().enumerate() {
         let base = format!("/stages/{i}");
         if s.name.trim().is_empty() || s.name.len() > 63 {
-            errors.push(FieldError::new(format!("{base}/name"), "1 to 63 characters"));
+            errors.push(FieldError::new(
+                format!("{base}/name"),
+                "1 to 63 characters",
+            ));
         } else if !names.insert(s.name.as_str()) {
             errors.push(FieldError::new(
                 format!("{base}/name"),
@@ -122,7 +125,9 @@ fn validate_policy(p: &FailurePolicy, errors: &mut Vec<FieldError>) {
 pub fn assign_stages(plan: &Plan, labels: &[&Labels]) -> Vec<Option<usize>> {
     let mut stage_of = vec![None; labels.len()];
     for (stage, rule) in plan.stages.iter().enumerate() {
-        let remaining: Vec<usize> = (0..labels.len()).filter(|i| stage_of[*i].is_none()).collect();
+        let remaining: Vec<usize> = (0..labels.len())
+            .filter(|i| stage_of[*i].is_none())
+            .collect();
         let taken: Vec<usize> = match rule {
             StageRule::Selector(reqs) => remaining
                 .into_iter()
@@ -203,7 +208,10 @@ mod tests {
 
     #[test]
     fn invalid_rollouts_name_each_field() {
-        let mut bad = input(vec![stage("a", Some("x"), Some(10)), stage("a", None, Some(0))]);
+        let mut bad = input(vec![
+            stage("a", Some("x"), Some(10)),
+            stage("a", None, Some(0)),
+        ]);
         bad.failure_policy = FailurePolicy {
             max_failed_clusters: Some(1),
             max_failed_percent: Some(5),

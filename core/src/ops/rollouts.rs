@@ -84,7 +84,10 @@ pub async fn create(
     if candidates.is_empty() {
         return Err(invalid(
             "/selector",
-            format!("`{}` matches none of this tenant's clusters", input.selector),
+            format!(
+                "`{}` matches none of this tenant's clusters",
+                input.selector
+            ),
         ));
     }
     let labels: Vec<&meshfleet_model::Labels> = candidates.iter().map(|c| &c.labels.0).collect();
@@ -138,7 +141,9 @@ pub async fn create(
         .filter(|m| m.state != RolloutClusterState::Skipped)
         .map(|m| m.cluster_id)
         .collect();
-    if let Some((other, name, cluster)) = rollouts::holding_rollout(&mut *conn, tenant, &taken).await? {
+    if let Some((other, name, cluster)) =
+        rollouts::holding_rollout(&mut *conn, tenant, &taken).await?
+    {
         return Err(Error::Conflict(format!(
             "cluster `{cluster}` is already in rollout `{name}` ({other}); wait for it to finish or cancel it"
         )));
@@ -273,7 +278,10 @@ pub async fn act(
             r.state = Json(S::Cancelled);
             rollouts::skip_pending(conn, tenant, id, "the rollout was cancelled", now).await?;
             for stage in r.stages.0.iter_mut() {
-                if matches!(stage.state, StageState::Pending | StageState::WaitingForApproval) {
+                if matches!(
+                    stage.state,
+                    StageState::Pending | StageState::WaitingForApproval
+                ) {
                     stage.state = StageState::Cancelled;
                 }
             }

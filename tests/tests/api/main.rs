@@ -10,4 +10,5 @@ mod fleet;
 mod problems;
 mod reconciler;
 mod releases;
+mod rollouts;
 mod validation;
