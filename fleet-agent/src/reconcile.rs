@@ -15,7 +15,6 @@
 //! - A periodic re-apply ([`Trigger::Resync`]) that changes a live object has
 //!   corrected drift; the objects are returned in [`Outcome::drifted`].
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -24,7 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::backend::{ClusterBackend, ObjectRef};
+use crate::backend::{ClusterBackend, ObjectRef, OwnedObject};
 use crate::error::Error;
 use crate::render::{self, PruneAction, RenderedStep, Step, bare_namespace, plan_prune};
 
@@ -194,7 +193,7 @@ pub async fn reconcile<B: ClusterBackend>(
 
     // Every step is ready: prune what is no longer desired.
     let desired_refs = render::desired_refs(&steps);
-    if let Err((component, message)) = prune(backend, &desired_refs, &mut out).await {
+    if let Err((component, message)) = prune(backend, |owned| plan_prune(&desired_refs, owned), &mut out).await {
         let idx = component
             .and_then(|c| out.components.iter().position(|s| s.name == c))
             .unwrap_or(out.components.len().saturating_sub(1));
@@ -316,14 +315,14 @@ async fn run_step<B: ClusterBackend>(
 /// On failure returns the component of the object and the message.
 async fn prune<B: ClusterBackend>(
     backend: &B,
-    desired: &BTreeSet<ObjectRef>,
+    plan: impl FnOnce(&[OwnedObject]) -> Vec<PruneAction>,
     out: &mut Outcome,
 ) -> Result<(), (Option<String>, String)> {
     let owned = backend
         .list_owned()
         .await
         .map_err(|e| (None, format!("listing owned objects: {e}")))?;
-    for action in plan_prune(desired, &owned) {
+    for action in plan(&owned) {
         let result = match &action {
             PruneAction::Delete {
                 reference,
@@ -374,7 +373,7 @@ async fn uninstall<B: ClusterBackend>(backend: &B, out: &mut Outcome) {
             message: Some("mesh disabled: not installed".to_string()),
         })
         .collect();
-    match prune(backend, &BTreeSet::new(), out).await {
+    match prune(backend, render::plan_uninstall, out).await {
         Ok(()) => out.converged = true,
         Err((component, message)) => {
             if let Some(c) = out
@@ -609,16 +608,30 @@ mod tests {
         let istiod = position(&ops, |op| {
             op.reference().name == "istiod-1-28-2" && op.reference().kind == "Deployment"
         });
-        let crd = position(&ops, |op| op.reference().kind == "CustomResourceDefinition");
         assert!(
-            pa < gw && gw < zt && zt < cni && cni < istiod && istiod < crd,
+            pa < gw && gw < zt && zt < cni && cni < istiod,
             "{ops:#?}"
         );
-        // Only the users' namespaces are left, without the agent's labels.
+        // CRDs (and so every custom resource in the cluster) stay, and no
+        // namespace is deleted: only the agent's labels leave them.
+        assert!(
+            !ops.iter().any(|op| matches!(op, SimOp::Delete { reference }
+                if reference.kind == "CustomResourceDefinition" || reference.kind == "Namespace")),
+            "{ops:#?}"
+        );
         let snap = sim.snapshot();
-        let names: Vec<&str> = snap.keys().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["payments", "shop"], "{:#?}", snap.keys());
-        assert!(snap.keys().all(|r| r.kind == "Namespace"));
+        let left: Vec<&str> = snap
+            .keys()
+            .filter(|r| r.kind != "CustomResourceDefinition")
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(left, ["istio-system", "payments", "shop"], "{:#?}", snap.keys());
+        assert!(snap.keys().any(|r| r.kind == "CustomResourceDefinition"));
+        assert!(
+            snap.keys()
+                .filter(|r| r.kind != "CustomResourceDefinition")
+                .all(|r| r.kind == "Namespace")
+        );
         let labels = snap[&ns]["metadata"]["labels"].as_object().unwrap();
         assert_eq!(labels.len(), 1);
         assert_eq!(labels["team"], "payments");

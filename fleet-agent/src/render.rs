@@ -296,6 +296,29 @@ pub fn plan_prune(desired: &BTreeSet<ObjectRef>, owned: &[OwnedObject]) -> Vec<P
         .collect()
 }
 
+/// What uninstalling does (`mode: disabled`, and so every cluster deletion):
+/// the prune of everything the agent owns, in reverse order, except what
+/// would destroy what others own. CRDs stay: deleting one deletes every
+/// custom resource of its kind in the cluster (the customer's policies, other
+/// controllers' Gateways). Namespaces are released (the agent's labels
+/// removed), never deleted: `istio-system` may hold objects of others.
+pub fn plan_uninstall(owned: &[OwnedObject]) -> Vec<PruneAction> {
+    plan_prune(&BTreeSet::new(), owned)
+        .into_iter()
+        .filter_map(|action| match action {
+            PruneAction::Delete { reference, .. }
+                if reference.kind == "CustomResourceDefinition" =>
+            {
+                None
+            }
+            PruneAction::Delete { reference, .. } if reference.kind == "Namespace" => {
+                Some(PruneAction::Release { reference })
+            }
+            other => Some(other),
+        })
+        .collect()
+}
+
 /// A bare Namespace (name only), applied to release the agent's labels.
 pub fn bare_namespace(name: &str) -> Object {
     let mut ns = Namespace::default();

@@ -9,11 +9,10 @@
 //! ```
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use meshfleet_agent::OwnedObject;
-use meshfleet_agent::render::{plan_prune, render};
+use meshfleet_agent::render::{plan_uninstall, render};
 use meshfleet_agent::testing::desired;
 use meshfleet_model::{
     DesiredWaypoint, LogLevel, MeshMode, MtlsMode, OutboundMode, OutboundTrafficPolicy, TrafficType,
@@ -113,8 +112,8 @@ fn ambient_permissive_without_waypoints() {
     check("ambient-permissive", &rendered(&d));
 }
 
-/// `mode: disabled` renders nothing; the golden file is the uninstall order
-/// over what the strict install owns.
+/// `mode: disabled` renders nothing; the golden file is the uninstall over
+/// what the strict install owns: reverse order, CRDs kept, namespaces released.
 #[test]
 fn disabled_uninstalls_in_reverse_order() {
     let installed = desired("1.28.2");
@@ -123,7 +122,12 @@ fn disabled_uninstalls_in_reverse_order() {
     let mut d = installed.clone();
     d.mode = MeshMode::Disabled;
     assert!(render(&d).unwrap().is_empty());
-    let plan = plan_prune(&BTreeSet::new(), &owned);
+    let plan = plan_uninstall(&owned);
+    assert!(
+        plan.iter()
+            .all(|a| a.reference().kind != "CustomResourceDefinition"),
+        "uninstall never deletes a CRD"
+    );
     check(
         "disabled",
         &json!({ "rendered": rendered(&d), "uninstall": serde_json::to_value(&plan).unwrap() }),
