@@ -1,5 +1,5 @@
-//! Reconciling one cluster: deletion, connectivity, progress deadline, end
-//! of support and channel following, in one transaction under the cluster's
+//! Reconciling one cluster: deletion, progress deadline, end of support and
+//! channel following, in one transaction under the cluster's
 //! row lock. Returns when to look again.
 
 use chrono::{DateTime, Utc};
@@ -12,8 +12,8 @@ use meshfleet_core::ops::spec::{change_version, stored_version};
 use meshfleet_core::store::clusters::{self, ClusterRow};
 use meshfleet_core::store::events::{self, NewEvent};
 use meshfleet_core::store::reconcile::{self, Bookkeeping, Claim};
-use meshfleet_core::store::{releases, status};
-use meshfleet_model::{Connectivity, Health, MeshMode, PendingUpgrade, StatusReport, UpgradeMode};
+use meshfleet_core::store::releases;
+use meshfleet_model::{Health, MeshMode, PendingUpgrade, StatusReport, UpgradeMode};
 use serde_json::json;
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -52,22 +52,26 @@ pub async fn reconcile(claim: &Claim, ctx: &Context) -> Result<DateTime<Utc>> {
     let tenant = claim.tenant_id.as_str();
     let mut book = reconcile::bookkeeping(&mut tx, tenant, row.id).await?;
     let report = row.report.as_ref().map(|r| r.0.clone());
-    let connectivity = health::connectivity(row.last_heartbeat_at, now, settings);
 
     if row.deletion_operation.is_some() {
-        if finish_deletion(&mut tx, tenant, &row, report.as_ref(), connectivity, now).await? {
+        // Quiet since the last heartbeat, or since the deletion was asked
+        // (an agent that registered but never reported gets the full time).
+        let quiet_since = row
+            .last_heartbeat_at
+            .map_or(row.generation_changed_at, |h| {
+                h.max(row.generation_changed_at)
+            });
+        let gone_at = quiet_since + chrono(settings.disconnected_after);
+        if finish_deletion(&mut tx, tenant, &row, report.as_ref(), now >= gone_at, now).await? {
             tx.commit().await?;
             return Ok(next.0);
         }
-        if let Some(t) = health::connectivity_changes_at(row.last_heartbeat_at, now, settings) {
-            next.at_most(t);
-        }
+        next.at_most(gone_at);
         reconcile::finish(&mut tx, tenant, row.id, &book, next.0).await?;
         tx.commit().await?;
         return Ok(next.0);
     }
 
-    record_connectivity(&mut tx, tenant, &row, connectivity, now, &mut next, ctx).await?;
     check_progress_deadline(
         &mut tx,
         tenant,
@@ -100,20 +104,21 @@ pub async fn reconcile(claim: &Claim, ctx: &Context) -> Result<DateTime<Utc>> {
 }
 
 /// A deletion completes when the agent has uninstalled (it reports the
-/// disabled generation with nothing installed), or when it is disconnected
-/// (the mesh may then still be installed, and the event says so).
+/// disabled generation with nothing installed), or when it has been quiet for
+/// `MESHFLEET_DISCONNECTED_AFTER` (the mesh may then still be installed, and
+/// the event says so).
 async fn finish_deletion(
     conn: &mut PgConnection,
     tenant: &str,
     row: &ClusterRow,
     report: Option<&StatusReport>,
-    connectivity: Connectivity,
+    disconnected: bool,
     now: DateTime<Utc>,
 ) -> Result<bool> {
     let uninstalled = report.is_some_and(|r| health::uninstalled(r, row.generation));
     let detail = if uninstalled {
         json!({ "uninstalled": true })
-    } else if connectivity == Connectivity::Disconnected {
+    } else if disconnected {
         json!({
             "uninstalled": false,
             "warning": "the agent is disconnected: the mesh may still be installed in the cluster",
@@ -124,48 +129,6 @@ async fn finish_deletion(
     remove(conn, tenant, row, &Actor::Reconciler, detail, now).await?;
     tracing::info!(%tenant, cluster = %row.name, uninstalled, "cluster deleted");
     Ok(true)
-}
-
-/// Records Connected → Stale → Disconnected once each (the api records the
-/// return to Connected when a heartbeat arrives).
-async fn record_connectivity(
-    conn: &mut PgConnection,
-    tenant: &str,
-    row: &ClusterRow,
-    now_connectivity: Connectivity,
-    now: DateTime<Utc>,
-    next: &mut NextCheck,
-    ctx: &Context,
-) -> Result<()> {
-    let (Some(recorded), Some(heartbeat)) = (&row.recorded_connectivity, row.last_heartbeat_at)
-    else {
-        return Ok(());
-    };
-    if let Some(t) = health::connectivity_changes_at(Some(heartbeat), now, &ctx.config.settings) {
-        next.at_most(t);
-    }
-    let to = match now_connectivity {
-        Connectivity::Connected => return Ok(()),
-        Connectivity::Stale => "Stale",
-        Connectivity::Disconnected => "Disconnected",
-    };
-    if recorded == to || !status::set_connectivity(conn, tenant, row.id, to, heartbeat).await? {
-        return Ok(());
-    }
-    events::insert_event(
-        conn,
-        tenant,
-        NewEvent {
-            cluster_name: Some(&row.name),
-            cluster_id: Some(row.id),
-            actor: &Actor::Reconciler.name(),
-            action: "cluster.connectivity.changed",
-            generation: None,
-            detail: json!({ "from": recorded, "to": to, "lastHeartbeatAt": heartbeat }),
-        },
-    )
-    .await?;
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

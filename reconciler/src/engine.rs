@@ -25,7 +25,13 @@ pub struct Reconciler {
     wake: Arc<Notify>,
     /// Rollouts a NOTIFY said have something to look at (a hint only).
     hinted: Arc<Mutex<HashSet<Uuid>>>,
+    /// When (by the clock) quiet agents were last looked for.
+    connectivity_swept: Arc<Mutex<Option<chrono::DateTime<chrono::Utc>>>>,
 }
+
+/// How often (by the clock) quiet agents are looked for: a scan of
+/// `cluster_status`, so not on every sweep.
+const CONNECTIVITY_EVERY: i64 = 5;
 
 /// Backoff after `attempts` consecutive failures: 1 s, 2 s, 4 s ... 5 min.
 fn backoff(attempts: i32) -> chrono::Duration {
@@ -43,7 +49,24 @@ impl Reconciler {
             }),
             wake: Arc::new(Notify::new()),
             hinted: Arc::default(),
+            connectivity_swept: Arc::default(),
         }
+    }
+
+    /// Records connectivity transitions, at most every few seconds.
+    async fn sweep_connectivity(&self) -> Result<usize> {
+        let now = self.ctx.clock.now();
+        {
+            let mut last = self
+                .connectivity_swept
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| now - t < chrono::Duration::seconds(CONNECTIVITY_EVERY)) {
+                return Ok(0);
+            }
+            *last = Some(now);
+        }
+        crate::connectivity::sweep(&self.ctx).await
     }
 
     pub fn context(&self) -> &Context {
@@ -51,7 +74,7 @@ impl Reconciler {
     }
 
     /// Reconciles one claimed cluster under the error policy.
-    async fn handle(&self, claim: Claim) -> bool {
+    async fn handle(&self, claim: Claim, lease_until: chrono::DateTime<chrono::Utc>) -> bool {
         let started = Instant::now();
         let outcome = cluster::reconcile(&claim, &self.ctx).await;
         metrics::histogram!("meshfleet_reconcile_duration_seconds")
@@ -71,6 +94,7 @@ impl Reconciler {
                     &claim.tenant_id,
                     claim.cluster_id,
                     &e.to_string(),
+                    lease_until,
                     retry_at,
                 )
                 .await
@@ -82,12 +106,21 @@ impl Reconciler {
         }
     }
 
-    /// One sweep: due clusters, then due (or hinted) rollouts; how many
-    /// items it reconciled.
+    /// One sweep: quiet agents, due clusters and due (or hinted) rollouts,
+    /// interleaved batch by batch so that neither starves the other; how
+    /// many items it reconciled.
     pub async fn run_once(&self) -> Result<usize> {
-        let clusters = self.sweep_clusters().await?;
-        let rollouts = self.sweep_rollouts().await?;
-        Ok(clusters + rollouts)
+        let mut done = self.sweep_connectivity().await?;
+        // bounded, so that `run` gets to check for shutdown
+        for _ in 0..100 {
+            let clusters = self.sweep_cluster_batch().await?;
+            let rollouts = self.sweep_rollouts().await?;
+            done += clusters + rollouts;
+            if clusters < self.ctx.config.batch as usize && rollouts == 0 {
+                break;
+            }
+        }
+        Ok(done)
     }
 
     /// Drives due and hinted rollouts, one tick each.
@@ -111,30 +144,21 @@ impl Reconciler {
         Ok(done)
     }
 
-    /// Claims and reconciles due clusters until none is due; how many it reconciled.
-    pub async fn sweep_clusters(&self) -> Result<usize> {
-        let mut done = 0;
-        loop {
-            let now = self.ctx.clock.now();
-            let lease = chrono::Duration::from_std(self.ctx.config.lease)
-                .unwrap_or(chrono::Duration::seconds(30));
-            let claims =
-                reconcile::claim_due(&self.ctx.pool, now, now + lease, self.ctx.config.batch)
-                    .await?;
-            if claims.is_empty() {
-                return Ok(done);
-            }
-            let n = claims.len();
-            futures::stream::iter(claims)
-                .for_each_concurrent(self.ctx.config.concurrency, |claim| async move {
-                    self.handle(claim).await;
-                })
-                .await;
-            done += n;
-            if n < self.ctx.config.batch as usize {
-                return Ok(done);
-            }
-        }
+    /// Claims one batch of due clusters and reconciles them; how many.
+    pub async fn sweep_cluster_batch(&self) -> Result<usize> {
+        let now = self.ctx.clock.now();
+        let lease = chrono::Duration::from_std(self.ctx.config.lease)
+            .unwrap_or(chrono::Duration::seconds(30));
+        let lease_until = now + lease;
+        let claims =
+            reconcile::claim_due(&self.ctx.pool, now, lease_until, self.ctx.config.batch).await?;
+        let n = claims.len();
+        futures::stream::iter(claims)
+            .for_each_concurrent(self.ctx.config.concurrency, |claim| async move {
+                self.handle(claim, lease_until).await;
+            })
+            .await;
+        Ok(n)
     }
 
     /// Wakes the sweep now (e.g. from a NOTIFY).
@@ -142,8 +166,9 @@ impl Reconciler {
         self.wake.notify_one();
     }
 
-    /// Listens for work that became due early and for catalog changes
-    /// (which make every channel follower due). The caller owns the task.
+    /// Listens for work that became due early (clusters scheduled now, a
+    /// catalog change: the api schedules the channel followers in the same
+    /// transaction) and for rollout hints. The caller owns the task.
     pub fn spawn_listener(&self) -> JoinHandle<()> {
         let this = self.clone();
         let pool = self.ctx.pool.clone();
@@ -162,21 +187,6 @@ impl Reconciler {
                                 .insert(id);
                         }
                         this.wake();
-                    } else if let Signal::Notification { channel, .. } = signal
-                        && channel == RELEASES_CHANNEL
-                    {
-                        // the api schedules followers on its own writes; a catalog
-                        // changed by other means is caught here
-                        let this = this.clone();
-                        tokio::spawn(async move {
-                            let now = this.ctx.clock.now();
-                            if let Err(e) =
-                                reconcile::schedule_channel_followers(&this.ctx.pool, now).await
-                            {
-                                tracing::warn!(error = %e, "cannot schedule channel followers");
-                            }
-                            this.wake();
-                        });
                     } else {
                         this.wake();
                     }

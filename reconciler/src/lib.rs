@@ -13,6 +13,7 @@
 //! run against one database; NOTIFY only wakes the sweep early.
 
 pub mod cluster;
+pub mod connectivity;
 pub mod context;
 pub mod engine;
 pub mod error;

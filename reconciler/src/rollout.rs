@@ -31,7 +31,12 @@ use crate::error::Result;
 /// How often a rollout with clusters in flight is looked at without a hint.
 const IN_FLIGHT_POLL: i64 = 2;
 
-/// Claims and drives one due (or hinted) rollout; its id, `None` when none was due.
+/// After a failed tick, the rollout is looked at again this much later.
+const RETRY_AFTER: i64 = 5;
+
+/// Claims and drives one due (or hinted) rollout; its id, `None` when none
+/// was due. A tick that fails is rolled back whole and retried later (the
+/// error policy); it never blocks the other rollouts.
 pub async fn tick(ctx: &Context, hinted: &[Uuid]) -> Result<Option<Uuid>> {
     let now = ctx.clock.now();
     let mut tx = ctx.pool.begin().await?;
@@ -39,10 +44,28 @@ pub async fn tick(ctx: &Context, hinted: &[Uuid]) -> Result<Option<Uuid>> {
         tx.commit().await?;
         return Ok(None);
     };
-    let next = drive(&mut tx, &tenant, &mut r, ctx, now).await?;
-    rollouts::update_rollout(&mut tx, &tenant, &r, next, now).await?;
-    tx.commit().await?;
-    Ok(Some(r.id))
+    let id = r.id;
+    match drive(&mut tx, &tenant, &mut r, ctx, now).await {
+        Ok(next) => {
+            // never due again at once: a hint, not a busy loop, brings it back early
+            let next = next.max(now + chrono::Duration::seconds(1));
+            rollouts::update_rollout(&mut tx, &tenant, &r, next, now).await?;
+            tx.commit().await?;
+        }
+        Err(e) => {
+            drop(tx);
+            metrics::counter!("meshfleet_rollout_tick_failures_total").increment(1);
+            tracing::warn!(%tenant, rollout = %id, error = %e, "rollout tick failed; retrying later");
+            rollouts::defer(
+                &ctx.pool,
+                &tenant,
+                id,
+                now + chrono::Duration::seconds(RETRY_AFTER),
+            )
+            .await?;
+        }
+    }
+    Ok(Some(id))
 }
 
 fn reports_version(report: &StatusReport, version: &str, since_generation: i64) -> bool {
@@ -87,6 +110,19 @@ fn evaluate(
     if state == C::RollingBack {
         return if on_target {
             Some((C::RolledBack, Some(format!("back on {}", rc.from_version))))
+        } else if connectivity == Connectivity::Disconnected {
+            Some((
+                C::Failed,
+                Some("rollback not confirmed: the agent is disconnected".into()),
+            ))
+        } else if now >= deadline {
+            Some((
+                C::Failed,
+                Some(format!(
+                    "rollback not confirmed: not back on {} within {}s",
+                    rc.from_version, r.progress_deadline_seconds
+                )),
+            ))
         } else {
             None
         };
@@ -130,7 +166,11 @@ fn evaluate(
                 rc.to_version, r.progress_deadline_seconds
             )),
         )),
-        C::Soaking if !on_target => None,
+        // a soak is held without a break: off target, it starts over once healthy
+        C::Soaking if !on_target => Some((
+            C::Upgrading,
+            Some("left the target during its soak; the soak starts over".into()),
+        )),
         C::Soaking => {
             let soaked = rc.soak_started_at.unwrap_or(now)
                 + chrono::Duration::seconds(i64::from(soak_seconds));
@@ -227,14 +267,19 @@ async fn finish(
     event(conn, tenant, r, action, json!({})).await
 }
 
-fn count(members: &[StageMember], states: &[C]) -> usize {
-    members
+fn tally(counts: &[(C, i64)], states: &[C]) -> usize {
+    counts
         .iter()
-        .filter(|m| states.contains(&m.rc.state.0))
-        .count()
+        .filter(|(s, _)| states.contains(s))
+        .map(|(_, n)| *n as usize)
+        .sum()
 }
 
-/// One tick of a claimed rollout; returns when to look again.
+const IN_FLIGHT: [C; 3] = [C::Upgrading, C::Soaking, C::RollingBack];
+
+/// One tick of a claimed rollout; returns when to look again. It reads only
+/// the current stage's clusters in flight, its counts, and as many pending
+/// clusters as it may start.
 async fn drive(
     conn: &mut PgConnection,
     tenant: &str,
@@ -248,29 +293,24 @@ async fn drive(
     loop {
         let idx = r.current_stage as usize;
         let Some(stage) = r.stages.0.get(idx).cloned() else {
-            if r.state.0 == R::Cancelled {
-                finish(conn, tenant, r, R::Cancelled, None, now).await?;
+            let end = if r.state.0 == R::Cancelled {
+                R::Cancelled
             } else {
-                finish(conn, tenant, r, R::Succeeded, None, now).await?;
-            }
+                R::Succeeded
+            };
+            finish(conn, tenant, r, end, None, now).await?;
             return Ok(idle);
         };
-        let mut members = rollouts::stage_members(conn, tenant, r.id, idx as i32).await?;
+        let stage_no = idx as i32;
         let mut next = idle;
+        let soak = chrono::Duration::seconds(i64::from(stage.soak_seconds));
 
         // 1. clusters in flight
-        for m in members.iter_mut() {
+        let in_flight =
+            rollouts::stage_members(conn, tenant, r.id, stage_no, &IN_FLIGHT, i64::MAX).await?;
+        for mut m in in_flight {
             let state = m.rc.state.0;
-            if state == C::Pending && m.generation.is_none() {
-                m.rc.state = Json(C::Skipped);
-                m.rc.reason = Some("the cluster was deleted".into());
-                rollouts::update_member(conn, tenant, r.id, &m.rc).await?;
-                continue;
-            }
-            if !matches!(state, C::Upgrading | C::Soaking | C::RollingBack) {
-                continue;
-            }
-            match evaluate(m, r, stage.soak_seconds, ctx, now) {
+            match evaluate(&m, r, stage.soak_seconds, ctx, now) {
                 Some((to, reason)) => {
                     m.rc.state = Json(to);
                     if reason.is_some() {
@@ -279,10 +319,9 @@ async fn drive(
                     match to {
                         C::Soaking => {
                             m.rc.soak_started_at = Some(now);
-                            next = next.min(
-                                now + chrono::Duration::seconds(i64::from(stage.soak_seconds)),
-                            );
+                            next = next.min(now + soak);
                         }
+                        C::Upgrading => m.rc.soak_started_at = None,
                         _ => m.rc.finished_at = Some(now),
                     }
                     rollouts::update_member(conn, tenant, r.id, &m.rc).await?;
@@ -291,21 +330,30 @@ async fn drive(
                     if state == C::Soaking
                         && let Some(t) = m.rc.soak_started_at
                     {
-                        next =
-                            next.min(t + chrono::Duration::seconds(i64::from(stage.soak_seconds)));
+                        next = next.min(t + soak);
                     }
                 }
             }
         }
-        let size = members
-            .iter()
-            .filter(|m| m.rc.state.0 != C::Skipped)
-            .count() as u32;
-        let failed = count(&members, &[C::Failed]) as u32;
+        let counts = rollouts::stage_counts(conn, tenant, r.id, stage_no).await?;
+        let size = (tally(
+            &counts,
+            &[
+                C::Pending,
+                C::Upgrading,
+                C::Soaking,
+                C::Succeeded,
+                C::Failed,
+                C::RollingBack,
+                C::RolledBack,
+            ],
+        )) as u32;
+        let failed = tally(&counts, &[C::Failed]) as u32;
 
         // 2. the failure policy
         let policy = r.failure_policy.0.clone();
         let threshold_paused = matches!(r.pause_reason, Some(Json(PauseReason::FailureThreshold)));
+        let mut rolling_back = tally(&counts, &[C::RollingBack]);
         if !threshold_paused
             && r.state.0 != R::Cancelled
             && threshold_exceeded(&policy, failed, size)
@@ -315,28 +363,34 @@ async fn drive(
             let stage_rec = &mut r.stages.0[idx];
             stage_rec.state = StageState::Failed;
             stage_rec.finished_at = Some(now);
-            event(conn, tenant, r, "rollout.paused",
-                json!({ "reason": "FailureThreshold", "stage": stage.name, "failed": failed, "of": size })).await?;
+            event(
+                conn,
+                tenant,
+                r,
+                "rollout.paused",
+                json!({ "reason": "FailureThreshold", "stage": stage.name, "failed": failed, "of": size }),
+            )
+            .await?;
             tracing::warn!(%tenant, rollout = %r.id, stage = %stage.name, failed, "rollout paused: failure threshold");
             if policy.action == FailureAction::Rollback {
                 let reason = format!(
                     "rollout {} rolls back: {failed} of {size} clusters of stage `{}` failed",
                     r.name, stage.name
                 );
-                for m in members.iter_mut() {
-                    if !matches!(
-                        m.rc.state.0,
-                        C::Upgrading | C::Soaking | C::Succeeded | C::Failed
-                    ) {
-                        continue;
-                    }
+                let upgraded = [C::Upgrading, C::Soaking, C::Succeeded, C::Failed];
+                for mut m in
+                    rollouts::stage_members(conn, tenant, r.id, stage_no, &upgraded, i64::MAX)
+                        .await?
+                {
                     let (from, to) = (m.rc.to_version.clone(), m.rc.from_version.clone());
-                    match move_cluster(conn, tenant, r, m, (&from, &to), &reason, now).await? {
+                    match move_cluster(conn, tenant, r, &m, (&from, &to), &reason, now).await? {
                         Ok(generation) => {
                             m.rc.state = Json(C::RollingBack);
                             m.rc.upgraded_generation = Some(generation);
                             m.rc.started_at = Some(now);
+                            m.rc.soak_started_at = None;
                             m.rc.finished_at = None;
+                            rolling_back += 1;
                         }
                         Err(why) => {
                             m.rc.reason = Some(format!("not rolled back: {why}"));
@@ -346,16 +400,16 @@ async fn drive(
                 }
             }
         }
-        let in_flight = count(&members, &[C::Upgrading, C::Soaking, C::RollingBack]);
-        if in_flight > 0 {
+        let in_flight_now = tally(&counts, &[C::Upgrading, C::Soaking]) + rolling_back;
+        if in_flight_now > 0 {
             next = next.min(poll);
         }
 
-        // 3. a rollback completes when its clusters are back
+        // 3. a rollback completes when its clusters are back (or given up on)
         if matches!(r.pause_reason, Some(Json(PauseReason::FailureThreshold)))
             && policy.action == FailureAction::Rollback
         {
-            if count(&members, &[C::RollingBack]) == 0 {
+            if rolling_back == 0 {
                 r.stages.0[idx].state = StageState::RolledBack;
                 let problem = Problem {
                     type_: "https://meshfleet.dev/problems/rollout-rolled-back".into(),
@@ -376,7 +430,7 @@ async fn drive(
         match r.state.0 {
             R::Paused => return Ok(next),
             R::Cancelled => {
-                if in_flight == 0 {
+                if in_flight_now == 0 {
                     finish(conn, tenant, r, R::Cancelled, None, now).await?;
                     return Ok(idle);
                 }
@@ -420,43 +474,47 @@ async fn drive(
         }
 
         // 5. start clusters up to maxConcurrency
-        let mut capacity = (stage.max_concurrency as usize).saturating_sub(in_flight);
-        let reason = format!("rollout {} stage `{}`", r.name, stage.name);
+        let capacity = (stage.max_concurrency as usize).saturating_sub(in_flight_now);
+        let mut pending_left = tally(&counts, &[C::Pending]);
         let mut started = 0;
-        for m in members.iter_mut() {
-            if capacity == 0 {
-                break;
-            }
-            if m.rc.state.0 != C::Pending {
-                continue;
-            }
-            let (from, to) = (m.rc.from_version.clone(), m.rc.to_version.clone());
-            match move_cluster(conn, tenant, r, m, (&from, &to), &reason, now).await? {
-                Ok(generation) => {
-                    m.rc.state = Json(C::Upgrading);
-                    m.rc.upgraded_generation = Some(generation);
-                    m.rc.started_at = Some(now);
-                    capacity -= 1;
-                    started += 1;
+        if capacity > 0 && pending_left > 0 {
+            let reason = format!("rollout {} stage `{}`", r.name, stage.name);
+            let pending = rollouts::stage_members(
+                conn,
+                tenant,
+                r.id,
+                stage_no,
+                &[C::Pending],
+                capacity as i64,
+            )
+            .await?;
+            for mut m in pending {
+                let (from, to) = (m.rc.from_version.clone(), m.rc.to_version.clone());
+                match move_cluster(conn, tenant, r, &m, (&from, &to), &reason, now).await? {
+                    Ok(generation) => {
+                        m.rc.state = Json(C::Upgrading);
+                        m.rc.upgraded_generation = Some(generation);
+                        m.rc.started_at = Some(now);
+                        next = next.min(poll);
+                        started += 1;
+                    }
+                    Err(why) => {
+                        m.rc.state = Json(C::Skipped);
+                        m.rc.reason = Some(why);
+                        m.rc.finished_at = Some(now);
+                    }
                 }
-                Err(why) => {
-                    m.rc.state = Json(C::Skipped);
-                    m.rc.reason = Some(why);
-                    m.rc.finished_at = Some(now);
-                }
+                pending_left -= 1;
+                rollouts::update_member(conn, tenant, r.id, &m.rc).await?;
             }
-            rollouts::update_member(conn, tenant, r.id, &m.rc).await?;
-        }
-        if started > 0 {
-            next = next.min(poll);
+            if pending_left > 0 {
+                // skipped clusters may have left room: look again soon
+                next = next.min(poll);
+            }
         }
 
         // 6. the stage is done when nothing is pending or in flight
-        let open = count(
-            &members,
-            &[C::Pending, C::Upgrading, C::Soaking, C::RollingBack],
-        );
-        if open > 0 {
+        if pending_left > 0 || in_flight_now + started > 0 {
             return Ok(next);
         }
         let stage_rec = &mut r.stages.0[idx];

@@ -80,33 +80,45 @@ pub async fn cluster_id_by_name(
 }
 
 /// Reads a cluster and locks its row until the transaction ends.
+///
+/// Two statements on purpose: under READ COMMITTED a `SELECT … JOIN … FOR
+/// UPDATE OF c` that waited for the lock re-reads `c` but keeps the joined
+/// rows (status, bookkeeping) of its older snapshot; the read after the lock
+/// is held sees what the previous holder committed.
 pub async fn lock_cluster(
     conn: &mut PgConnection,
     tenant: &str,
     name: &str,
 ) -> Result<Option<ClusterRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {CLUSTER_COLUMNS} FROM {CLUSTER_FROM} WHERE c.tenant_id = $1 AND c.name = $2 FOR UPDATE OF c"
-    )))
-    .bind(tenant)
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await
+    let locked: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM clusters WHERE tenant_id = $1 AND name = $2 FOR UPDATE")
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match locked {
+        Some(_) => get_cluster(&mut *conn, tenant, name).await,
+        None => Ok(None),
+    }
 }
 
-/// Reads a cluster by id and locks its row until the transaction ends.
+/// Reads a cluster by id and locks its row until the transaction ends (two
+/// statements, as [`lock_cluster`]).
 pub async fn lock_cluster_by_id(
     conn: &mut PgConnection,
     tenant: &str,
     id: Uuid,
 ) -> Result<Option<ClusterRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {CLUSTER_COLUMNS} FROM {CLUSTER_FROM} WHERE c.tenant_id = $1 AND c.id = $2 FOR UPDATE OF c"
-    )))
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await
+    let locked: Option<String> =
+        sqlx::query_scalar("SELECT name FROM clusters WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match locked {
+        Some(name) => get_cluster(&mut *conn, tenant, &name).await,
+        None => Ok(None),
+    }
 }
 
 /// Inserts a new cluster (and its reconciler bookkeeping); `None` when one

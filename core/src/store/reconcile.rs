@@ -126,21 +126,26 @@ pub async fn finish(
     Ok(())
 }
 
-/// Error policy: remember the failure and look again after `retry_at`.
+/// Error policy: remember the failure and look again after `retry_at` —
+/// unless the cluster was scheduled again meanwhile (its `next_check_at` is no
+/// longer the claim's lease), which then stands.
 pub async fn failed(
     db: impl PgExecutor<'_>,
     tenant: &str,
     cluster_id: Uuid,
     error: &str,
+    lease_until: DateTime<Utc>,
     retry_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE cluster_reconcile SET attempts = attempts + 1, last_error = $3, next_check_at = $4
+        "UPDATE cluster_reconcile SET attempts = attempts + 1, last_error = $3,
+             next_check_at = CASE WHEN next_check_at = $4 THEN $5 ELSE next_check_at END
          WHERE tenant_id = $1 AND cluster_id = $2",
     )
     .bind(tenant)
     .bind(cluster_id)
     .bind(error)
+    .bind(lease_until)
     .bind(retry_at)
     .execute(db)
     .await?;

@@ -293,7 +293,8 @@ pub async fn list_rollouts(
 }
 
 /// The rollout (id, name) that holds a cluster's version: one that is
-/// running, waiting or paused and took the cluster into a stage.
+/// running, waiting or paused and took the cluster into a stage, or a
+/// cancelled one whose upgrade of the cluster is still in flight.
 pub async fn holding_rollout(
     db: impl PgExecutor<'_>,
     tenant: &str,
@@ -303,7 +304,8 @@ pub async fn holding_rollout(
         "SELECT r.id, r.name, rc.cluster_name FROM rollout_clusters rc
          JOIN rollouts r ON r.tenant_id = rc.tenant_id AND r.id = rc.rollout_id
          WHERE rc.tenant_id = $1 AND rc.cluster_id = ANY($2) AND rc.state <> 'Skipped'
-           AND r.state IN ('Running', 'WaitingForApproval', 'Paused')
+           AND (r.state IN ('Running', 'WaitingForApproval', 'Paused')
+                OR (r.active AND rc.state IN ('Upgrading', 'Soaking', 'RollingBack')))
          LIMIT 1",
     )
     .bind(tenant)
@@ -320,36 +322,74 @@ pub struct StageMember {
     /// `None` when the cluster was deleted meanwhile.
     pub generation: Option<i64>,
     pub desired_version: Option<String>,
-    pub deleting: Option<bool>,
-    pub upgrade_mode: Option<String>,
     pub report: Option<Json<StatusReport>>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     /// When the agent's report last changed.
     pub report_changed_at: Option<DateTime<Utc>>,
 }
 
+/// The clusters of a rollout's stage in `states`, by name (at most `limit`).
 pub async fn stage_members(
     conn: &mut PgConnection,
     tenant: &str,
     rollout: Uuid,
     stage: i32,
+    states: &[RolloutClusterState],
+    limit: i64,
 ) -> Result<Vec<StageMember>, sqlx::Error> {
+    let states: Vec<String> = states.iter().map(name_of).collect();
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {RC_COLUMNS}, c.generation, c.desired_version,
-                (c.deletion_operation IS NOT NULL) AS deleting,
-                c.mesh -> 'upgrade' ->> 'mode' AS upgrade_mode,
                 s.report, s.last_heartbeat_at, s.changed_at AS report_changed_at
          FROM rollout_clusters rc
          LEFT JOIN clusters c ON c.tenant_id = rc.tenant_id AND c.id = rc.cluster_id
          LEFT JOIN cluster_status s ON s.tenant_id = rc.tenant_id AND s.cluster_id = rc.cluster_id
-         WHERE rc.tenant_id = $1 AND rc.rollout_id = $2 AND rc.stage = $3
-         ORDER BY rc.cluster_name"
+         WHERE rc.tenant_id = $1 AND rc.rollout_id = $2 AND rc.stage = $3 AND rc.state = ANY($4)
+         ORDER BY rc.cluster_name
+         LIMIT $5"
     )))
     .bind(tenant)
     .bind(rollout)
     .bind(stage)
+    .bind(&states)
+    .bind(limit)
     .fetch_all(conn)
     .await
+}
+
+/// How many clusters of a rollout's stage are in each state.
+pub async fn stage_counts(
+    conn: &mut PgConnection,
+    tenant: &str,
+    rollout: Uuid,
+    stage: i32,
+) -> Result<Vec<(RolloutClusterState, i64)>, sqlx::Error> {
+    let rows: Vec<(Json<RolloutClusterState>, i64)> = sqlx::query_as(
+        "SELECT to_jsonb(state), count(*) FROM rollout_clusters
+         WHERE tenant_id = $1 AND rollout_id = $2 AND stage = $3 GROUP BY state",
+    )
+    .bind(tenant)
+    .bind(rollout)
+    .bind(stage)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(s, n)| (s.0, n)).collect())
+}
+
+/// Pushes a rollout's next look to `at` (after a failed tick).
+pub async fn defer(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    rollout: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE rollouts SET next_check_at = $3 WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant)
+        .bind(rollout)
+        .bind(at)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 /// Writes one cluster's progress in a rollout.

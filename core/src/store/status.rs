@@ -34,7 +34,7 @@ pub async fn heartbeat_if_unchanged(
 }
 
 /// What a status write needs to know, read under the cluster's lock.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct StatusLock {
     pub generation: i64,
     /// The health stored with the last report (`None`: never reported).
@@ -43,22 +43,35 @@ pub struct StatusLock {
     pub connectivity: Option<String>,
 }
 
-/// Locks the cluster for a status write.
+/// Locks the cluster for a status write; the status is read after the lock
+/// is held (a second statement), so it is what the previous holder committed.
 pub async fn lock_for_status(
     conn: &mut PgConnection,
     tenant: &str,
     cluster_id: Uuid,
 ) -> Result<Option<StatusLock>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT c.generation, s.health, s.connectivity FROM clusters c
-         LEFT JOIN cluster_status s ON s.tenant_id = c.tenant_id AND s.cluster_id = c.id
-         WHERE c.tenant_id = $1 AND c.id = $2
-         FOR UPDATE OF c",
+    let generation: Option<i64> = sqlx::query_scalar(
+        "SELECT generation FROM clusters WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
     )
     .bind(tenant)
     .bind(cluster_id)
     .fetch_optional(&mut *conn)
-    .await
+    .await?;
+    let Some(generation) = generation else {
+        return Ok(None);
+    };
+    let status: Option<(String, String)> = sqlx::query_as(
+        "SELECT health, connectivity FROM cluster_status WHERE tenant_id = $1 AND cluster_id = $2",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(Some(StatusLock {
+        generation,
+        health: status.as_ref().map(|s| s.0.clone()),
+        connectivity: status.map(|s| s.1),
+    }))
 }
 
 pub struct StatusWrite<'a> {
@@ -126,26 +139,50 @@ pub async fn write_status(
     Ok(())
 }
 
-/// Records a connectivity transition the reconciler saw, only if no
-/// heartbeat arrived since it read `last_heartbeat_at` (compare-and-set).
-pub async fn set_connectivity(
+/// A connectivity transition recorded by [`sweep_connectivity`].
+#[derive(Debug, sqlx::FromRow)]
+pub struct Transition {
+    pub tenant_id: String,
+    pub cluster_id: Uuid,
+    pub cluster_name: String,
+    pub from_state: String,
+    pub to_state: String,
+    pub last_heartbeat_at: DateTime<Utc>,
+}
+
+/// Records, in one statement, the clusters whose agents went quiet: `Stale`
+/// past `stale_before`, `Disconnected` past `disconnected_before` (at most
+/// `limit` of them; rows a heartbeat holds are skipped and seen next time).
+/// A heartbeat that arrived meanwhile keeps its row out (the condition is
+/// checked again on the locked row). One scan of `cluster_status` instead of
+/// a reconcile per cluster.
+pub async fn sweep_connectivity(
     conn: &mut PgConnection,
-    tenant: &str,
-    cluster_id: Uuid,
-    to: &str,
-    seen_heartbeat_at: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE cluster_status SET connectivity = $3
-         WHERE tenant_id = $1 AND cluster_id = $2 AND last_heartbeat_at = $4 AND connectivity <> $3",
+    stale_before: DateTime<Utc>,
+    disconnected_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Transition>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH quiet AS (
+             SELECT s.tenant_id, s.cluster_id, s.connectivity AS old,
+                    CASE WHEN s.last_heartbeat_at < $2 THEN 'Disconnected' ELSE 'Stale' END AS new
+             FROM cluster_status s
+             WHERE s.last_heartbeat_at < $1
+               AND s.connectivity <> CASE WHEN s.last_heartbeat_at < $2 THEN 'Disconnected' ELSE 'Stale' END
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED)
+         UPDATE cluster_status s SET connectivity = q.new
+         FROM quiet q, clusters c
+         WHERE s.tenant_id = q.tenant_id AND s.cluster_id = q.cluster_id
+           AND c.tenant_id = q.tenant_id AND c.id = q.cluster_id
+         RETURNING s.tenant_id, s.cluster_id, c.name AS cluster_name, q.old AS from_state, q.new AS to_state,
+                   s.last_heartbeat_at",
     )
-    .bind(tenant)
-    .bind(cluster_id)
-    .bind(to)
-    .bind(seen_heartbeat_at)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .bind(stale_before)
+    .bind(disconnected_before)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
 }
 
 #[derive(Debug, sqlx::FromRow)]

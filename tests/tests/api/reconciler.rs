@@ -472,3 +472,44 @@ async fn deleting_a_cluster_whose_agent_is_disconnected_completes_after_the_disc
             .contains("may still be installed")
     );
 }
+
+#[tokio::test]
+async fn a_deletion_whose_agent_registered_but_never_reported_waits_the_disconnect_time() {
+    let clock = ManualClock::at(Utc::now());
+    let app = TestApp::spawn_at(&clock).await;
+    let t = app.owner("acme");
+    app.create("acme", "c1", &cluster_body("1.28.2")).await;
+    let token = app
+        .req(Method::POST, "/v1/clusters/c1/bootstrap-tokens")
+        .token(&t)
+        .send()
+        .await
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .req(Method::POST, "/v1/agent/register")
+        .json(&json!({"bootstrapToken": token}))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = app.delete("/v1/clusters/c1").token(&t).send().await;
+    assert_eq!(
+        r.status, 202,
+        "an agent registered: it must uninstall first"
+    );
+    let reconciler = app.reconciler().await;
+    clock.advance(Days::minutes(5));
+    reconciler.run_once().await.unwrap();
+    assert_eq!(
+        app.get("/v1/clusters/c1").token(&t).send().await.status,
+        200
+    );
+    clock.advance(Days::minutes(6));
+    reconciler.run_once().await.unwrap();
+    assert_eq!(
+        app.get("/v1/clusters/c1").token(&t).send().await.status,
+        404
+    );
+}
