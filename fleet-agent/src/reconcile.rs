@@ -193,7 +193,9 @@ pub async fn reconcile<B: ClusterBackend>(
 
     // Every step is ready: prune what is no longer desired.
     let desired_refs = render::desired_refs(&steps);
-    if let Err((component, message)) = prune(backend, |owned| plan_prune(&desired_refs, owned), &mut out).await {
+    if let Err((component, message)) =
+        prune(backend, |owned| plan_prune(&desired_refs, owned), &mut out).await
+    {
         let idx = component
             .and_then(|c| out.components.iter().position(|s| s.name == c))
             .unwrap_or(out.components.len().saturating_sub(1));
@@ -608,10 +610,7 @@ mod tests {
         let istiod = position(&ops, |op| {
             op.reference().name == "istiod-1-28-2" && op.reference().kind == "Deployment"
         });
-        assert!(
-            pa < gw && gw < zt && zt < cni && cni < istiod,
-            "{ops:#?}"
-        );
+        assert!(pa < gw && gw < zt && zt < cni && cni < istiod, "{ops:#?}");
         // CRDs (and so every custom resource in the cluster) stay, and no
         // namespace is deleted: only the agent's labels leave them.
         assert!(
@@ -625,7 +624,12 @@ mod tests {
             .filter(|r| r.kind != "CustomResourceDefinition")
             .map(|r| r.name.as_str())
             .collect();
-        assert_eq!(left, ["istio-system", "payments", "shop"], "{:#?}", snap.keys());
+        assert_eq!(
+            left,
+            ["istio-system", "payments", "shop"],
+            "{:#?}",
+            snap.keys()
+        );
         assert!(snap.keys().any(|r| r.kind == "CustomResourceDefinition"));
         assert!(
             snap.keys()
