@@ -348,6 +348,18 @@ async fn deleting_a_cluster_with_a_connected_agent_uninstalls_the_mesh_first() {
         let r = reconciler.clone();
         async move { r.run(stopped).await }
     });
+    // the customer's own policy, in a namespace the mesh uses
+    let policy = meshfleet_agent::ObjectRef::new(
+        "security.istio.io/v1",
+        "AuthorizationPolicy",
+        Some("shop"),
+        "allow-frontend",
+    );
+    agent.sim.insert(
+        policy.clone(),
+        json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+               "metadata": {"name": "allow-frontend", "namespace": "shop"}, "spec": {}}),
+    );
     let t = app.owner("acme");
     let r = app.delete("/v1/clusters/c1").token(&t).send().await;
     assert_eq!(r.status, 202, "{}", r.text);
@@ -384,6 +396,17 @@ async fn deleting_a_cluster_with_a_connected_agent_uninstalls_the_mesh_first() {
         .map(|o| format!("{}/{}", o.kind, o.name))
         .collect();
     assert!(left.is_empty(), "the agent uninstalled the mesh: {left:?}");
+    let snapshot = sim.snapshot();
+    assert!(
+        snapshot.contains_key(&policy),
+        "the customer's AuthorizationPolicy stays"
+    );
+    assert!(
+        snapshot
+            .keys()
+            .any(|r| r.kind == "CustomResourceDefinition"),
+        "CRDs stay: deleting one deletes every resource of its kind"
+    );
     let deleted = events(&app, "c1", "cluster.deleted").await;
     assert_eq!(deleted.len(), 1);
     assert_eq!(deleted[0]["actor"], "reconciler");
