@@ -18,12 +18,20 @@
 //!   applied (istiod's new revision, istio-cni, ztunnel) as ready.
 //!
 //! The agent's time for a cluster is ready − received: the simulated rollouts
-//! (`--ready-after` each, one after the other) and the agent's polling of them.
-//! A wave is up to `maxConcurrency` clusters of one stage in the order the
-//! rollout started them (its per-cluster `startedAt`); an ideal control plane
-//! spends, per wave, the time of the slowest agent in it. So
+//! (`--ready-after` each, one after the other), the agent's polling of them,
+//! and whatever CPU contention the agents meet on the machine.
 //!
-//!   overhead = wall time (POST → terminal state seen) − Σ over waves of the slowest agent time.
+//!   overhead = wall time (POST sent → terminal state seen) − agents' time
+//!
+//! where the agents' time is what an infinitely fast control plane would need
+//! with the same agents and limits: per stage, the measured agent times run
+//! in the rollout's start order (per-cluster `startedAt`) on `maxConcurrency`
+//! lanes, each cluster taking the lane that frees first; stages one after the
+//! other. With equal agent times that is "Σ over waves of the slowest agent in
+//! the wave" (a wave = up to `maxConcurrency` clusters started together). The
+//! literal Σ-over-waves figure (waves cut from the start order) is printed
+//! too; it over-counts when the reconciler refills slots as clusters finish,
+//! because a slow agent in one cut does not hold up the next one.
 
 #![allow(clippy::unwrap_used)]
 
@@ -106,6 +114,28 @@ struct Args {
     /// Registrations in flight at once.
     #[arg(long, default_value_t = 32)]
     register_concurrency: usize,
+    /// Agents are started evenly over this long (default: one --heartbeat),
+    /// a batch every 250 ms: their heartbeats then spread over the period as
+    /// in a real fleet instead of arriving all at once, and N agents do not
+    /// all register in the same instant.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    start_over: Option<Duration>,
+    /// Before the rollout, measure the idle fleet's load (heartbeats) for this
+    /// long, to tell the rollout's own load apart (0s: skip).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    baseline: Duration,
+    /// Process id of `meshfleet up`: its CPU time and its PostgreSQL's are
+    /// reported beside this process's.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Largest delay between an agent's retries while the service is
+    /// unreachable (production: 300s).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    agent_backoff_max: Duration,
+    /// While the fleet converges: clusters that never reported get a new
+    /// bootstrap token when no progress was made for this long.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    rebootstrap_after: Duration,
     /// What to poll while the rollout runs.
     #[arg(long, value_enum, default_value_t = Watch::Operation)]
     watch: Watch,
@@ -322,8 +352,16 @@ struct DbSnapshot {
     tup_inserted: i64,
     tup_updated: i64,
     tup_deleted: i64,
-    /// queryid → (calls, query text), when pg_stat_statements works.
-    statements: Option<HashMap<i64, (i64, String)>>,
+    /// queryid → its counters, when pg_stat_statements works.
+    statements: Option<HashMap<i64, Stmt>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Stmt {
+    calls: i64,
+    rows: i64,
+    exec_ms: f64,
+    query: String,
 }
 
 async fn db_connect(url: &str) -> Result<PgConnection, sqlx::Error> {
@@ -368,7 +406,8 @@ async fn db_snapshot(db: &mut PgConnection, statements: bool) -> Result<DbSnapsh
     };
     if statements {
         let rows = sqlx::query(
-            "SELECT coalesce(queryid, 0) AS queryid, sum(calls)::bigint AS calls, min(query) AS query \
+            "SELECT coalesce(queryid, 0) AS queryid, sum(calls)::bigint AS calls, sum(rows)::bigint AS rows, \
+             sum(total_exec_time)::float8 AS exec_ms, min(query) AS query \
              FROM pg_stat_statements \
              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
              GROUP BY 1",
@@ -378,9 +417,15 @@ async fn db_snapshot(db: &mut PgConnection, statements: bool) -> Result<DbSnapsh
         let mut m = HashMap::new();
         for r in rows {
             let id: i64 = r.try_get("queryid")?;
-            let calls: i64 = r.try_get("calls")?;
-            let query: String = r.try_get("query").unwrap_or_default();
-            m.insert(id, (calls, query));
+            m.insert(
+                id,
+                Stmt {
+                    calls: r.try_get("calls")?,
+                    rows: r.try_get("rows")?,
+                    exec_ms: r.try_get("exec_ms")?,
+                    query: r.try_get("query").unwrap_or_default(),
+                },
+            );
         }
         s.statements = Some(m);
     }
@@ -421,37 +466,89 @@ fn print_db_load(before: &DbSnapshot, after: &DbSnapshot) {
     );
     match (&before.statements, &after.statements) {
         (Some(b), Some(a)) => {
-            let mut deltas: Vec<(i64, &str)> = a
+            let zero = Stmt::default();
+            let mut deltas: Vec<Stmt> = a
                 .iter()
-                .map(|(id, (calls, q))| (calls - b.get(id).map_or(0, |(c, _)| *c), q.as_str()))
-                .filter(|(d, _)| *d > 0)
+                .map(|(id, x)| {
+                    let y = b.get(id).unwrap_or(&zero);
+                    Stmt {
+                        calls: x.calls - y.calls,
+                        rows: x.rows - y.rows,
+                        exec_ms: x.exec_ms - y.exec_ms,
+                        query: x.query.clone(),
+                    }
+                })
+                .filter(|d| d.calls > 0)
                 .collect();
-            deltas.sort_by(|x, y| y.0.cmp(&x.0));
-            let total: i64 = deltas.iter().map(|(d, _)| d).sum();
+            let total: i64 = deltas.iter().map(|d| d.calls).sum();
+            let exec_ms: f64 = deltas.iter().map(|d| d.exec_ms).sum();
             let control: i64 = deltas
                 .iter()
-                .filter(|(_, q)| {
-                    let q = q.trim_start().to_ascii_uppercase();
+                .filter(|d| {
+                    let q = d.query.trim_start().to_ascii_uppercase();
                     q.starts_with("BEGIN") || q.starts_with("COMMIT") || q.starts_with("ROLLBACK")
                 })
-                .map(|(d, _)| d)
+                .map(|d| d.calls)
                 .sum();
             println!(
-                "  statements     {total} ({:.0}/s; {:.0}/s without BEGIN/COMMIT/ROLLBACK) from pg_stat_statements",
+                "  statements     {total} ({:.0}/s; {:.0}/s without BEGIN/COMMIT/ROLLBACK) from pg_stat_statements; {:.2} s of execution ({:.0}% of one core)",
                 total as f64 / dt,
-                (total - control) as f64 / dt
+                (total - control) as f64 / dt,
+                exec_ms / 1000.0,
+                exec_ms / 10.0 / dt
             );
-            println!("  top statements by calls:");
-            for (d, q) in deltas.iter().take(15) {
-                println!(
-                    "    {d:>8}  {:>7.0}/s  {}",
-                    *d as f64 / dt,
-                    one_line(q, 110)
-                );
+            let row = |d: &Stmt| {
+                format!(
+                    "    {:>8} {:>7.0}/s {:>8.0} ms {:>9} rows  {}",
+                    d.calls,
+                    d.calls as f64 / dt,
+                    d.exec_ms,
+                    d.rows,
+                    one_line(&d.query, 100)
+                )
+            };
+            println!("  top statements by calls:   calls   calls/s   exec time     rows  query");
+            deltas.sort_by_key(|d| std::cmp::Reverse(d.calls));
+            for d in deltas.iter().take(15) {
+                println!("{}", row(d));
+            }
+            println!("  top statements by execution time:");
+            deltas.sort_by(|x, y| y.exec_ms.total_cmp(&x.exec_ms));
+            for d in deltas.iter().take(8) {
+                println!("{}", row(d));
             }
         }
         _ => println!("  statements     n/a (pg_stat_statements not available; see above)"),
     }
+}
+
+/// Transactions and statements per second of the idle fleet (`d0` → `d1`)
+/// against the rollout's (`d1` → `d2`), and the difference.
+fn print_db_baseline(d0: &DbSnapshot, d1: &DbSnapshot, d2: &DbSnapshot) {
+    let rate = |x: &DbSnapshot, y: &DbSnapshot| {
+        let (Some(t0), Some(t1)) = (x.at, y.at) else {
+            return (0.0, None);
+        };
+        let dt = (t1 - t0).as_secs_f64().max(1e-3);
+        let tx = (y.xact_commit - x.xact_commit) as f64 / dt;
+        let st = match (&x.statements, &y.statements) {
+            (Some(a), Some(b)) => {
+                let calls = |m: &HashMap<i64, Stmt>| m.values().map(|s| s.calls).sum::<i64>();
+                Some((calls(b) - calls(a)) as f64 / dt)
+            }
+            _ => None,
+        };
+        (tx, st)
+    };
+    let (tx0, st0) = rate(d0, d1);
+    let (tx1, st1) = rate(d1, d2);
+    let fmt = |s: Option<f64>| s.map_or("n/a".to_string(), |v| format!("{v:.0}"));
+    println!(
+        "  the same fleet just before the rollout (heartbeats and the reconciler's own work): {tx0:.0} transactions/s, {} statements/s → the rollout adds ≈ {:.0} transactions/s, {} statements/s",
+        fmt(st0),
+        tx1 - tx0,
+        fmt(st1.zip(st0).map(|(a, b)| a - b))
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -505,18 +602,23 @@ async fn scrape(client: &reqwest::Client, base: &str) -> BTreeMap<String, f64> {
     }
 }
 
-fn print_counters(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, dt: f64) {
+fn print_counters(
+    title: &str,
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    dt: f64,
+) {
     let mut rows: Vec<(&String, f64)> = after
         .iter()
         .map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0.0)))
         .filter(|(_, d)| *d > 0.0)
         .collect();
     if rows.is_empty() {
-        println!("server counters: /metrics unavailable or unchanged");
+        println!("{title}: /metrics unavailable or unchanged");
         return;
     }
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
-    println!("server counters during the rollout (/metrics):");
+    println!("{title} (/metrics):");
     for (k, d) in rows.iter().take(20) {
         println!("  {d:>9.0}  {:>7.0}/s  {k}", d / dt);
     }
@@ -533,9 +635,10 @@ async fn census(
     token: &str,
     selector: &str,
     version: &str,
-) -> (usize, BTreeMap<String, usize>) {
+) -> (usize, BTreeMap<String, usize>, Vec<String>) {
     let mut counts = BTreeMap::new();
     let mut done = 0;
+    let mut unknown = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let mut url = format!(
@@ -554,6 +657,11 @@ async fn census(
         for c in page["items"].as_array().into_iter().flatten() {
             let health = c["status"]["health"].as_str().unwrap_or("Unknown");
             *counts.entry(health.to_string()).or_insert(0) += 1;
+            if health == "Unknown"
+                && let Some(name) = c["name"].as_str()
+            {
+                unknown.push(name.to_string());
+            }
             if health == "Healthy"
                 && c["status"]["observedGeneration"] == c["generation"]
                 && c["desiredVersion"] == version
@@ -566,7 +674,231 @@ async fn census(
             None => break,
         }
     }
-    (done, counts)
+    (done, counts, unknown)
+}
+
+/// Mints a new bootstrap token for each of `names` and puts it where the
+/// agent reads it.
+async fn rebootstrap(
+    client: &reqwest::Client,
+    a: &Args,
+    token: &str,
+    probes: &[(String, Probe)],
+    names: &[String],
+) {
+    let by_name: HashMap<&str, &Probe> = probes.iter().map(|(n, p)| (n.as_str(), p)).collect();
+    futures::stream::iter(names)
+        .map(|name| {
+            let probe = by_name.get(name.as_str()).copied();
+            async move {
+                let Some(probe) = probe else { return };
+                let url = format!("{}/v1/clusters/{name}/bootstrap-tokens", a.base);
+                let r = send("minting a bootstrap token", || {
+                    client.post(&url).bearer_auth(token)
+                })
+                .await;
+                if let Ok(bt) = r.json::<Value>().await
+                    && let Some(t) = bt["token"].as_str()
+                {
+                    probe
+                        .sim
+                        .set_bootstrap(AGENT_NAMESPACE, BOOTSTRAP_SECRET, t, Some(&a.base));
+                }
+            }
+        })
+        .buffer_unordered(a.register_concurrency.max(1))
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// What the rollout body and the probes say, per cluster and per stage.
+#[derive(Debug, Default)]
+struct Timings {
+    stage_rows: Vec<String>,
+    dispatch: Vec<f64>,
+    agent: Vec<f64>,
+    report: Vec<f64>,
+    server: Vec<f64>,
+    approximated: usize,
+    waves: usize,
+    /// Σ over stages of the list-scheduling makespan of the agent times.
+    ideal: f64,
+    /// Σ over waves of the slowest agent in the wave.
+    wave_sum: f64,
+    /// waves × 3 × ready_after.
+    nominal: f64,
+}
+
+/// Finishing time of `durations` run in order on `lanes` lanes, each taking
+/// the lane that frees first.
+fn makespan(durations: &[f64], lanes: usize) -> f64 {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let us = |s: f64| (s.max(0.0) * 1e6) as u64;
+    let mut free: BinaryHeap<Reverse<u64>> = (0..lanes.max(1)).map(|_| Reverse(0)).collect();
+    let mut end = 0;
+    for d in durations {
+        let Reverse(at) = free.pop().unwrap_or(Reverse(0));
+        let done = at + us(*d);
+        end = end.max(done);
+        free.push(Reverse(done));
+    }
+    end as f64 / 1e6
+}
+
+fn analyse(
+    a: &Args,
+    rollout: Option<&Rollout>,
+    probes: &[(String, Probe)],
+    posted_at: DateTime<Utc>,
+) -> Timings {
+    let by_name: HashMap<&str, &Probe> = probes.iter().map(|(n, p)| (n.as_str(), p)).collect();
+    let approx_agent = a.ready_after.as_secs_f64() * 3.0;
+    let mut t = Timings::default();
+    let Some(r) = rollout else { return t };
+    let mut prev_end = Some(posted_at);
+    for st in &r.stages {
+        let mut started: Vec<(DateTime<Utc>, f64)> = Vec::new();
+        for c in st.clusters.iter().flatten() {
+            let Some(s_at) = c.started_at else { continue };
+            let agent = match by_name.get(c.name.as_str()).and_then(|p| p.timing()) {
+                Some((received, ready)) => {
+                    t.dispatch.push(secs(received - s_at));
+                    if let Some(f) = c.finished_at {
+                        t.report.push(secs(f - ready));
+                    }
+                    secs(ready - received)
+                }
+                None => {
+                    t.approximated += 1;
+                    approx_agent
+                }
+            };
+            t.agent.push(agent);
+            if let Some(f) = c.finished_at {
+                t.server.push(secs(f - s_at));
+            }
+            started.push((s_at, agent));
+        }
+        started.sort_by_key(|x| x.0);
+        let lanes = st.max_concurrency.max(1) as usize;
+        let durations: Vec<f64> = started.iter().map(|(_, d)| *d).collect();
+        let ideal = makespan(&durations, lanes);
+        let mut wave_sum = 0.0;
+        let mut waves = 0;
+        for chunk in durations.chunks(lanes) {
+            wave_sum += chunk.iter().copied().fold(0.0, f64::max);
+            waves += 1;
+        }
+        t.waves += waves;
+        t.ideal += ideal;
+        t.wave_sum += wave_sum;
+        t.nominal += waves as f64 * approx_agent;
+        let took = match (st.started_at, st.finished_at) {
+            (Some(s), Some(f)) => secs(f - s),
+            _ => f64::NAN,
+        };
+        let gap = match (prev_end, st.started_at) {
+            (Some(p), Some(s)) => secs(s - p),
+            _ => f64::NAN,
+        };
+        prev_end = st.finished_at;
+        t.stage_rows.push(format!(
+            "  {:<8} {:<9} {:>5} clusters {:>3} waves {:>7.2} s  {:>9.2} s  {:>9.2} s  [{:>9.2} s]  {:>9.3} s",
+            st.name,
+            format!("{:?}", st.state),
+            started.len(),
+            waves,
+            took,
+            ideal,
+            took - ideal,
+            wave_sum,
+            gap
+        ));
+    }
+    t
+}
+
+// ---------------------------------------------------------------------------
+// CPU time of this process, of `meshfleet up` and of its PostgreSQL.
+
+/// comm → CPU seconds (user + system, with reaped children), for this
+/// process and every process under `server`.
+fn cpu_snapshot(server: Option<u32>) -> BTreeMap<String, f64> {
+    // USER_HZ is 100 on every Linux ABI.
+    const HZ: f64 = 100.0;
+    let mut procs: Vec<(u32, u32, String, f64)> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let comm = stat[open + 1..close].to_string();
+            let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            let ppid = f.get(1).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+            procs.push((
+                pid,
+                ppid,
+                comm,
+                (num(11) + num(12) + num(13) + num(14)) / HZ,
+            ));
+        }
+    }
+    let me = std::process::id();
+    let mut out = BTreeMap::new();
+    let mut mine: Vec<u32> = server.into_iter().collect();
+    let mut i = 0;
+    while i < mine.len() {
+        let parent = mine[i];
+        for (pid, ppid, _, _) in &procs {
+            if *ppid == parent && !mine.contains(pid) {
+                mine.push(*pid);
+            }
+        }
+        i += 1;
+    }
+    for (pid, _, comm, cpu) in &procs {
+        let key = if *pid == me {
+            "rollout-bench (simulator, agents)".to_string()
+        } else if mine.contains(pid) {
+            if comm.starts_with("postgres") {
+                "postgres".to_string()
+            } else {
+                format!("{comm} (server, reconciler)")
+            }
+        } else {
+            continue;
+        };
+        *out.entry(key).or_insert(0.0) += cpu;
+    }
+    out
+}
+
+fn print_cpu(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, dt: f64) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut parts = Vec::new();
+    let mut total = 0.0;
+    for (k, v) in after {
+        let d = v - before.get(k).copied().unwrap_or(0.0);
+        total += d;
+        parts.push(format!("{k} {d:.1} s ({:.0}%)", d / dt * 100.0));
+    }
+    if parts.is_empty() {
+        return;
+    }
+    println!(
+        "  CPU over {dt:.1} s: {}; together {total:.1} of {:.1} core-seconds ({:.0}%)",
+        parts.join(", "),
+        dt * cores,
+        total / (dt * cores) * 100.0
+    );
 }
 
 async fn get_rollout(
@@ -753,12 +1085,21 @@ async fn main() {
 
     // 2. Start an agent per cluster.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    for (_, probe) in &probes {
+    let agents_started = Instant::now();
+    let start_pause = Duration::from_millis(250);
+    let start_over = a.start_over.unwrap_or(a.heartbeat);
+    let slots = (start_over.as_millis() / start_pause.as_millis()).max(1) as usize;
+    let start_batch = a.clusters.div_ceil(slots).max(1);
+    for (i, (_, probe)) in probes.iter().enumerate() {
+        if i > 0 && i % start_batch == 0 {
+            tokio::time::sleep(start_pause).await;
+        }
         let mut config = AgentConfig::new(a.base.clone());
         config.http = Some(client.clone());
         config.heartbeat = a.heartbeat;
         config.poll_wait = Duration::from_secs(55);
         config.reconcile.poll_interval = a.agent_poll;
+        config.backoff_max = a.agent_backoff_max;
         let agent = Agent::new(config, probe.clone());
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -771,13 +1112,16 @@ async fn main() {
     }
 
     // 3. Wait until every cluster is Healthy on the start version.
-    let started = Instant::now();
+    // A census lists every cluster: do not let it crowd out the registrations.
+    let census_every = Duration::from_millis((a.clusters as u64 / 2).clamp(1000, 5000));
+    let started = agents_started;
     let mut last_print = Instant::now();
+    let mut best = (0usize, Instant::now());
     loop {
-        let (done, counts) = census(&client, &a, &token, &selector, &a.version).await;
+        let (done, counts, unknown) = census(&client, &a, &token, &selector, &a.version).await;
         if done >= a.clusters {
             println!(
-                "converged: {done} clusters Healthy on {} {:.1}s after the agents started",
+                "converged: {done} clusters Healthy on {} {:.1}s after the first agent started (agents started over {start_over:?})",
                 a.version,
                 started.elapsed().as_secs_f64()
             );
@@ -801,17 +1145,43 @@ async fn main() {
                 ),
             );
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        if done > best.0 {
+            best = (done, Instant::now());
+        } else if best.1.elapsed() >= a.rebootstrap_after && !unknown.is_empty() {
+            // An agent whose registration answer was lost (a client timeout
+            // after the server consumed the token) waits for a new bootstrap
+            // token: give it one, as an operator would.
+            println!(
+                "  {} clusters have never reported for {:?}: new bootstrap tokens for them",
+                unknown.len(),
+                a.rebootstrap_after
+            );
+            rebootstrap(&client, &a, &token, &probes, &unknown).await;
+            best.1 = Instant::now();
+        }
+        tokio::time::sleep(census_every).await;
     }
     // Let the status reports of the last clusters settle before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // 4. The rollout.
+    // 4. The idle fleet's load (heartbeats), then the rollout.
+    let mut baseline = None;
+    if !a.baseline.is_zero() {
+        let m0 = scrape(&client, &a.base).await;
+        let d0 = match db.as_mut() {
+            Some(c) => db_snapshot(c, statements_ok).await.ok(),
+            None => None,
+        };
+        let c0 = cpu_snapshot(a.server_pid);
+        tokio::time::sleep(a.baseline).await;
+        baseline = Some((m0, d0, c0));
+    }
     let metrics_before = scrape(&client, &a.base).await;
     let db_before = match db.as_mut() {
         Some(c) => db_snapshot(c, statements_ok).await.ok(),
         None => None,
     };
+    let cpu_before = cpu_snapshot(a.server_pid);
     let body = json!({
         "name": format!("bench-{run}"),
         "targetVersion": a.target,
@@ -912,6 +1282,7 @@ async fn main() {
         Some(c) => db_snapshot(c, statements_ok).await.ok(),
         None => None,
     };
+    let cpu_after = cpu_snapshot(a.server_pid);
     let metrics_after = scrape(&client, &a.base).await;
 
     // 5. What happened.
@@ -932,128 +1303,98 @@ async fn main() {
     };
     let _ = stop_tx.send(true);
 
-    let by_name: HashMap<&str, &Probe> = probes.iter().map(|(n, p)| (n.as_str(), p)).collect();
-    let approx_agent = a.ready_after.as_secs_f64() * 3.0;
-    let mut approximated = 0usize;
-    let mut waves_total = 0usize;
-    let mut agent_sum = 0.0f64;
-    let mut dispatch = Vec::new();
-    let mut agent_times = Vec::new();
-    let mut report = Vec::new();
-    let mut server_per_cluster = Vec::new();
-    let mut stage_rows = Vec::new();
-    let mut prev_end: Option<DateTime<Utc>> = Some(posted_at);
-    if let Some(r) = &rollout {
-        for st in &r.stages {
-            let mut started: Vec<(DateTime<Utc>, f64)> = Vec::new();
-            for c in st.clusters.iter().flatten() {
-                let Some(s_at) = c.started_at else { continue };
-                let timing = by_name.get(c.name.as_str()).and_then(|p| p.timing());
-                let agent = match timing {
-                    Some((received, ready)) => {
-                        dispatch.push(secs(received - s_at));
-                        if let Some(f) = c.finished_at {
-                            report.push(secs(f - ready));
-                        }
-                        secs(ready - received)
-                    }
-                    None => {
-                        approximated += 1;
-                        approx_agent
-                    }
-                };
-                agent_times.push(agent);
-                if let Some(f) = c.finished_at {
-                    server_per_cluster.push(secs(f - s_at));
-                }
-                started.push((s_at, agent));
-            }
-            started.sort_by(|x, y| x.0.cmp(&y.0));
-            let wave = st.max_concurrency.max(1) as usize;
-            let mut stage_agent = 0.0;
-            let mut waves = 0;
-            for chunk in started.chunks(wave) {
-                stage_agent += chunk.iter().map(|(_, t)| *t).fold(0.0, f64::max);
-                waves += 1;
-            }
-            waves_total += waves;
-            agent_sum += stage_agent;
-            let duration = match (st.started_at, st.finished_at) {
-                (Some(s), Some(f)) => secs(f - s),
-                _ => f64::NAN,
-            };
-            let gap = match (prev_end, st.started_at) {
-                (Some(p), Some(s)) => secs(s - p),
-                _ => f64::NAN,
-            };
-            prev_end = st.finished_at;
-            stage_rows.push(format!(
-                "  {:<8} {:<10} {:>6} clusters {:>3} waves  took {:>7.2} s  slowest agents Σ {:>6.2} s  overhead {:>6.2} s  start gap {:>6.3} s",
-                st.name,
-                format!("{:?}", st.state),
-                started.len(),
-                waves,
-                duration,
-                stage_agent,
-                duration - stage_agent,
-                gap
-            ));
-        }
-    }
+    let t = analyse(&a, rollout.as_ref(), &probes, posted_at);
+    let wall_s = wall.as_secs_f64();
 
     println!();
     println!("rollout {id}: {final_state}");
     println!(
-        "  wall time      {:.2} s (POST sent → terminal state seen, polling every {:?}; server: POST → rollout updatedAt {:.2} s)",
-        wall.as_secs_f64(),
+        "  wall time      {wall_s:.2} s (POST sent → terminal state seen, polling every {:?}; server: POST → rollout updatedAt {:.2} s)",
         a.poll_interval,
         rollout
             .as_ref()
             .map_or(f64::NAN, |r| secs(r.updated_at - posted_at))
     );
-    println!("stages:");
-    for row in &stage_rows {
+    println!(
+        "stages:                                  took   agents (ideal)   overhead   [Σ slowest per wave]  start gap"
+    );
+    for row in &t.stage_rows {
         println!("{row}");
     }
+    let mut t = t;
     println!(
         "per cluster: dispatch (rollout startedAt → agent got the desired state)  {}",
-        spread(&mut dispatch)
+        spread(&mut t.dispatch)
     );
     println!(
         "per cluster: agent    (got it → every target workload read ready)        {}",
-        spread(&mut agent_times)
+        spread(&mut t.agent)
     );
     println!(
         "per cluster: report   (agent ready → rollout finishedAt)                  {}",
-        spread(&mut report)
+        spread(&mut t.report)
     );
     println!(
         "per cluster: server   (rollout startedAt → finishedAt)                    {}",
-        spread(&mut server_per_cluster)
+        spread(&mut t.server)
     );
-    if approximated > 0 {
+    if t.approximated > 0 {
         println!(
-            "note: {approximated} clusters had no agent timing from the simulator; their agent time is approximated as 3 sequential readiness waits × ready-after = {approx_agent:.3} s"
+            "note: {} clusters had no agent timing from the simulator; their agent time is approximated as 3 sequential readiness waits × ready-after = {:.3} s",
+            t.approximated,
+            a.ready_after.as_secs_f64() * 3.0
         );
     }
     println!(
-        "agents' time    {agent_sum:.2} s (Σ over {waves_total} waves of the slowest agent in the wave; a wave = up to maxConcurrency clusters of a stage in startedAt order)"
+        "agents' time    {:.2} s = Σ over stages of the makespan of the measured agent times on maxConcurrency lanes, in the rollout's start order",
+        t.ideal
     );
-    let overhead = wall.as_secs_f64() - agent_sum;
     println!(
-        "overhead        {overhead:.2} s = wall {:.2} s − agents {agent_sum:.2} s   (target <= {} s)",
-        wall.as_secs_f64(),
-        a.target_overhead
+        "                (an infinitely fast control plane with the same agents and limits; for equal agent times this is the slowest agent per wave × {} waves)",
+        t.waves
+    );
+    println!(
+        "                Σ over {} waves of the slowest agent in the wave (wave = maxConcurrency clusters of a stage in startedAt order): {:.2} s → overhead {:.2} s",
+        t.waves,
+        t.wave_sum,
+        wall_s - t.wave_sum
+    );
+    println!(
+        "                lower bound without CPU contention: {} waves × 3 readiness waits × ready-after {:?} = {:.2} s → overhead {:.2} s",
+        t.waves,
+        a.ready_after,
+        t.nominal,
+        wall_s - t.nominal
+    );
+    let overhead = wall_s - t.ideal;
+    println!(
+        "overhead        {overhead:.2} s = wall {wall_s:.2} s − agents {:.2} s   (target <= {} s)",
+        t.ideal, a.target_overhead
     );
     let dt = (ended_at - posted_at)
         .to_std()
         .unwrap_or_default()
         .as_secs_f64()
         .max(1e-3);
+    print_cpu(&cpu_before, &cpu_after, dt);
     if let (Some(b), Some(af)) = (&db_before, &db_after) {
         print_db_load(b, af);
+        if let Some((_, Some(d0), _)) = &baseline {
+            print_db_baseline(d0, b, af);
+        }
     }
-    print_counters(&metrics_before, &metrics_after, dt);
+    print_counters(
+        "server counters during the rollout",
+        &metrics_before,
+        &metrics_after,
+        dt,
+    );
+    if let Some((m0, _, c0)) = &baseline {
+        let bdt = a.baseline.as_secs_f64();
+        println!("the same fleet just before the rollout, for comparison ({bdt:.0} s):");
+        print_cpu(c0, &cpu_before, bdt);
+        print_counters("  server counters", m0, &metrics_before, bdt);
+    }
     let succeeded = final_state == "Succeeded" && !timed_out;
     if timed_out {
         println!(
