@@ -308,6 +308,7 @@ async fn drive(
         // 1. clusters in flight
         let in_flight =
             rollouts::stage_members(conn, tenant, r.id, stage_no, &IN_FLIGHT, i64::MAX).await?;
+        let mut changed = Vec::new();
         for mut m in in_flight {
             let state = m.rc.state.0;
             match evaluate(&m, r, stage.soak_seconds, ctx, now) {
@@ -324,7 +325,7 @@ async fn drive(
                         C::Upgrading => m.rc.soak_started_at = None,
                         _ => m.rc.finished_at = Some(now),
                     }
-                    rollouts::update_member(conn, tenant, r.id, &m.rc).await?;
+                    changed.push(m.rc);
                 }
                 None => {
                     if state == C::Soaking
@@ -335,6 +336,7 @@ async fn drive(
                 }
             }
         }
+        rollouts::update_members(conn, tenant, r.id, &changed).await?;
         let counts = rollouts::stage_counts(conn, tenant, r.id, stage_no).await?;
         let size = (tally(
             &counts,
@@ -378,6 +380,7 @@ async fn drive(
                     r.name, stage.name
                 );
                 let upgraded = [C::Upgrading, C::Soaking, C::Succeeded, C::Failed];
+                let mut changed = Vec::new();
                 for mut m in
                     rollouts::stage_members(conn, tenant, r.id, stage_no, &upgraded, i64::MAX)
                         .await?
@@ -396,8 +399,9 @@ async fn drive(
                             m.rc.reason = Some(format!("not rolled back: {why}"));
                         }
                     }
-                    rollouts::update_member(conn, tenant, r.id, &m.rc).await?;
+                    changed.push(m.rc);
                 }
+                rollouts::update_members(conn, tenant, r.id, &changed).await?;
             }
         }
         let in_flight_now = tally(&counts, &[C::Upgrading, C::Soaking]) + rolling_back;
@@ -479,6 +483,7 @@ async fn drive(
         let mut started = 0;
         if capacity > 0 && pending_left > 0 {
             let reason = format!("rollout {} stage `{}`", r.name, stage.name);
+            let mut changed = Vec::new();
             let pending = rollouts::stage_members(
                 conn,
                 tenant,
@@ -505,8 +510,9 @@ async fn drive(
                     }
                 }
                 pending_left -= 1;
-                rollouts::update_member(conn, tenant, r.id, &m.rc).await?;
+                changed.push(m.rc);
             }
+            rollouts::update_members(conn, tenant, r.id, &changed).await?;
             if pending_left > 0 {
                 // skipped clusters may have left room: look again soon
                 next = next.min(poll);

@@ -101,8 +101,8 @@ pub async fn record_report(
         )
         .await?;
     }
-    // Rollouts, deletions and deadlines wait on reports: look again now.
-    reconcile::schedule(&mut tx, tenant, cluster_id, now).await?;
+    // Deletions and channel steps wait on reports: look again now.
+    reconcile::schedule_on_report(&mut tx, tenant, cluster_id, now).await?;
     for rollout in rollouts::rollouts_waiting_on(&mut *tx, tenant, cluster_id).await? {
         rollouts::hint(&mut *tx, tenant, rollout).await?;
     }

@@ -392,27 +392,41 @@ pub async fn defer(
     Ok(())
 }
 
-/// Writes one cluster's progress in a rollout.
-pub async fn update_member(
+/// Writes the progress of many clusters of a rollout in one statement.
+pub async fn update_members(
     conn: &mut PgConnection,
     tenant: &str,
     rollout: Uuid,
-    rc: &RolloutClusterRow,
+    rows: &[RolloutClusterRow],
 ) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.cluster_id).collect();
+    let states: Vec<String> = rows.iter().map(|r| name_of(&r.state.0)).collect();
+    let reasons: Vec<Option<&str>> = rows.iter().map(|r| r.reason.as_deref()).collect();
+    let generations: Vec<Option<i64>> = rows.iter().map(|r| r.upgraded_generation).collect();
+    let soaks: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.soak_started_at).collect();
+    let starts: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.started_at).collect();
+    let ends: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.finished_at).collect();
     sqlx::query(
-        "UPDATE rollout_clusters SET state = $4, reason = $5, upgraded_generation = $6,
-             soak_started_at = $7, started_at = $8, finished_at = $9
-         WHERE tenant_id = $1 AND rollout_id = $2 AND cluster_id = $3",
+        "UPDATE rollout_clusters rc SET state = u.state, reason = u.reason,
+             upgraded_generation = u.generation, soak_started_at = u.soak,
+             started_at = u.started, finished_at = u.finished
+         FROM UNNEST($3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::timestamptz[],
+                     $8::timestamptz[], $9::timestamptz[])
+              AS u(id, state, reason, generation, soak, started, finished)
+         WHERE rc.tenant_id = $1 AND rc.rollout_id = $2 AND rc.cluster_id = u.id",
     )
     .bind(tenant)
     .bind(rollout)
-    .bind(rc.cluster_id)
-    .bind(name_of(&rc.state.0))
-    .bind(&rc.reason)
-    .bind(rc.upgraded_generation)
-    .bind(rc.soak_started_at)
-    .bind(rc.started_at)
-    .bind(rc.finished_at)
+    .bind(&ids)
+    .bind(&states)
+    .bind(&reasons)
+    .bind(&generations)
+    .bind(&soaks)
+    .bind(&starts)
+    .bind(&ends)
     .execute(conn)
     .await?;
     Ok(())
