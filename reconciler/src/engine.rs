@@ -2,7 +2,6 @@
 //! on failure, back off (the error policy). NOTIFY wakes the sweep early;
 //! the periodic poll is what guarantees progress.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,8 +22,9 @@ use crate::{cluster, rollout};
 pub struct Reconciler {
     ctx: Arc<Context>,
     wake: Arc<Notify>,
-    /// Rollouts a NOTIFY said have something to look at (a hint only).
-    hinted: Arc<Mutex<HashSet<Uuid>>>,
+    /// An agent reported since the last sweep: its cluster may be in flight
+    /// in a rollout (a hint only; the rollouts' own times guarantee progress).
+    hinted: Arc<std::sync::atomic::AtomicBool>,
     /// When (by the clock) quiet agents were last looked for.
     connectivity_swept: Arc<Mutex<Option<chrono::DateTime<chrono::Utc>>>>,
 }
@@ -125,9 +125,11 @@ impl Reconciler {
 
     /// Drives due and hinted rollouts, one tick each.
     pub async fn sweep_rollouts(&self) -> Result<usize> {
-        let mut hinted: Vec<Uuid> = {
-            let mut set = self.hinted.lock().unwrap_or_else(|e| e.into_inner());
-            set.drain().collect()
+        let mut hinted: Vec<Uuid> = if self.hinted.swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            meshfleet_core::store::rollouts::active_ids(&self.ctx.pool).await?
+        } else {
+            Vec::new()
         };
         let mut done = 0;
         // bounded: a rollout is driven at most once per hint and once per due time
@@ -177,15 +179,11 @@ impl Reconciler {
                 pool,
                 &[RECONCILE_CHANNEL, RELEASES_CHANNEL, ROLLOUT_CHANNEL],
                 move |signal| {
-                    if let Signal::Notification { channel, payload } = signal
+                    if let Signal::Notification { channel, .. } = signal
                         && channel == ROLLOUT_CHANNEL
                     {
-                        if let Some((_, id)) = notify::parse_cluster_payload(payload) {
-                            this.hinted
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(id);
-                        }
+                        this.hinted
+                            .store(true, std::sync::atomic::Ordering::Release);
                         this.wake();
                     } else {
                         this.wake();

@@ -18,7 +18,7 @@ use meshfleet_core::store::operations;
 use meshfleet_core::store::rollouts::{self, RolloutRow, StageMember};
 use meshfleet_model::{
     Connectivity, FailureAction, Health, OperationStatus, PauseReason, Problem,
-    RolloutClusterState as C, RolloutState as R, StageState, StatusReport,
+    RolloutClusterState as C, RolloutState as R, StageState,
 };
 use serde_json::json;
 use sqlx::PgConnection;
@@ -68,17 +68,6 @@ pub async fn tick(ctx: &Context, hinted: &[Uuid]) -> Result<Option<Uuid>> {
     Ok(Some(id))
 }
 
-fn reports_version(report: &StatusReport, version: &str, since_generation: i64) -> bool {
-    report
-        .observed_generation
-        .is_some_and(|g| g >= since_generation)
-        && report
-            .components
-            .iter()
-            .filter(|c| c.desired_version.is_some())
-            .all(|c| c.observed_version.as_deref() == Some(version))
-}
-
 /// Where a cluster in flight stands now.
 fn evaluate(
     m: &StageMember,
@@ -95,16 +84,20 @@ fn evaluate(
     let started = rc.started_at.unwrap_or(now);
     let since = rc.upgraded_generation.unwrap_or(generation);
     let report = m.report.as_ref().map(|r| &r.0);
-    let health = report.map_or(Health::Unknown, |r| health::health(r, generation));
+    // The health stored with the report answers when it was derived for the
+    // current generation; otherwise the report is there to derive it again.
+    let health = match (report, &m.stored_health) {
+        (Some(r), _) => health::health(r, generation),
+        (None, Some(stored)) if m.health_generation == Some(generation) => {
+            health::parse_health(stored)
+        }
+        _ => Health::Unknown,
+    };
     let connectivity = health::connectivity(m.last_heartbeat_at, now, &ctx.config.settings);
     let reported_since_start = m.report_changed_at.is_some_and(|t| t >= started);
-    let target = if state == C::RollingBack {
-        &rc.from_version
-    } else {
-        &rc.to_version
-    };
-    let on_target =
-        health == Health::Healthy && report.is_some_and(|r| reports_version(r, target, since));
+    let on_target = health == Health::Healthy
+        && m.observed_generation.is_some_and(|g| g >= since)
+        && m.on_versions == Some(true);
     let deadline = started + chrono::Duration::seconds(i64::from(r.progress_deadline_seconds));
 
     if state == C::RollingBack {

@@ -103,9 +103,8 @@ pub async fn record_report(
     }
     // Deletions and channel steps wait on reports: look again now.
     reconcile::schedule_on_report(&mut tx, tenant, cluster_id, now).await?;
-    for rollout in rollouts::rollouts_waiting_on(&mut *tx, tenant, cluster_id).await? {
-        rollouts::hint(&mut *tx, tenant, rollout).await?;
-    }
+    // A rollout may wait on this cluster.
+    rollouts::hint(&mut *tx, tenant).await?;
     tx.commit().await?;
     Ok(Recorded::Changed)
 }

@@ -321,6 +321,13 @@ pub struct StageMember {
     pub rc: RolloutClusterRow,
     /// `None` when the cluster was deleted meanwhile.
     pub generation: Option<i64>,
+    /// The health stored with the last report, and the generation it was derived for.
+    pub stored_health: Option<String>,
+    pub health_generation: Option<i64>,
+    pub observed_generation: Option<i64>,
+    /// Every component of the last report is on the version this member
+    /// moves to (the target, or its old version while rolling back).
+    pub on_versions: Option<bool>,
     pub desired_version: Option<String>,
     pub report: Option<Json<StatusReport>>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
@@ -340,7 +347,18 @@ pub async fn stage_members(
     let states: Vec<String> = states.iter().map(name_of).collect();
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {RC_COLUMNS}, c.generation, c.desired_version,
-                s.report, s.last_heartbeat_at, s.changed_at AS report_changed_at
+                s.health AS stored_health, s.health_generation, s.observed_generation,
+                NOT EXISTS (
+                    SELECT 1 FROM jsonb_array_elements(s.report -> 'components') comp
+                    WHERE comp ->> 'desiredVersion' IS NOT NULL
+                      AND comp ->> 'observedVersion' IS DISTINCT FROM
+                          CASE WHEN rc.state = 'RollingBack' THEN rc.from_version ELSE rc.to_version END
+                ) AS on_versions,
+                -- the report itself only where the stored health cannot answer
+                -- (a failure to describe, or health derived for another generation)
+                CASE WHEN s.health IN ('Degraded', 'Unhealthy') OR s.health_generation <> c.generation
+                     THEN s.report END AS report,
+                s.last_heartbeat_at, s.changed_at AS report_changed_at
          FROM rollout_clusters rc
          LEFT JOIN clusters c ON c.tenant_id = rc.tenant_id AND c.id = rc.cluster_id
          LEFT JOIN cluster_status s ON s.tenant_id = rc.tenant_id AND s.cluster_id = rc.cluster_id
@@ -453,29 +471,21 @@ pub async fn skip_pending(
     Ok(done.rows_affected())
 }
 
-/// Active rollouts whose cluster `cluster_id` is in flight (to wake them
-/// when the cluster reports).
-pub async fn rollouts_waiting_on(
-    db: impl PgExecutor<'_>,
-    tenant: &str,
-    cluster_id: Uuid,
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT rc.rollout_id FROM rollout_clusters rc
-         JOIN rollouts r ON r.tenant_id = rc.tenant_id AND r.id = rc.rollout_id
-         WHERE rc.tenant_id = $1 AND rc.cluster_id = $2
-           AND rc.state IN ('Upgrading', 'Soaking', 'RollingBack') AND r.active",
-    )
-    .bind(tenant)
-    .bind(cluster_id)
-    .fetch_all(db)
-    .await
+/// The active rollouts (a hint woke the engine: one of them may have a
+/// cluster in flight that reported).
+pub async fn active_ids(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM rollouts WHERE active")
+        .fetch_all(db)
+        .await
 }
 
-/// Hints reconcilers that a rollout has something to look at (delivered at commit).
-pub async fn hint(db: impl PgExecutor<'_>, tenant: &str, rollout: Uuid) -> Result<(), sqlx::Error> {
+/// Hints reconcilers that an agent reported (delivered at commit; many in
+/// one transaction are one notification). Cheaper than finding out, on every
+/// report, whether the cluster is in flight in a rollout: the engine looks at
+/// its active rollouts instead.
+pub async fn hint(db: impl PgExecutor<'_>, tenant: &str) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify('meshfleet_rollout', $1)")
-        .bind(format!("{tenant}/{rollout}"))
+        .bind(tenant)
         .execute(db)
         .await?;
     Ok(())
