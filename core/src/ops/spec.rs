@@ -198,6 +198,13 @@ pub async fn write(
         },
     )
     .await?;
-    reconcile::schedule(conn, tenant, row.id, now).await?;
+    // The cluster's own bookkeeping (pending upgrade, deadline, end of
+    // support) looks again now; a rollout watches the clusters it moves
+    // itself, so theirs can wait a minute (10,000 at once otherwise).
+    let recheck = match actor {
+        Actor::Rollout(_) => now + chrono::Duration::seconds(60),
+        _ => now,
+    };
+    reconcile::schedule(conn, tenant, row.id, recheck).await?;
     Ok(updated)
 }

@@ -25,6 +25,20 @@ pub enum Recorded {
     Changed,
 }
 
+/// The distinct observed versions of the components that have a desired
+/// version (`""` for one not observed yet), sorted.
+pub fn observed_versions(report: &StatusReport) -> Vec<String> {
+    let mut v: Vec<String> = report
+        .components
+        .iter()
+        .filter(|c| c.desired_version.is_some())
+        .map(|c| c.observed_version.clone().unwrap_or_default())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// Records a validated report of the agent of `cluster_id`.
 pub async fn record_report(
     pool: &PgPool,
@@ -57,6 +71,7 @@ pub async fn record_report(
             health: health_name,
             health_generation: lock.generation,
             observed_generation: report.observed_generation,
+            observed_versions: &observed_versions(report),
         },
         settings.status_history_keep,
         now,

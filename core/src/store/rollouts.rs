@@ -348,11 +348,15 @@ pub async fn stage_members(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {RC_COLUMNS}, c.generation, c.desired_version,
                 s.health AS stored_health, s.health_generation, s.observed_generation,
-                NOT EXISTS (
-                    SELECT 1 FROM jsonb_array_elements(s.report -> 'components') comp
-                    WHERE comp ->> 'desiredVersion' IS NOT NULL
-                      AND comp ->> 'observedVersion' IS DISTINCT FROM
-                          CASE WHEN rc.state = 'RollingBack' THEN rc.from_version ELSE rc.to_version END
+                COALESCE(
+                    s.observed_versions <@ ARRAY[CASE WHEN rc.state = 'RollingBack'
+                                                      THEN rc.from_version ELSE rc.to_version END],
+                    -- reports stored before the summary existed
+                    NOT EXISTS (
+                        SELECT 1 FROM jsonb_array_elements(s.report -> 'components') comp
+                        WHERE comp ->> 'desiredVersion' IS NOT NULL
+                          AND comp ->> 'observedVersion' IS DISTINCT FROM
+                              CASE WHEN rc.state = 'RollingBack' THEN rc.from_version ELSE rc.to_version END)
                 ) AS on_versions,
                 -- the report itself only where the stored health cannot answer
                 -- (a failure to describe, or health derived for another generation)

@@ -80,6 +80,8 @@ pub struct StatusWrite<'a> {
     pub health: &'a str,
     pub health_generation: i64,
     pub observed_generation: Option<i64>,
+    /// Distinct observed versions of the components with a desired version.
+    pub observed_versions: &'a [String],
 }
 
 /// Stores a changed report and appends it to the history (keeping the newest `keep`).
@@ -95,9 +97,11 @@ pub async fn write_status(
     // order of the table, not of the struct.
     sqlx::query(
         "INSERT INTO cluster_status (tenant_id, cluster_id, report, report_hash, health, health_generation,
-                                     observed_generation, last_heartbeat_at, changed_at, connectivity)
-         VALUES ($1, $2, $3, $4, $5, $7, $6, $8, $8, 'Connected')
+                                     observed_generation, last_heartbeat_at, changed_at, connectivity,
+                                     observed_versions)
+         VALUES ($1, $2, $3, $4, $5, $7, $6, $8, $8, 'Connected', $9)
          ON CONFLICT (tenant_id, cluster_id) DO UPDATE SET
+            observed_versions = EXCLUDED.observed_versions,
             report = EXCLUDED.report, report_hash = EXCLUDED.report_hash, health = EXCLUDED.health,
             health_generation = EXCLUDED.health_generation,
             observed_generation = EXCLUDED.observed_generation,
@@ -111,6 +115,7 @@ pub async fn write_status(
     .bind(w.observed_generation)
     .bind(w.health_generation)
     .bind(now)
+    .bind(w.observed_versions)
     .execute(&mut *conn)
     .await?;
     sqlx::query(
