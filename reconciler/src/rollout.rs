@@ -84,13 +84,18 @@ fn evaluate(
     let started = rc.started_at.unwrap_or(now);
     let since = rc.upgraded_generation.unwrap_or(generation);
     let report = m.report.as_ref().map(|r| &r.0);
-    // The health stored with the report answers when it was derived for the
-    // current generation; otherwise the report is there to derive it again.
+    // The health stored with the report was derived for the generation of
+    // its time; for a newer one only "Healthy" can change (failures do not
+    // depend on the generation): it is Progressing until the agent observes
+    // the new generation.
     let health = match (report, &m.stored_health) {
         (Some(r), _) => health::health(r, generation),
-        (None, Some(stored)) if m.health_generation == Some(generation) => {
-            health::parse_health(stored)
-        }
+        (None, Some(stored)) => match health::parse_health(stored) {
+            Health::Healthy if m.observed_generation.is_none_or(|g| g < generation) => {
+                Health::Progressing
+            }
+            h => h,
+        },
         _ => Health::Unknown,
     };
     let connectivity = health::connectivity(m.last_heartbeat_at, now, &ctx.config.settings);

@@ -358,10 +358,8 @@ pub async fn stage_members(
                           AND comp ->> 'observedVersion' IS DISTINCT FROM
                               CASE WHEN rc.state = 'RollingBack' THEN rc.from_version ELSE rc.to_version END)
                 ) AS on_versions,
-                -- the report itself only where the stored health cannot answer
-                -- (a failure to describe, or health derived for another generation)
-                CASE WHEN s.health IN ('Degraded', 'Unhealthy') OR s.health_generation <> c.generation
-                     THEN s.report END AS report,
+                -- the report itself only to describe a failure
+                CASE WHEN s.health IN ('Degraded', 'Unhealthy') THEN s.report END AS report,
                 s.last_heartbeat_at, s.changed_at AS report_changed_at
          FROM rollout_clusters rc
          LEFT JOIN clusters c ON c.tenant_id = rc.tenant_id AND c.id = rc.cluster_id
