@@ -131,6 +131,30 @@ async fn finish_deletion(
     Ok(true)
 }
 
+/// An event about a cluster, written by the reconciler at its generation.
+async fn reconciler_event(
+    conn: &mut PgConnection,
+    tenant: &str,
+    row: &ClusterRow,
+    action: &str,
+    detail: serde_json::Value,
+) -> Result<()> {
+    events::insert_event(
+        conn,
+        tenant,
+        NewEvent {
+            cluster_name: Some(&row.name),
+            cluster_id: Some(row.id),
+            actor: &Actor::Reconciler.name(),
+            action,
+            generation: Some(row.generation),
+            detail,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn check_progress_deadline(
     conn: &mut PgConnection,
@@ -151,17 +175,12 @@ async fn check_progress_deadline(
     let (h, condition) = health::health_with_deadline(inputs, now, &ctx.config.settings);
     match condition {
         Some(condition) if book.deadline_notified_generation != Some(row.generation) => {
-            events::insert_event(
+            reconciler_event(
                 conn,
                 tenant,
-                NewEvent {
-                    cluster_name: Some(&row.name),
-                    cluster_id: Some(row.id),
-                    actor: &Actor::Reconciler.name(),
-                    action: "cluster.progress_deadline_exceeded",
-                    generation: Some(row.generation),
-                    detail: json!({ "health": "Degraded", "message": condition.message }),
-                },
+                row,
+                "cluster.progress_deadline_exceeded",
+                json!({ "health": "Degraded", "message": condition.message }),
             )
             .await?;
             book.deadline_notified_generation = Some(row.generation);
@@ -198,17 +217,12 @@ async fn notify_end_of_support(
     {
         return Ok(());
     }
-    events::insert_event(
+    reconciler_event(
         conn,
         tenant,
-        NewEvent {
-            cluster_name: Some(&row.name),
-            cluster_id: Some(row.id),
-            actor: &Actor::Reconciler.name(),
-            action: "cluster.end_of_support",
-            generation: Some(row.generation),
-            detail: json!({ "version": row.desired_version, "endOfSupport": eos }),
-        },
+        row,
+        "cluster.end_of_support",
+        json!({ "version": row.desired_version, "endOfSupport": eos }),
     )
     .await?;
     book.eos_notified_version = Some(row.desired_version.clone());

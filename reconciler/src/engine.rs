@@ -3,7 +3,7 @@
 //! the periodic poll is what guarantees progress.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use meshfleet_core::clock::SharedClock;
@@ -67,10 +67,6 @@ impl Reconciler {
             *last = Some(now);
         }
         crate::connectivity::sweep(&self.ctx).await
-    }
-
-    pub fn context(&self) -> &Context {
-        &self.ctx
     }
 
     /// Reconciles one claimed cluster under the error policy.
@@ -214,10 +210,5 @@ impl Reconciler {
             }
         }
         tracing::info!("reconciler stopped");
-    }
-
-    /// How long to wait between sweeps when idle.
-    pub fn poll_interval(&self) -> Duration {
-        self.ctx.config.poll
     }
 }

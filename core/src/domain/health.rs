@@ -34,21 +34,6 @@ pub fn connectivity(
     }
 }
 
-/// When the connectivity derived from `last_heartbeat_at` changes next
-/// without a new heartbeat (`None`: it is `Disconnected` for good).
-pub fn connectivity_changes_at(
-    last_heartbeat_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-    settings: &Settings,
-) -> Option<DateTime<Utc>> {
-    let at = last_heartbeat_at?;
-    [settings.stale_after, settings.disconnected_after]
-        .into_iter()
-        .filter_map(|d| chrono::Duration::from_std(d).ok())
-        .map(|d| at + d)
-        .find(|t| *t > now)
-}
-
 /// A component failed: it carries a `Failed=True` (or `Degraded=True`) condition,
 /// or `Ready=False` with a reason that says it failed (the agent reports
 /// `ApplyFailed`, `RolloutTimeout` and `PruneFailed`; `Progressing` and
@@ -285,14 +270,6 @@ mod tests {
         assert_eq!(
             connectivity(Some(now - Duration::hours(1)), now, &s),
             Connectivity::Disconnected
-        );
-        assert_eq!(
-            connectivity_changes_at(Some(now - Duration::seconds(5)), now, &s),
-            Some(now + Duration::seconds(85))
-        );
-        assert_eq!(
-            connectivity_changes_at(Some(now - Duration::hours(1)), now, &s),
-            None
         );
     }
 

@@ -321,14 +321,12 @@ pub struct StageMember {
     pub rc: RolloutClusterRow,
     /// `None` when the cluster was deleted meanwhile.
     pub generation: Option<i64>,
-    /// The health stored with the last report, and the generation it was derived for.
+    /// The health stored with the last report.
     pub stored_health: Option<String>,
-    pub health_generation: Option<i64>,
     pub observed_generation: Option<i64>,
     /// Every component of the last report is on the version this member
     /// moves to (the target, or its old version while rolling back).
     pub on_versions: Option<bool>,
-    pub desired_version: Option<String>,
     pub report: Option<Json<StatusReport>>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     /// When the agent's report last changed.
@@ -346,8 +344,8 @@ pub async fn stage_members(
 ) -> Result<Vec<StageMember>, sqlx::Error> {
     let states: Vec<String> = states.iter().map(name_of).collect();
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {RC_COLUMNS}, c.generation, c.desired_version,
-                s.health AS stored_health, s.health_generation, s.observed_generation,
+        "SELECT {RC_COLUMNS}, c.generation,
+                s.health AS stored_health, s.observed_generation,
                 COALESCE(
                     s.observed_versions <@ ARRAY[CASE WHEN rc.state = 'RollingBack'
                                                       THEN rc.from_version ELSE rc.to_version END],

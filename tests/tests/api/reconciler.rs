@@ -52,6 +52,20 @@ async fn events(app: &TestApp, name: &str, action: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The `(from, to)` of events, oldest first.
+fn from_to(events: &[Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e["detail"]["from"].as_str().unwrap().to_string(),
+                e["detail"]["to"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 fn automatic(channel: &str) -> Value {
     json!({"labels": {"env": "prod"},
            "mesh": {"upgrade": {"mode": "automatic", "channel": channel},
@@ -201,17 +215,7 @@ async fn minor_upgrades_go_one_at_a_time_and_the_next_waits_for_convergence() {
         s["health"] == "Healthy" && s["observedGeneration"] == generation + 1
     })
     .await;
-    let steps: Vec<(String, String)> = events(&app, "c1", "cluster.version_changed")
-        .await
-        .iter()
-        .rev()
-        .map(|e| {
-            (
-                e["detail"]["from"].as_str().unwrap().to_string(),
-                e["detail"]["to"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let steps = from_to(&events(&app, "c1", "cluster.version_changed").await);
     assert_eq!(
         steps,
         vec![
@@ -252,17 +256,7 @@ async fn connectivity_transitions_are_recorded_once_each() {
     })
     .await;
     reconciler.run_once().await.unwrap();
-    let transitions: Vec<(String, String)> = events(&app, "c1", "cluster.connectivity.changed")
-        .await
-        .iter()
-        .rev()
-        .map(|e| {
-            (
-                e["detail"]["from"].as_str().unwrap().to_string(),
-                e["detail"]["to"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let transitions = from_to(&events(&app, "c1", "cluster.connectivity.changed").await);
     let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
     assert_eq!(
         transitions,
