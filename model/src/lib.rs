@@ -12,8 +12,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub mod agent;
+pub mod fleet;
 pub mod rollout;
 pub use agent::*;
+pub use fleet::*;
 pub use rollout::*;
 
 /// Labels on a cluster, used by label selectors (`env=prod,tier!=db`).
