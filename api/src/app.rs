@@ -6,9 +6,9 @@ use axum::Router;
 use tokio::net::TcpListener;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::http;
 use crate::request_context::request_context;
 use crate::state::AppState;
+use crate::{http, route_stats};
 
 pub fn router(state: AppState) -> Router {
     let (api, doc) = crate::openapi::api_router().split_for_parts();
@@ -19,6 +19,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.config.clone(),
             request_context,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.route_stats.clone(),
+            route_stats::count,
         ))
         .with_state(state)
 }

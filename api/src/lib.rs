@@ -19,5 +19,6 @@ pub mod hub;
 pub mod openapi;
 pub mod request_context;
 pub mod request_id;
+pub mod route_stats;
 pub mod routes;
 pub mod state;

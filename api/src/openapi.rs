@@ -5,7 +5,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::routes::{agent, clusters, events, health, operations, releases, rollouts};
+use crate::routes::{agent, clusters, events, fleet, health, operations, ops, releases, rollouts};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -19,6 +19,7 @@ Every error is application/problem+json. Writes honour If-Match with the strong 
     modifiers(&BearerAuth),
     tags(
         (name = "clusters", description = "Registered clusters and their desired mesh state"),
+        (name = "fleet", description = "The tenant's fleet at a glance (health dashboard)"),
         (name = "releases", description = "The Istio release catalog"),
         (name = "events", description = "Audit and activity log"),
         (name = "rollouts", description = "Fleet-wide staged upgrades that pause and roll back on bad health"),
@@ -72,6 +73,11 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(rollouts::create_rollout, rollouts::list_rollouts))
         .routes(routes!(rollouts::get_rollout))
         .routes(routes!(rollouts::act_on_rollout))
+        .routes(routes!(fleet::fleet_summary))
+        .routes(routes!(ops::ops_summary))
+        .routes(routes!(ops::ops_clusters))
+        .routes(routes!(ops::ops_cluster))
+        .routes(routes!(ops::sli))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::auth::Verifier;
 use crate::config::AppConfig;
 use crate::hub::Hub;
+use crate::route_stats::RouteStats;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -23,6 +24,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Wakes long-polling agents (fed by this process's LISTEN connection).
     pub hub: Arc<Hub>,
+    /// This process's request counters per route (the SLI's rates).
+    pub route_stats: Arc<RouteStats>,
     /// Turns `true` when the server starts draining: long polls answer at once.
     pub shutdown: watch::Receiver<bool>,
     shutdown_tx: Arc<watch::Sender<bool>>,
@@ -44,6 +47,7 @@ impl AppState {
             config: Arc::new(config),
             clock,
             hub: Arc::new(Hub::default()),
+            route_stats: Arc::new(RouteStats::default()),
             shutdown: rx,
             shutdown_tx: Arc::new(tx),
         }

@@ -5,7 +5,7 @@
 
 use meshfleet_core::ops::Actor;
 use meshfleet_core::store::events::{self, NewEvent};
-use meshfleet_core::store::status;
+use meshfleet_core::store::{fleet, status};
 use serde_json::json;
 
 use crate::context::Context;
@@ -13,6 +13,9 @@ use crate::error::Result;
 
 /// Transitions recorded per statement.
 const BATCH: i64 = 1000;
+
+/// How long convergence records are kept.
+const CONVERGENCE_KEPT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// Records every due transition; how many.
 pub async fn sweep(ctx: &Context) -> Result<usize> {
@@ -52,6 +55,8 @@ pub async fn sweep(ctx: &Context) -> Result<usize> {
         metrics::counter!("meshfleet_connectivity_transitions_total")
             .increment(transitions.len() as u64);
         if (transitions.len() as i64) < BATCH {
+            // The convergence SLI looks back a day at most; a week is kept.
+            fleet::prune_convergence(&ctx.pool, before(CONVERGENCE_KEPT), BATCH).await?;
             return Ok(done);
         }
     }

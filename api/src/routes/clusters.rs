@@ -6,11 +6,11 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use meshfleet_core::domain::health::{self, StatusInputs};
 use meshfleet_core::domain::names::{dns_label_problem, is_dns_label};
-use meshfleet_core::domain::selector;
 use meshfleet_core::ops::clusters::{self as cluster_ops, Deletion};
 use meshfleet_core::ops::spec;
 use meshfleet_core::settings::Settings;
 use meshfleet_core::store::clusters::{self as store, ClusterRow};
+use meshfleet_core::store::fleet::{self as fleet_store, After, Judged, Scope, Sort};
 use meshfleet_core::store::releases::load_catalog;
 use meshfleet_model::{Cluster, ClusterInput, ClusterList, Condition, Problem, UpgradeMode};
 use serde::Deserialize;
@@ -18,6 +18,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use utoipa::IntoParams;
 
+use super::fleet;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
@@ -413,6 +414,12 @@ pub async fn delete_cluster(
 pub struct ListParams {
     /// Kubernetes label selector, e.g. `env=prod,tier!=db,region in (eu,us)`.
     pub label_selector: Option<String>,
+    /// Comma-separated healths (as derived for `GET`), e.g. `Degraded,Unhealthy`.
+    pub health: Option<String>,
+    /// Comma-separated connectivities, e.g. `Stale,Disconnected`.
+    pub connectivity: Option<String>,
+    /// Desired version, e.g. `1.28.2`.
+    pub version: Option<String>,
     /// Page size, 1 to 500 (default 50).
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
@@ -427,7 +434,7 @@ const CURSOR_KIND: &str = "c1";
     params(ListParams),
     responses(
         (status = 200, description = "A page of clusters", body = ClusterList),
-        (status = 400, description = "Bad selector, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad selector, health, connectivity, limit or cursor", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Lacks the reader role", body = Problem, content_type = "application/problem+json"),
     ),
@@ -440,27 +447,38 @@ pub async fn list_clusters(
 ) -> ApiResult<axum::Json<ClusterList>> {
     principal.require_read()?;
     let limit = page_limit(params.limit)?;
-    let selector = selector::parse(params.label_selector.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::BadRequest(format!("labelSelector: {e}")))?;
+    let filter = fleet::filter(
+        params.label_selector.as_deref(),
+        params.health.as_deref(),
+        params.connectivity.as_deref(),
+        params.version.as_deref(),
+    )?;
     let after = params
         .cursor
         .as_deref()
         .map(|c| decode_cursor(CURSOR_KIND, c))
-        .transpose()?;
-    let mut rows = store::list_clusters(
+        .transpose()?
+        .map(|name| After {
+            key: 0,
+            tenant: principal.tenant.clone(),
+            name,
+        });
+    let now = state.clock.now();
+    let mut rows = fleet_store::list(
         &state.pool,
-        &principal.tenant,
-        &selector,
-        after.as_deref(),
+        Scope::Tenant(&principal.tenant),
+        &Judged::at(now, &state.config.settings),
+        &filter,
+        Sort::Name,
+        after.as_ref(),
         limit + 1,
     )
     .await?;
-    let next_cursor = paginate(&mut rows, limit, CURSOR_KIND, |r| r.name.clone());
-    let now = state.clock.now();
+    let next_cursor = paginate(&mut rows, limit, CURSOR_KIND, |r| r.row.name.clone());
     Ok(axum::Json(ClusterList {
         items: rows
             .into_iter()
-            .map(|r| to_cluster(r, now, &state.config.settings))
+            .map(|r| to_cluster(r.row, now, &state.config.settings))
             .collect(),
         next_cursor,
     }))

@@ -3,7 +3,9 @@
 pub mod agent;
 pub mod clusters;
 pub mod events;
+pub mod fleet;
 pub mod health;
 pub mod operations;
+pub mod ops;
 pub mod releases;
 pub mod rollouts;

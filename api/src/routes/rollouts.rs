@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use meshfleet_core::domain::rollout::counts;
 use meshfleet_core::ops::rollouts::{self as rollout_ops, Action};
 use meshfleet_core::store::releases::load_catalog;
 use meshfleet_core::store::rollouts::{self as store, RolloutClusterRow, RolloutRow};
@@ -20,22 +21,6 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{JsonBody, Query, decode_cursor, page_limit, paginate, with_header};
 use crate::state::AppState;
-
-fn counts<'a>(states: impl Iterator<Item = (C, u32)> + 'a) -> RolloutCounts {
-    let mut c = RolloutCounts::default();
-    for (state, n) in states {
-        c.total += n;
-        match state {
-            C::Pending => c.pending += n,
-            C::Upgrading | C::Soaking | C::RollingBack => c.in_progress += n,
-            C::Succeeded => c.succeeded += n,
-            C::Failed => c.failed += n,
-            C::RolledBack => c.rolled_back += n,
-            C::Skipped => c.skipped += n,
-        }
-    }
-    c
-}
 
 /// The API shape of a rollout; with its clusters per stage when given.
 fn present(

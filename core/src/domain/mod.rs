@@ -3,6 +3,7 @@
 //! windows, health and connectivity, and the effective desired state.
 
 pub mod desired;
+pub mod fleet;
 pub mod health;
 pub mod names;
 pub mod report;

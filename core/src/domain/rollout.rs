@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use meshfleet_model::{FailurePolicy, FieldError, Labels, RolloutInput};
+use meshfleet_model::{
+    FailurePolicy, FieldError, Labels, RolloutClusterState as C, RolloutCounts, RolloutInput,
+};
 
 use super::selector::{self, Requirement};
 
@@ -144,6 +146,23 @@ pub fn assign_stages(plan: &Plan, labels: &[&Labels]) -> Vec<Option<usize>> {
         }
     }
     stage_of
+}
+
+/// A rollout's counts from `(state, clusters)` pairs.
+pub fn counts(states: impl IntoIterator<Item = (C, u32)>) -> RolloutCounts {
+    let mut c = RolloutCounts::default();
+    for (state, n) in states {
+        c.total += n;
+        match state {
+            C::Pending => c.pending += n,
+            C::Upgrading | C::Soaking | C::RollingBack => c.in_progress += n,
+            C::Succeeded => c.succeeded += n,
+            C::Failed => c.failed += n,
+            C::RolledBack => c.rolled_back += n,
+            C::Skipped => c.skipped += n,
+        }
+    }
+    c
 }
 
 /// Whether `failed` clusters of a stage of `size` exceed the policy.

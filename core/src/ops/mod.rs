@@ -3,6 +3,7 @@
 //! rollouts all change desired state through [`spec::write`].
 
 pub mod clusters;
+pub mod fleet;
 pub mod rollouts;
 pub mod spec;
 pub mod status;

@@ -3,7 +3,7 @@
 //! connectivity is worth.
 
 use chrono::{DateTime, Utc};
-use meshfleet_model::StatusReport;
+use meshfleet_model::{Health, StatusReport};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -14,7 +14,7 @@ use crate::domain::health;
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 use crate::store::events::{self, NewEvent};
-use crate::store::{reconcile, rollouts, status};
+use crate::store::{fleet, reconcile, rollouts, status};
 
 /// What a report turned into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,7 @@ pub async fn record_report(
             health_generation: lock.generation,
             observed_generation: report.observed_generation,
             observed_versions: &observed_versions(report),
+            agent_version: report.facts.agent_version.as_deref(),
         },
         settings.status_history_keep,
         now,
@@ -113,6 +114,18 @@ pub async fn record_report(
                 generation: report.observed_generation,
                 detail: json!({ "from": lock.health, "to": health_name, "failing": failing }),
             },
+        )
+        .await?;
+    }
+    // The first Healthy report of a generation: it converged (the SLI).
+    if health == Health::Healthy && report.observed_generation == Some(lock.generation) {
+        fleet::record_convergence(
+            &mut *tx,
+            tenant,
+            cluster_id,
+            lock.generation,
+            lock.generation_changed_at,
+            now,
         )
         .await?;
     }

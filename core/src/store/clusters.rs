@@ -43,11 +43,12 @@ impl ClusterRow {
 }
 
 /// The columns of a [`ClusterRow`], from [`CLUSTER_FROM`].
-const CLUSTER_COLUMNS: &str = "c.name, c.id, c.labels, c.mesh, c.generation, c.resource_version,
+pub(crate) const CLUSTER_COLUMNS: &str =
+    "c.name, c.id, c.labels, c.mesh, c.generation, c.resource_version,
     c.desired_version, c.version_history, c.generation_changed_at, c.deletion_operation,
     s.report, s.last_heartbeat_at, s.connectivity AS recorded_connectivity,
     r.pending_upgrade, rel.end_of_support, c.created_at, c.updated_at";
-const CLUSTER_FROM: &str = "clusters c
+pub(crate) const CLUSTER_FROM: &str = "clusters c
     LEFT JOIN cluster_status s ON s.tenant_id = c.tenant_id AND s.cluster_id = c.id
     LEFT JOIN cluster_reconcile r ON r.tenant_id = c.tenant_id AND r.cluster_id = c.id
     LEFT JOIN releases rel ON rel.version = c.desired_version";
@@ -233,26 +234,6 @@ pub async fn delete_cluster(
     Ok(done.rows_affected() == 1)
 }
 
-/// A page of a tenant's clusters by name, after `after`, matching `selector`.
-pub async fn list_clusters(
-    db: impl PgExecutor<'_>,
-    tenant: &str,
-    selector: &[Requirement],
-    after: Option<&str>,
-    limit: i64,
-) -> Result<Vec<ClusterRow>, sqlx::Error> {
-    let mut q = QueryBuilder::<Postgres>::new(format!(
-        "SELECT {CLUSTER_COLUMNS} FROM {CLUSTER_FROM} WHERE c.tenant_id = "
-    ));
-    q.push_bind(tenant);
-    if let Some(after) = after {
-        q.push(" AND c.name > ").push_bind(after);
-    }
-    push_selector(&mut q, selector);
-    q.push(" ORDER BY c.name LIMIT ").push_bind(limit);
-    q.build_query_as().fetch_all(db).await
-}
-
 pub async fn desired_state(
     db: impl PgExecutor<'_>,
     tenant: &str,
@@ -299,7 +280,7 @@ pub async fn lock_matching(
 }
 
 /// Appends a label selector's conditions on `c.labels`.
-fn push_selector(q: &mut QueryBuilder<Postgres>, selector: &[Requirement]) {
+pub(crate) fn push_selector(q: &mut QueryBuilder<Postgres>, selector: &[Requirement]) {
     for req in selector {
         match req {
             Requirement::Eq(k, v) => {

@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 pub mod agents;
 pub mod clusters;
 pub mod events;
+pub mod fleet;
 pub mod operations;
 pub mod reconcile;
 pub mod releases;

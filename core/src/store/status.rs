@@ -37,6 +37,8 @@ pub async fn heartbeat_if_unchanged(
 #[derive(Debug)]
 pub struct StatusLock {
     pub generation: i64,
+    /// When `generation` was set.
+    pub generation_changed_at: DateTime<Utc>,
     /// The health stored with the last report (`None`: never reported).
     pub health: Option<String>,
     /// The connectivity last recorded (`None`: never reported).
@@ -50,14 +52,15 @@ pub async fn lock_for_status(
     tenant: &str,
     cluster_id: Uuid,
 ) -> Result<Option<StatusLock>, sqlx::Error> {
-    let generation: Option<i64> = sqlx::query_scalar(
-        "SELECT generation FROM clusters WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+    let generation: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT generation, generation_changed_at FROM clusters
+         WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
     )
     .bind(tenant)
     .bind(cluster_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(generation) = generation else {
+    let Some((generation, generation_changed_at)) = generation else {
         return Ok(None);
     };
     let status: Option<(String, String)> = sqlx::query_as(
@@ -69,6 +72,7 @@ pub async fn lock_for_status(
     .await?;
     Ok(Some(StatusLock {
         generation,
+        generation_changed_at,
         health: status.as_ref().map(|s| s.0.clone()),
         connectivity: status.map(|s| s.1),
     }))
@@ -82,6 +86,7 @@ pub struct StatusWrite<'a> {
     pub observed_generation: Option<i64>,
     /// Distinct observed versions of the components with a desired version.
     pub observed_versions: &'a [String],
+    pub agent_version: Option<&'a str>,
 }
 
 /// Stores a changed report and appends it to the history (keeping the newest `keep`).
@@ -98,10 +103,10 @@ pub async fn write_status(
     sqlx::query(
         "INSERT INTO cluster_status (tenant_id, cluster_id, report, report_hash, health, health_generation,
                                      observed_generation, last_heartbeat_at, changed_at, connectivity,
-                                     observed_versions)
-         VALUES ($1, $2, $3, $4, $5, $7, $6, $8, $8, 'Connected', $9)
+                                     observed_versions, agent_version)
+         VALUES ($1, $2, $3, $4, $5, $7, $6, $8, $8, 'Connected', $9, $10)
          ON CONFLICT (tenant_id, cluster_id) DO UPDATE SET
-            observed_versions = EXCLUDED.observed_versions,
+            observed_versions = EXCLUDED.observed_versions, agent_version = EXCLUDED.agent_version,
             report = EXCLUDED.report, report_hash = EXCLUDED.report_hash, health = EXCLUDED.health,
             health_generation = EXCLUDED.health_generation,
             observed_generation = EXCLUDED.observed_generation,
@@ -116,6 +121,7 @@ pub async fn write_status(
     .bind(w.health_generation)
     .bind(now)
     .bind(w.observed_versions)
+    .bind(w.agent_version)
     .execute(&mut *conn)
     .await?;
     sqlx::query(

@@ -6,6 +6,7 @@ mod agent_protocol;
 mod auth;
 mod clusters;
 mod concurrency;
+mod dashboard;
 mod fleet;
 mod problems;
 mod reconciler;

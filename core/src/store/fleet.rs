@@ -1,0 +1,431 @@
+//! The health dashboard's reads: a fleet's figures in a handful of set-based
+//! statements (no report JSON read except for failing clusters), and the
+//! filtered, sorted cluster list of the portal and the SRE's triage.
+//!
+//! Health and connectivity are derived in SQL exactly as
+//! [`crate::domain::health::derive`] derives them for one cluster: the health
+//! stored with the last report, `Progressing` when that was derived against
+//! an older generation, `Degraded` past the progress deadline; connectivity
+//! from the heartbeat age. So a summary agrees with `GET` of each cluster.
+//!
+//! [`Scope::Tenant`] puts `tenant_id` in every `WHERE`; [`Scope::Service`]
+//! (the `sre` views only) reads across tenants.
+
+use chrono::{DateTime, Utc};
+use meshfleet_model::{RolloutState, StatusReport};
+use sqlx::types::Json;
+use sqlx::{PgExecutor, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use super::clusters::{CLUSTER_COLUMNS, CLUSTER_FROM, ClusterRow, push_selector};
+use crate::domain::selector::Requirement;
+use crate::settings::Settings;
+
+/// Whose clusters a read covers.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    Tenant(&'a str),
+    /// Every tenant's (service operators only).
+    Service,
+}
+
+/// The instants that derived health and connectivity are judged against.
+#[derive(Debug, Clone, Copy)]
+pub struct Judged {
+    /// A generation set at or before this and still progressing is `Degraded`.
+    pub deadline_before: DateTime<Utc>,
+    /// A heartbeat after this is `Connected`.
+    pub stale_before: DateTime<Utc>,
+    /// ... after this `Stale`, else `Disconnected`.
+    pub disconnected_before: DateTime<Utc>,
+}
+
+impl Judged {
+    pub fn at(now: DateTime<Utc>, settings: &Settings) -> Judged {
+        let back = |d: std::time::Duration| {
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_sub_signed(d))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        };
+        Judged {
+            deadline_before: back(settings.progress_deadline),
+            stale_before: back(settings.stale_after),
+            disconnected_before: back(settings.disconnected_after),
+        }
+    }
+}
+
+/// Pushes ` AND <alias>.tenant_id = $n` for a tenant scope.
+fn push_scope(q: &mut QueryBuilder<Postgres>, alias: &str, scope: Scope<'_>) {
+    if let Scope::Tenant(t) = scope {
+        q.push(format_args!(" AND {alias}.tenant_id = "))
+            .push_bind(t.to_string());
+    }
+}
+
+/// The derived health of `clusters c LEFT JOIN cluster_status s`.
+fn push_health(q: &mut QueryBuilder<Postgres>, j: &Judged) {
+    q.push(
+        "(CASE WHEN s.cluster_id IS NULL THEN 'Unknown'
+               WHEN s.health = 'Progressing' OR (s.health = 'Healthy' AND s.health_generation < c.generation)
+               THEN CASE WHEN c.generation_changed_at <= ",
+    )
+    .push_bind(j.deadline_before)
+    .push(" THEN 'Degraded' ELSE 'Progressing' END ELSE s.health END)");
+}
+
+/// The derived connectivity of `cluster_status s` (none: `Disconnected`).
+fn push_connectivity(q: &mut QueryBuilder<Postgres>, j: &Judged) {
+    q.push("(CASE WHEN s.last_heartbeat_at > ")
+        .push_bind(j.stale_before)
+        .push(" THEN 'Connected' WHEN s.last_heartbeat_at > ")
+        .push_bind(j.disconnected_before)
+        .push(" THEN 'Stale' ELSE 'Disconnected' END)");
+}
+
+const JOIN_STATUS: &str =
+    "clusters c LEFT JOIN cluster_status s ON s.tenant_id = c.tenant_id AND s.cluster_id = c.id";
+
+/// Clusters per (tenant, health, connectivity).
+pub async fn state_counts(
+    db: impl PgExecutor<'_>,
+    scope: Scope<'_>,
+    judged: &Judged,
+) -> Result<Vec<(String, String, String, i64)>, sqlx::Error> {
+    let mut q = QueryBuilder::<Postgres>::new("SELECT c.tenant_id, ");
+    push_health(&mut q, judged);
+    q.push(" AS health, ");
+    push_connectivity(&mut q, judged);
+    q.push(format_args!(
+        " AS connectivity, count(*) FROM {JOIN_STATUS} WHERE TRUE"
+    ));
+    push_scope(&mut q, "c", scope);
+    q.push(" GROUP BY 1, 2, 3");
+    q.build_query_as().fetch_all(db).await
+}
+
+/// `(version, desired, observed)`: clusters wanting each version, and
+/// clusters whose agent reports a component on it.
+pub async fn version_counts(
+    db: impl PgExecutor<'_>,
+    scope: Scope<'_>,
+) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    let mut q = QueryBuilder::<Postgres>::new(
+        "SELECT v, sum(d)::bigint, sum(o)::bigint FROM (
+            SELECT c.desired_version AS v, 1 AS d, 0 AS o FROM clusters c WHERE TRUE",
+    );
+    push_scope(&mut q, "c", scope);
+    q.push(
+        " UNION ALL
+            SELECT ov, 0, 1 FROM cluster_status s, unnest(s.observed_versions) ov
+            WHERE ov <> ''",
+    );
+    push_scope(&mut q, "s", scope);
+    q.push(") x GROUP BY v");
+    q.build_query_as().fetch_all(db).await
+}
+
+/// A cluster whose agent has not reported its current generation.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LaggingRow {
+    pub tenant_id: String,
+    pub name: String,
+    pub generation: i64,
+    pub observed_generation: Option<i64>,
+    pub since: DateTime<Utc>,
+    /// How many lag in all (the same on every row).
+    pub total: i64,
+}
+
+/// The `limit` longest-lagging clusters, longest first.
+pub async fn lagging(
+    db: impl PgExecutor<'_>,
+    scope: Scope<'_>,
+    limit: i64,
+) -> Result<Vec<LaggingRow>, sqlx::Error> {
+    let mut q = QueryBuilder::<Postgres>::new(format!(
+        "SELECT c.tenant_id, c.name, c.generation, s.observed_generation,
+                c.generation_changed_at AS since, count(*) OVER () AS total
+         FROM {JOIN_STATUS}
+         WHERE (s.observed_generation IS NULL OR s.observed_generation < c.generation)"
+    ));
+    push_scope(&mut q, "c", scope);
+    q.push(" ORDER BY c.generation_changed_at, c.tenant_id, c.name LIMIT ")
+        .push_bind(limit);
+    q.build_query_as().fetch_all(db).await
+}
+
+/// The reports of `Degraded`/`Unhealthy` clusters, most recently changed
+/// first (at most `limit`).
+pub async fn failing_reports(
+    db: impl PgExecutor<'_>,
+    scope: Scope<'_>,
+    limit: i64,
+) -> Result<Vec<Json<StatusReport>>, sqlx::Error> {
+    let mut q = QueryBuilder::<Postgres>::new(
+        "SELECT s.report FROM cluster_status s WHERE s.health IN ('Degraded', 'Unhealthy')",
+    );
+    push_scope(&mut q, "s", scope);
+    q.push(" ORDER BY s.changed_at DESC LIMIT ")
+        .push_bind(limit);
+    q.build_query_scalar().fetch_all(db).await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RolloutBrief {
+    pub tenant_id: String,
+    pub id: Uuid,
+    pub name: String,
+    pub target_version: String,
+    pub state: Json<RolloutState>,
+}
+
+/// Active rollouts, then the newest finished ones (`limit` in all).
+pub async fn recent_rollouts(
+    db: impl PgExecutor<'_>,
+    scope: Scope<'_>,
+    limit: i64,
+) -> Result<Vec<RolloutBrief>, sqlx::Error> {
+    let mut q = QueryBuilder::<Postgres>::new(
+        "SELECT r.tenant_id, r.id, r.name, r.target_version, to_jsonb(r.state) AS state
+         FROM rollouts r WHERE TRUE",
+    );
+    push_scope(&mut q, "r", scope);
+    q.push(" ORDER BY r.active DESC, r.created_at DESC, r.id DESC LIMIT ")
+        .push_bind(limit);
+    q.build_query_as().fetch_all(db).await
+}
+
+/// Cluster states of the given rollouts: `(rollout, state, count)`.
+pub async fn rollout_state_counts(
+    db: impl PgExecutor<'_>,
+    rollouts: &[(String, Uuid)],
+) -> Result<Vec<(Uuid, String, i64)>, sqlx::Error> {
+    let tenants: Vec<&str> = rollouts.iter().map(|r| r.0.as_str()).collect();
+    let ids: Vec<Uuid> = rollouts.iter().map(|r| r.1).collect();
+    sqlx::query_as(
+        "SELECT rc.rollout_id, rc.state, count(*)
+         FROM rollout_clusters rc
+         JOIN unnest($1::text[], $2::uuid[]) AS k(tenant_id, rollout_id)
+           ON rc.tenant_id = k.tenant_id AND rc.rollout_id = k.rollout_id
+         GROUP BY 1, 2",
+    )
+    .bind(tenants)
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
+/// How a cluster list is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sort {
+    /// By tenant, then name.
+    Name,
+    /// Worst health first (Unhealthy, Degraded, Unknown, Progressing, Healthy).
+    Health,
+    /// Longest without a heartbeat first (never heard from before all).
+    HeartbeatAge,
+}
+
+/// Where a page starts: after this row of the previous one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct After {
+    /// The sort key ([`Sort::Name`]: 0).
+    pub key: i64,
+    pub tenant: String,
+    pub name: String,
+}
+
+/// What a cluster list keeps.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub selector: Vec<Requirement>,
+    /// Any of these derived healths (empty: any).
+    pub health: Vec<String>,
+    /// Any of these derived connectivities (empty: any).
+    pub connectivity: Vec<String>,
+    /// This desired version.
+    pub version: Option<String>,
+    /// No heartbeat since (or never heard from).
+    pub quiet_since: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ListedCluster {
+    pub tenant_id: String,
+    pub sort_key: i64,
+    #[sqlx(flatten)]
+    pub row: ClusterRow,
+}
+
+/// A page of clusters (`limit` of them) matching `filter`, in `sort` order.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    scope: Scope<'_>,
+    judged: &Judged,
+    filter: &Filter,
+    sort: Sort,
+    after: Option<&After>,
+    limit: i64,
+) -> Result<Vec<ListedCluster>, sqlx::Error> {
+    let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM (SELECT c.tenant_id, ");
+    match sort {
+        Sort::Name => {
+            q.push("0::bigint");
+        }
+        Sort::Health => {
+            q.push("CASE ");
+            push_health(&mut q, judged);
+            q.push(
+                " WHEN 'Unhealthy' THEN 0 WHEN 'Degraded' THEN 1 WHEN 'Unknown' THEN 2
+                  WHEN 'Progressing' THEN 3 ELSE 4 END::bigint",
+            );
+        }
+        Sort::HeartbeatAge => {
+            q.push("coalesce((extract(epoch FROM s.last_heartbeat_at) * 1000000)::bigint, 0)");
+        }
+    }
+    q.push(" AS sort_key, ");
+    push_health(&mut q, judged);
+    q.push(" AS derived_health, ");
+    push_connectivity(&mut q, judged);
+    q.push(format_args!(
+        " AS derived_connectivity, {CLUSTER_COLUMNS} FROM {CLUSTER_FROM} WHERE TRUE"
+    ));
+    push_scope(&mut q, "c", scope);
+    push_selector(&mut q, &filter.selector);
+    if let Some(v) = &filter.version {
+        q.push(" AND c.desired_version = ").push_bind(v.clone());
+    }
+    if let Some(quiet) = filter.quiet_since {
+        q.push(" AND coalesce(s.last_heartbeat_at, '-infinity') < ")
+            .push_bind(quiet);
+    }
+    if let (Sort::Name, Some(a)) = (sort, after) {
+        // Keyset on the primary key's order, so the index serves the page.
+        q.push(" AND (c.tenant_id, c.name) > (")
+            .push_bind(a.tenant.clone())
+            .push(", ")
+            .push_bind(a.name.clone())
+            .push(")");
+    }
+    q.push(") t WHERE TRUE");
+    if !filter.health.is_empty() {
+        q.push(" AND t.derived_health = ANY(")
+            .push_bind(filter.health.clone())
+            .push(")");
+    }
+    if !filter.connectivity.is_empty() {
+        q.push(" AND t.derived_connectivity = ANY(")
+            .push_bind(filter.connectivity.clone())
+            .push(")");
+    }
+    if let (Sort::Health | Sort::HeartbeatAge, Some(a)) = (sort, after) {
+        q.push(" AND (t.sort_key, t.tenant_id, t.name) > (")
+            .push_bind(a.key)
+            .push(", ")
+            .push_bind(a.tenant.clone())
+            .push(", ")
+            .push_bind(a.name.clone())
+            .push(")");
+    }
+    q.push(match sort {
+        Sort::Name => " ORDER BY t.tenant_id, t.name",
+        _ => " ORDER BY t.sort_key, t.tenant_id, t.name",
+    });
+    q.push(" LIMIT ").push_bind(limit);
+    q.build_query_as().fetch_all(db).await
+}
+
+/// The age of the last heartbeat of every connected agent, p50/p90/p99 in
+/// seconds, and how many: `(count, p50, p90, p99)`.
+pub async fn heartbeat_age_percentiles(
+    db: impl PgExecutor<'_>,
+    now: DateTime<Utc>,
+    stale_before: DateTime<Utc>,
+) -> Result<(i64, Option<f64>, Option<f64>, Option<f64>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*),
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY a),
+                percentile_cont(0.9) WITHIN GROUP (ORDER BY a),
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY a)
+         FROM (SELECT extract(epoch FROM ($1 - s.last_heartbeat_at))::float8 AS a
+               FROM cluster_status s WHERE s.last_heartbeat_at > $2) x",
+    )
+    .bind(now)
+    .bind(stale_before)
+    .fetch_one(db)
+    .await
+}
+
+/// Seconds from a generation being set to its first `Healthy` report, over
+/// the generations that converged after `since`: `(count, p50, p90, p99)`.
+pub async fn convergence_percentiles(
+    db: impl PgExecutor<'_>,
+    since: DateTime<Utc>,
+) -> Result<(i64, Option<f64>, Option<f64>, Option<f64>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*),
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY d),
+                percentile_cont(0.9) WITHIN GROUP (ORDER BY d),
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY d)
+         FROM (SELECT greatest(extract(epoch FROM (converged_at - set_at)), 0)::float8 AS d
+               FROM cluster_convergence WHERE converged_at > $1) x",
+    )
+    .bind(since)
+    .fetch_one(db)
+    .await
+}
+
+/// Agents per reported agent version (`None`: not reported).
+pub async fn agent_versions(
+    db: impl PgExecutor<'_>,
+) -> Result<Vec<(Option<String>, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT agent_version, count(*) FROM cluster_status GROUP BY 1 ORDER BY 2 DESC, 1",
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Records that `generation` of a cluster converged (its first `Healthy`
+/// report); later reports of the same generation change nothing.
+pub async fn record_convergence(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    cluster_id: Uuid,
+    generation: i64,
+    set_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO cluster_convergence (tenant_id, cluster_id, generation, set_at, converged_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(generation)
+    .bind(set_at)
+    .bind(now)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Forgets convergences older than `before` (at most `limit` rows a call).
+pub async fn prune_convergence(
+    db: impl PgExecutor<'_>,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM cluster_convergence WHERE ctid = ANY(ARRAY(
+             SELECT ctid FROM cluster_convergence WHERE converged_at < $1 LIMIT $2))",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected())
+}
