@@ -38,10 +38,8 @@ pub async fn summary(
     let judged = Judged::at(now, settings);
     let service = matches!(scope, Scope::Service);
     let mut tx = snapshot(pool).await?;
-    let states = store::state_counts(&mut *tx, scope, &judged).await?;
-    let versions = fleet::versions(&store::version_counts(&mut *tx, scope).await?);
+    let figures = store::figures(&mut *tx, scope, &judged, LAGGING_SHOWN).await?;
     let catalog = load_catalog(&mut *tx).await?;
-    let lagging = store::lagging(&mut *tx, scope, LAGGING_SHOWN).await?;
     let reports = store::failing_reports(&mut *tx, scope, FAILING_REPORTS_READ).await?;
     let rollouts = store::recent_rollouts(&mut *tx, scope, ROLLOUTS_SHOWN).await?;
     let keys: Vec<_> = rollouts
@@ -51,7 +49,31 @@ pub async fn summary(
     let rollout_states = store::rollout_state_counts(&mut *tx, &keys).await?;
     tx.commit().await?;
 
+    let groups = figures.groups.0;
+    let states: Vec<_> = groups
+        .iter()
+        .map(|g| {
+            (
+                g.tenant_id.clone(),
+                g.health.clone(),
+                g.connectivity.clone(),
+                g.n,
+            )
+        })
+        .collect();
     let (all, tenants) = fleet::tally(&states);
+    let mut by_version: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
+    for g in &groups {
+        by_version.entry(&g.desired_version).or_default().0 += g.n;
+        for v in g.observed_versions.iter().filter(|v| !v.is_empty()) {
+            by_version.entry(v).or_default().1 += g.n;
+        }
+    }
+    let versions: Vec<_> = by_version
+        .into_iter()
+        .map(|(v, (d, o))| (v.to_string(), d, o))
+        .collect();
+    let versions = fleet::versions(&versions);
     let warn_days =
         i64::try_from(settings.end_of_support_warning.as_secs() / 86_400).unwrap_or(i64::MAX);
     let end_of_support = fleet::end_of_support(&versions, &catalog, now.date_naive(), warn_days);
@@ -62,10 +84,14 @@ pub async fn summary(
         by_connectivity: all.by_connectivity,
         versions,
         end_of_support,
-        lagging_total: lagging
-            .first()
-            .map_or(0, |r| u64::try_from(r.total).unwrap_or(0)),
-        lagging: lagging
+        lagging_total: groups
+            .iter()
+            .filter(|g| g.lagging)
+            .map(|g| u64::try_from(g.n).unwrap_or(0))
+            .sum(),
+        lagging: figures
+            .lagging
+            .0
             .into_iter()
             .map(|r| LaggingCluster {
                 tenant: service.then_some(r.tenant_id),

@@ -46,10 +46,11 @@ impl ClusterRow {
 pub(crate) const CLUSTER_COLUMNS: &str =
     "c.name, c.id, c.labels, c.mesh, c.generation, c.resource_version,
     c.desired_version, c.version_history, c.generation_changed_at, c.deletion_operation,
-    s.report, s.last_heartbeat_at, s.connectivity AS recorded_connectivity,
+    rep.report, s.last_heartbeat_at, s.connectivity AS recorded_connectivity,
     r.pending_upgrade, rel.end_of_support, c.created_at, c.updated_at";
 pub(crate) const CLUSTER_FROM: &str = "clusters c
     LEFT JOIN cluster_status s ON s.tenant_id = c.tenant_id AND s.cluster_id = c.id
+    LEFT JOIN cluster_reports rep ON rep.tenant_id = c.tenant_id AND rep.cluster_id = c.id
     LEFT JOIN cluster_reconcile r ON r.tenant_id = c.tenant_id AND r.cluster_id = c.id
     LEFT JOIN releases rel ON rel.version = c.desired_version";
 

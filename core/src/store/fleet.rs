@@ -87,73 +87,72 @@ fn push_connectivity(q: &mut QueryBuilder<Postgres>, j: &Judged) {
 const JOIN_STATUS: &str =
     "clusters c LEFT JOIN cluster_status s ON s.tenant_id = c.tenant_id AND s.cluster_id = c.id";
 
-/// Clusters per (tenant, health, connectivity).
-pub async fn state_counts(
-    db: impl PgExecutor<'_>,
-    scope: Scope<'_>,
-    judged: &Judged,
-) -> Result<Vec<(String, String, String, i64)>, sqlx::Error> {
-    let mut q = QueryBuilder::<Postgres>::new("SELECT c.tenant_id, ");
-    push_health(&mut q, judged);
-    q.push(" AS health, ");
-    push_connectivity(&mut q, judged);
-    q.push(format_args!(
-        " AS connectivity, count(*) FROM {JOIN_STATUS} WHERE TRUE"
-    ));
-    push_scope(&mut q, "c", scope);
-    q.push(" GROUP BY 1, 2, 3");
-    q.build_query_as().fetch_all(db).await
-}
-
-/// `(version, desired, observed)`: clusters wanting each version, and
-/// clusters whose agent reports a component on it.
-pub async fn version_counts(
-    db: impl PgExecutor<'_>,
-    scope: Scope<'_>,
-) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
-    let mut q = QueryBuilder::<Postgres>::new(
-        "SELECT v, sum(d)::bigint, sum(o)::bigint FROM (
-            SELECT c.desired_version AS v, 1 AS d, 0 AS o FROM clusters c WHERE TRUE",
-    );
-    push_scope(&mut q, "c", scope);
-    q.push(
-        " UNION ALL
-            SELECT ov, 0, 1 FROM cluster_status s, unnest(s.observed_versions) ov
-            WHERE ov <> ''",
-    );
-    push_scope(&mut q, "s", scope);
-    q.push(") x GROUP BY v");
-    q.build_query_as().fetch_all(db).await
+/// Clusters alike in every figure the dashboard shows.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Group {
+    pub tenant_id: String,
+    pub health: String,
+    pub connectivity: String,
+    pub desired_version: String,
+    /// Versions its agent reports (empty: never reported).
+    pub observed_versions: Vec<String>,
+    /// The agent has not reported the current generation.
+    pub lagging: bool,
+    pub n: i64,
 }
 
 /// A cluster whose agent has not reported its current generation.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct LaggingRow {
     pub tenant_id: String,
     pub name: String,
     pub generation: i64,
     pub observed_generation: Option<i64>,
     pub since: DateTime<Utc>,
-    /// How many lag in all (the same on every row).
-    pub total: i64,
 }
 
-/// The `limit` longest-lagging clusters, longest first.
-pub async fn lagging(
+/// A fleet's figures, from one pass over its clusters and their statuses.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Figures {
+    pub groups: Json<Vec<Group>>,
+    /// The `lagging_shown` longest-lagging, longest first.
+    pub lagging: Json<Vec<LaggingRow>>,
+}
+
+/// The figures of a fleet: one pass over `clusters` (an index-only scan of
+/// `clusters_summary`) and the narrow `cluster_status`, grouped once.
+pub async fn figures(
     db: impl PgExecutor<'_>,
     scope: Scope<'_>,
-    limit: i64,
-) -> Result<Vec<LaggingRow>, sqlx::Error> {
-    let mut q = QueryBuilder::<Postgres>::new(format!(
-        "SELECT c.tenant_id, c.name, c.generation, s.observed_generation,
-                c.generation_changed_at AS since, count(*) OVER () AS total
-         FROM {JOIN_STATUS}
-         WHERE (s.observed_generation IS NULL OR s.observed_generation < c.generation)"
+    judged: &Judged,
+    lagging_shown: i64,
+) -> Result<Figures, sqlx::Error> {
+    let mut q = QueryBuilder::<Postgres>::new(
+        "WITH f AS MATERIALIZED (
+            SELECT c.tenant_id, c.name, c.generation, c.generation_changed_at, c.desired_version,
+                   s.observed_generation, coalesce(s.observed_versions, '{}') AS observed_versions,
+                   s.observed_generation IS NULL OR s.observed_generation < c.generation AS lagging, ",
+    );
+    push_health(&mut q, judged);
+    q.push(" AS health, ");
+    push_connectivity(&mut q, judged);
+    q.push(format_args!(
+        " AS connectivity FROM {JOIN_STATUS} WHERE TRUE"
     ));
     push_scope(&mut q, "c", scope);
-    q.push(" ORDER BY c.generation_changed_at, c.tenant_id, c.name LIMIT ")
-        .push_bind(limit);
-    q.build_query_as().fetch_all(db).await
+    q.push(
+        ")
+        SELECT
+          (SELECT coalesce(jsonb_agg(g), '[]') FROM (
+               SELECT tenant_id, health, connectivity, desired_version, observed_versions, lagging,
+                      count(*) AS n
+               FROM f GROUP BY 1, 2, 3, 4, 5, 6) g) AS groups,
+          (SELECT coalesce(jsonb_agg(x), '[]') FROM (
+               SELECT tenant_id, name, generation, observed_generation, generation_changed_at AS since
+               FROM f WHERE lagging ORDER BY generation_changed_at, tenant_id, name LIMIT ",
+    );
+    q.push_bind(lagging_shown).push(") x) AS lagging");
+    q.build_query_as().fetch_one(db).await
 }
 
 /// The reports of `Degraded`/`Unhealthy` clusters, most recently changed
@@ -164,7 +163,9 @@ pub async fn failing_reports(
     limit: i64,
 ) -> Result<Vec<Json<StatusReport>>, sqlx::Error> {
     let mut q = QueryBuilder::<Postgres>::new(
-        "SELECT s.report FROM cluster_status s WHERE s.health IN ('Degraded', 'Unhealthy')",
+        "SELECT rep.report FROM cluster_status s
+         JOIN cluster_reports rep ON rep.tenant_id = s.tenant_id AND rep.cluster_id = s.cluster_id
+         WHERE s.health IN ('Degraded', 'Unhealthy')",
     );
     push_scope(&mut q, "s", scope);
     q.push(" ORDER BY s.changed_at DESC LIMIT ")
@@ -269,7 +270,12 @@ pub async fn list(
     after: Option<&After>,
     limit: i64,
 ) -> Result<Vec<ListedCluster>, sqlx::Error> {
-    let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM (SELECT c.tenant_id, ");
+    // The page's keys first, over `clusters` and the narrow `cluster_status`
+    // only; then the full rows (with their reports) of just those.
+    let mut q = QueryBuilder::<Postgres>::new("SELECT k.tenant_id, k.sort_key, ");
+    q.push(format_args!(
+        "{CLUSTER_COLUMNS} FROM (SELECT * FROM (SELECT c.tenant_id, c.name, "
+    ));
     match sort {
         Sort::Name => {
             q.push("0::bigint");
@@ -291,7 +297,7 @@ pub async fn list(
     q.push(" AS derived_health, ");
     push_connectivity(&mut q, judged);
     q.push(format_args!(
-        " AS derived_connectivity, {CLUSTER_COLUMNS} FROM {CLUSTER_FROM} WHERE TRUE"
+        " AS derived_connectivity FROM {JOIN_STATUS} WHERE TRUE"
     ));
     push_scope(&mut q, "c", scope);
     push_selector(&mut q, &filter.selector);
@@ -330,11 +336,16 @@ pub async fn list(
             .push_bind(a.name.clone())
             .push(")");
     }
-    q.push(match sort {
-        Sort::Name => " ORDER BY t.tenant_id, t.name",
-        _ => " ORDER BY t.sort_key, t.tenant_id, t.name",
-    });
-    q.push(" LIMIT ").push_bind(limit);
+    let order = match sort {
+        Sort::Name => "tenant_id, name",
+        _ => "sort_key, tenant_id, name",
+    };
+    q.push(format_args!(" ORDER BY {order} LIMIT "))
+        .push_bind(limit);
+    q.push(format_args!(
+        ") k, {CLUSTER_FROM} WHERE c.tenant_id = k.tenant_id AND c.name = k.name ORDER BY k.{}",
+        order.replace(", ", ", k.")
+    ));
     q.build_query_as().fetch_all(db).await
 }
 

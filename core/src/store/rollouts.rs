@@ -346,18 +346,14 @@ pub async fn stage_members(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {RC_COLUMNS}, c.generation,
                 s.health AS stored_health, s.observed_generation,
-                COALESCE(
-                    s.observed_versions <@ ARRAY[CASE WHEN rc.state = 'RollingBack'
-                                                      THEN rc.from_version ELSE rc.to_version END],
-                    -- reports stored before the summary existed
-                    NOT EXISTS (
-                        SELECT 1 FROM jsonb_array_elements(s.report -> 'components') comp
-                        WHERE comp ->> 'desiredVersion' IS NOT NULL
-                          AND comp ->> 'observedVersion' IS DISTINCT FROM
-                              CASE WHEN rc.state = 'RollingBack' THEN rc.from_version ELSE rc.to_version END)
-                ) AS on_versions,
+                s.observed_versions <@ ARRAY[CASE WHEN rc.state = 'RollingBack'
+                                                  THEN rc.from_version ELSE rc.to_version END]
+                    AS on_versions,
                 -- the report itself only to describe a failure
-                CASE WHEN s.health IN ('Degraded', 'Unhealthy') THEN s.report END AS report,
+                CASE WHEN s.health IN ('Degraded', 'Unhealthy') THEN
+                    (SELECT rep.report FROM cluster_reports rep
+                     WHERE rep.tenant_id = s.tenant_id AND rep.cluster_id = s.cluster_id)
+                END AS report,
                 s.last_heartbeat_at, s.changed_at AS report_changed_at
          FROM rollout_clusters rc
          LEFT JOIN clusters c ON c.tenant_id = rc.tenant_id AND c.id = rc.cluster_id

@@ -98,23 +98,22 @@ pub async fn write_status(
     keep: i64,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    // $6 is the observed generation and $7 the health generation: the column
+    // $5 is the observed generation and $6 the health generation: the column
     // order of the table, not of the struct.
     sqlx::query(
-        "INSERT INTO cluster_status (tenant_id, cluster_id, report, report_hash, health, health_generation,
+        "INSERT INTO cluster_status (tenant_id, cluster_id, report_hash, health, health_generation,
                                      observed_generation, last_heartbeat_at, changed_at, connectivity,
                                      observed_versions, agent_version)
-         VALUES ($1, $2, $3, $4, $5, $7, $6, $8, $8, 'Connected', $9, $10)
+         VALUES ($1, $2, $3, $4, $6, $5, $7, $7, 'Connected', $8, $9)
          ON CONFLICT (tenant_id, cluster_id) DO UPDATE SET
             observed_versions = EXCLUDED.observed_versions, agent_version = EXCLUDED.agent_version,
-            report = EXCLUDED.report, report_hash = EXCLUDED.report_hash, health = EXCLUDED.health,
+            report_hash = EXCLUDED.report_hash, health = EXCLUDED.health,
             health_generation = EXCLUDED.health_generation,
             observed_generation = EXCLUDED.observed_generation,
-            last_heartbeat_at = $8, changed_at = $8, connectivity = 'Connected'",
+            last_heartbeat_at = $7, changed_at = $7, connectivity = 'Connected'",
     )
     .bind(tenant)
     .bind(cluster_id)
-    .bind(Json(w.report))
     .bind(w.report_hash)
     .bind(w.health)
     .bind(w.observed_generation)
@@ -122,6 +121,15 @@ pub async fn write_status(
     .bind(now)
     .bind(w.observed_versions)
     .bind(w.agent_version)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO cluster_reports (tenant_id, cluster_id, report) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant_id, cluster_id) DO UPDATE SET report = EXCLUDED.report",
+    )
+    .bind(tenant)
+    .bind(cluster_id)
+    .bind(Json(w.report))
     .execute(&mut *conn)
     .await?;
     sqlx::query(
