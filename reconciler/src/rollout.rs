@@ -11,7 +11,7 @@ use meshfleet_core::domain::health;
 use meshfleet_core::domain::rollout::threshold_exceeded;
 use meshfleet_core::domain::version::Version;
 use meshfleet_core::ops::Actor;
-use meshfleet_core::ops::spec::change_version;
+use meshfleet_core::ops::spec::change_versions;
 use meshfleet_core::store::clusters;
 use meshfleet_core::store::events::{self, NewEvent};
 use meshfleet_core::store::operations;
@@ -204,41 +204,66 @@ async fn event(
     Ok(())
 }
 
-/// Moves a member's cluster to `to` through the one change function; the
-/// generation it was written at, or why it cannot move.
-async fn move_cluster(
+/// Moves members' clusters (`from` → `to` each) through the one change
+/// function, all in a few statements; per member, in order, the generation
+/// it was written at or why it cannot move.
+async fn move_clusters(
     conn: &mut PgConnection,
     tenant: &str,
     r: &RolloutRow,
-    m: &StageMember,
-    (from, to): (&str, &str),
+    moves: &[(&StageMember, &str, &str)],
     reason: &str,
     now: DateTime<Utc>,
-) -> Result<Result<i64, String>> {
-    let Some(row) = clusters::lock_cluster_by_id(conn, tenant, m.rc.cluster_id).await? else {
-        return Ok(Err("the cluster was deleted".into()));
-    };
-    if row.deletion_operation.is_some() {
-        return Ok(Err("the cluster is being deleted".into()));
+) -> Result<Vec<std::result::Result<i64, String>>> {
+    let ids: Vec<Uuid> = moves.iter().map(|(m, _, _)| m.rc.cluster_id).collect();
+    let mut rows = clusters::lock_clusters_by_ids(conn, tenant, &ids).await?;
+    let mut out: Vec<Option<std::result::Result<i64, String>>> = Vec::with_capacity(moves.len());
+    let mut movable = Vec::new();
+    let mut slots = Vec::new();
+    for (m, from, to) in moves {
+        let Some(at) = rows.iter().position(|row| row.id == m.rc.cluster_id) else {
+            out.push(Some(Err("the cluster was deleted".into())));
+            continue;
+        };
+        let row = rows.swap_remove(at);
+        let why = if row.deletion_operation.is_some() {
+            Some("the cluster is being deleted".to_string())
+        } else if row.desired_version != *from {
+            Some(format!(
+                "its version changed to {} outside the rollout",
+                row.desired_version
+            ))
+        } else {
+            None
+        };
+        match (why, Version::parse(to)) {
+            (Some(why), _) => out.push(Some(Err(why))),
+            (None, None) => out.push(Some(Err(format!("`{to}` is not a version")))),
+            (None, Some(to)) => {
+                slots.push(out.len());
+                out.push(None);
+                movable.push((row, to));
+            }
+        }
     }
-    if row.desired_version != from {
-        return Ok(Err(format!(
-            "its version changed to {} outside the rollout",
-            row.desired_version
-        )));
+    let written =
+        change_versions(conn, tenant, movable, &Actor::Rollout(r.id), reason, now).await?;
+    for (slot, result) in slots.into_iter().zip(written) {
+        out[slot] = Some(match result {
+            Ok(row) => Ok(row.generation),
+            Err(meshfleet_core::Error::Invalid(errors)) => Err(errors
+                .into_iter()
+                .map(|e| e.detail)
+                .collect::<Vec<_>>()
+                .join("; ")),
+            Err(meshfleet_core::Error::Conflict(why)) => Err(why),
+            Err(e) => return Err(e.into()),
+        });
     }
-    let Some(to) = Version::parse(to) else {
-        return Ok(Err(format!("`{to}` is not a version")));
-    };
-    match change_version(conn, tenant, row, to, &Actor::Rollout(r.id), reason, now).await {
-        Ok(row) => Ok(Ok(row.generation)),
-        Err(meshfleet_core::Error::Invalid(errors)) => Ok(Err(errors
-            .into_iter()
-            .map(|e| e.detail)
-            .collect::<Vec<_>>()
-            .join("; "))),
-        Err(e) => Err(e.into()),
-    }
+    Ok(out
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err("not moved".into())))
+        .collect())
 }
 
 async fn finish(
@@ -378,13 +403,17 @@ async fn drive(
                     r.name, stage.name
                 );
                 let upgraded = [C::Upgrading, C::Soaking, C::Succeeded, C::Failed];
-                let mut changed = Vec::new();
-                for mut m in
+                let members =
                     rollouts::stage_members(conn, tenant, r.id, stage_no, &upgraded, i64::MAX)
-                        .await?
-                {
-                    let (from, to) = (m.rc.to_version.clone(), m.rc.from_version.clone());
-                    match move_cluster(conn, tenant, r, &m, (&from, &to), &reason, now).await? {
+                        .await?;
+                let moves: Vec<_> = members
+                    .iter()
+                    .map(|m| (m, m.rc.to_version.as_str(), m.rc.from_version.as_str()))
+                    .collect();
+                let moved = move_clusters(conn, tenant, r, &moves, &reason, now).await?;
+                let mut changed = Vec::new();
+                for (mut m, result) in members.into_iter().zip(moved) {
+                    match result {
                         Ok(generation) => {
                             m.rc.state = Json(C::RollingBack);
                             m.rc.upgraded_generation = Some(generation);
@@ -491,9 +520,13 @@ async fn drive(
                 capacity as i64,
             )
             .await?;
-            for mut m in pending {
-                let (from, to) = (m.rc.from_version.clone(), m.rc.to_version.clone());
-                match move_cluster(conn, tenant, r, &m, (&from, &to), &reason, now).await? {
+            let moves: Vec<_> = pending
+                .iter()
+                .map(|m| (m, m.rc.from_version.as_str(), m.rc.to_version.as_str()))
+                .collect();
+            let moved = move_clusters(conn, tenant, r, &moves, &reason, now).await?;
+            for (mut m, result) in pending.into_iter().zip(moved) {
+                match result {
                     Ok(generation) => {
                         m.rc.state = Json(C::Upgrading);
                         m.rc.upgraded_generation = Some(generation);

@@ -123,6 +123,30 @@ pub async fn lock_cluster_by_id(
     }
 }
 
+/// Reads clusters by id and locks their rows until the transaction ends
+/// (locked in id order, so two batches cannot deadlock; then read, as
+/// [`lock_cluster`]). Ids of deleted clusters are left out.
+pub async fn lock_clusters_by_ids(
+    conn: &mut PgConnection,
+    tenant: &str,
+    ids: &[Uuid],
+) -> Result<Vec<ClusterRow>, sqlx::Error> {
+    sqlx::query(
+        "SELECT 1 FROM clusters WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
+    )
+    .bind(tenant)
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLUSTER_COLUMNS} FROM {CLUSTER_FROM} WHERE c.tenant_id = $1 AND c.id = ANY($2)"
+    )))
+    .bind(tenant)
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await
+}
+
 /// Inserts a new cluster (and its reconciler bookkeeping); `None` when one
 /// of that name exists already.
 pub async fn insert_cluster(
@@ -165,42 +189,58 @@ pub async fn insert_cluster(
 }
 
 pub struct ClusterUpdate<'a> {
+    pub name: &'a str,
     pub labels: &'a Labels,
     pub mesh: &'a MeshSpec,
     pub generation: i64,
     pub desired_version: &'a str,
     pub version_history: &'a [String],
-    pub now: DateTime<Utc>,
 }
 
-/// Writes a locked cluster; bumps its resource version (and restarts the
-/// progress deadline when the generation changes).
-pub async fn update_cluster(
+/// Writes locked clusters in one statement; bumps their resource versions
+/// (and restarts the progress deadline where the generation changes).
+/// Returns the rows as written, in no particular order.
+pub async fn update_clusters(
     conn: &mut PgConnection,
     tenant: &str,
-    name: &str,
-    update: ClusterUpdate<'_>,
-) -> Result<ClusterRow, sqlx::Error> {
+    updates: &[ClusterUpdate<'_>],
+    now: DateTime<Utc>,
+) -> Result<Vec<ClusterRow>, sqlx::Error> {
+    let names: Vec<&str> = updates.iter().map(|u| u.name).collect();
+    let labels: Vec<Json<&Labels>> = updates.iter().map(|u| Json(u.labels)).collect();
+    let meshes: Vec<Json<&MeshSpec>> = updates.iter().map(|u| Json(u.mesh)).collect();
+    let generations: Vec<i64> = updates.iter().map(|u| u.generation).collect();
+    let versions: Vec<&str> = updates.iter().map(|u| u.desired_version).collect();
+    // text[][] must be rectangular: each history travels as a JSON array.
+    let histories: Vec<Json<&[String]>> = updates.iter().map(|u| Json(u.version_history)).collect();
     sqlx::query(
-        "UPDATE clusters SET labels = $3, mesh = $4,
-             generation_changed_at = CASE WHEN generation = $5 THEN generation_changed_at ELSE $8 END,
-             generation = $5, desired_version = $6, version_history = $7,
-             resource_version = resource_version + 1, updated_at = $8
-         WHERE tenant_id = $1 AND name = $2",
+        "UPDATE clusters c SET labels = u.labels, mesh = u.mesh,
+             generation_changed_at = CASE WHEN c.generation = u.generation
+                                          THEN c.generation_changed_at ELSE $8 END,
+             generation = u.generation, desired_version = u.desired_version,
+             version_history = ARRAY(SELECT jsonb_array_elements_text(u.history)),
+             resource_version = c.resource_version + 1, updated_at = $8
+         FROM unnest($2::text[], $3::jsonb[], $4::jsonb[], $5::bigint[], $6::text[], $7::jsonb[])
+              AS u(name, labels, mesh, generation, desired_version, history)
+         WHERE c.tenant_id = $1 AND c.name = u.name",
     )
     .bind(tenant)
-    .bind(name)
-    .bind(Json(update.labels))
-    .bind(Json(update.mesh))
-    .bind(update.generation)
-    .bind(update.desired_version)
-    .bind(update.version_history)
-    .bind(update.now)
+    .bind(&names)
+    .bind(&labels)
+    .bind(&meshes)
+    .bind(&generations)
+    .bind(&versions)
+    .bind(&histories)
+    .bind(now)
     .execute(&mut *conn)
     .await?;
-    get_cluster(&mut *conn, tenant, name)
-        .await?
-        .ok_or(sqlx::Error::RowNotFound)
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLUSTER_COLUMNS} FROM {CLUSTER_FROM} WHERE c.tenant_id = $1 AND c.name = ANY($2)"
+    )))
+    .bind(tenant)
+    .bind(&names)
+    .fetch_all(&mut *conn)
+    .await
 }
 
 /// Marks a locked cluster as being deleted by `operation`.

@@ -20,17 +20,38 @@ pub async fn insert_event(
     tenant: &str,
     event: NewEvent<'_>,
 ) -> Result<(), sqlx::Error> {
+    insert_events(conn, tenant, &[event]).await
+}
+
+/// Appends events in one statement, in order.
+pub async fn insert_events(
+    conn: &mut PgConnection,
+    tenant: &str,
+    events: &[NewEvent<'_>],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<Option<&str>> = events.iter().map(|e| e.cluster_name).collect();
+    let ids: Vec<Option<Uuid>> = events.iter().map(|e| e.cluster_id).collect();
+    let actors: Vec<&str> = events.iter().map(|e| e.actor).collect();
+    let actions: Vec<&str> = events.iter().map(|e| e.action).collect();
+    let generations: Vec<Option<i64>> = events.iter().map(|e| e.generation).collect();
+    let details: Vec<Json<&serde_json::Value>> = events.iter().map(|e| Json(&e.detail)).collect();
     sqlx::query(
         "INSERT INTO events (tenant_id, cluster_name, cluster_id, actor, action, generation, detail)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         SELECT $1, e.cluster_name, e.cluster_id, e.actor, e.action, e.generation, e.detail
+         FROM unnest($2::text[], $3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::jsonb[])
+              WITH ORDINALITY AS e(cluster_name, cluster_id, actor, action, generation, detail, n)
+         ORDER BY e.n",
     )
     .bind(tenant)
-    .bind(event.cluster_name)
-    .bind(event.cluster_id)
-    .bind(event.actor)
-    .bind(event.action)
-    .bind(event.generation)
-    .bind(Json(event.detail))
+    .bind(&names)
+    .bind(&ids)
+    .bind(&actors)
+    .bind(&actions)
+    .bind(&generations)
+    .bind(&details)
     .execute(&mut *conn)
     .await?;
     Ok(())

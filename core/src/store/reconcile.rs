@@ -39,12 +39,22 @@ pub async fn schedule(
     cluster_id: Uuid,
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    schedule_all(conn, tenant, &[cluster_id], at).await
+}
+
+/// [`schedule`] for many clusters in one statement.
+pub async fn schedule_all(
+    conn: &mut PgConnection,
+    tenant: &str,
+    cluster_ids: &[Uuid],
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE cluster_reconcile SET next_check_at = LEAST(next_check_at, $3)
-         WHERE tenant_id = $1 AND cluster_id = $2",
+         WHERE tenant_id = $1 AND cluster_id = ANY($2)",
     )
     .bind(tenant)
-    .bind(cluster_id)
+    .bind(cluster_ids)
     .bind(at)
     .execute(conn)
     .await?;
