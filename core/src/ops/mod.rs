@@ -1,6 +1,6 @@
 //! Operations that change state, a transaction each (the caller owns it and
 //! has locked the cluster row). Tenant handlers, channel following and
-//! rollouts all change desired state through [`spec::write`].
+//! rollouts all change desired state through [`spec::write_all`].
 
 pub mod clusters;
 pub mod fleet;
