@@ -187,6 +187,17 @@ impl Provider for MeshfleetProvider {
             Ok(releases) => {
                 let _ = self.ctx.catalog.set(releases);
             }
+            Err(e) if e.status() == Some(404) => {
+                diag::error(
+                    diags,
+                    format!("{} is not a meshfleet API", client.endpoint()),
+                    format!(
+                        "GET /v1/releases answered 404 ({e}).\n\nCheck the provider's `endpoint` (or {ENDPOINT_ENV}): \
+                         it is the service's base URL, e.g. http://127.0.0.1:8080, without a path."
+                    ),
+                );
+                return None;
+            }
             Err(e) => {
                 diag::report(diags, "Cannot connect to meshfleet", &e, None);
                 return None;
