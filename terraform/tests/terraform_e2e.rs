@@ -30,6 +30,17 @@ resource "meshfleet_cluster" "imported" {
 }
 "#;
 
+/// A rollout of the staging clusters that waits for its end.
+const WAITING_ROLLOUT: &str = r#"
+resource "meshfleet_rollout" "staging" {
+  target_version      = "1.27.1"
+  selector            = "env=staging"
+  stages              = [{ name = "all" }]
+  wait_for_completion = true
+  timeouts            = { create = "2m" }
+}
+"#;
+
 /// A working directory with a CLI config whose dev_overrides point
 /// `meshfleet/meshfleet` at the provider binary cargo built for this test.
 struct Terraform {
@@ -44,6 +55,12 @@ struct Run {
 }
 
 impl Run {
+    /// Whether the output says `text` (Terraform wraps long lines).
+    fn has(&self, text: &str) -> bool {
+        let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        flat(&self.out).contains(&flat(text))
+    }
+
     fn errors(&self) -> usize {
         self.out.matches("Error: ").count()
     }
@@ -260,7 +277,7 @@ async fn terraform_applies_the_example_shows_drift_imports_refuses_and_destroys_
     assert_eq!(c.body["desiredVersion"], "1.28.2");
     let plan = tf.plan(2).await;
     assert!(
-        plan.out.contains(r#"~ version = "1.28.2" -> "1.27.1""#),
+        plan.has(r#"~ version = "1.28.2" -> "1.27.1""#),
         "{}",
         plan.out
     );
@@ -279,16 +296,8 @@ async fn terraform_applies_the_example_shows_drift_imports_refuses_and_destroys_
         .await;
     assert_eq!(patched.status, 200, "{}", patched.text);
     let plan = tf.plan(2).await;
-    assert!(
-        plan.out.contains(r#"~ "region" = "us" -> "eu""#),
-        "{}",
-        plan.out
-    );
-    assert!(
-        plan.out.contains("1 to change, 0 to destroy"),
-        "{}",
-        plan.out
-    );
+    assert!(plan.has(r#"~ "region" = "us" -> "eu""#), "{}", plan.out);
+    assert!(plan.has("1 to change, 0 to destroy"), "{}", plan.out);
     tf.apply().await;
     let c = api(&app, Method::GET, "/v1/clusters/prod-eu-1").await;
     assert_eq!(c.body["labels"], json!({"env": "prod", "region": "eu"}));
@@ -321,13 +330,11 @@ async fn terraform_applies_the_example_shows_drift_imports_refuses_and_destroys_
         )
         .await;
     assert!(
-        stale
-            .out
-            .contains("Cannot update cluster `prod-eu-1`: it changed since Terraform last read it"),
+        stale.has("Cannot update cluster `prod-eu-1`: it changed since Terraform last read it"),
         "{}",
         stale.out
     );
-    assert!(stale.out.contains("terraform plan"), "{}", stale.out);
+    assert!(stale.has("terraform plan"), "{}", stale.out);
     tf.write(&example);
     tf.apply().await;
     let c = api(&app, Method::GET, "/v1/clusters/prod-eu-1").await;
@@ -348,11 +355,11 @@ async fn terraform_applies_the_example_shows_drift_imports_refuses_and_destroys_
         .expect(&["apply", "-auto-approve", "-no-color", "-input=false"], 1)
         .await;
     assert!(
-        exists.out.contains("Cluster `imported-1` already exists"),
+        exists.has("Cluster `imported-1` already exists"),
         "{}",
         exists.out
     );
-    assert!(exists.out.contains("terraform import"), "{}", exists.out);
+    assert!(exists.has("terraform import"), "{}", exists.out);
     tf.expect(
         &[
             "import",
@@ -377,14 +384,12 @@ async fn terraform_applies_the_example_shows_drift_imports_refuses_and_destroys_
         )
         .await;
     assert!(
-        refused
-            .out
-            .contains("upgrading from 1.26.2 to 1.28.2 skips a minor version"),
+        refused.has("upgrading from 1.26.2 to 1.28.2 skips a minor version"),
         "{}",
         refused.out
     );
     assert!(
-        refused.out.contains("attribute: mesh.upgrade.version"),
+        refused.has("attribute: mesh.upgrade.version"),
         "{}",
         refused.out
     );
@@ -397,16 +402,14 @@ async fn terraform_applies_the_example_shows_drift_imports_refuses_and_destroys_
         .expect(&["apply", "-auto-approve", "-no-color", "-input=false"], 1)
         .await;
     assert!(
-        refused.out.contains(
+        refused.has(
             "downgrading from 1.28.2 to 1.26.2 is not allowed: rollback is only to a version this cluster ran before"
         ),
         "{}",
         refused.out
     );
     assert!(
-        refused
-            .out
-            .contains("attribute: mesh.upgrade.version (field /mesh/upgrade/version)"),
+        refused.has("attribute: mesh.upgrade.version (field /mesh/upgrade/version)"),
         "{}",
         refused.out
     );
@@ -414,13 +417,37 @@ async fn terraform_applies_the_example_shows_drift_imports_refuses_and_destroys_
     tf.write(&with_imported);
     tf.plan(0).await;
 
-    // 8. destroy: prod-eu-1 has an agent, so its deletion is an operation
+    // 8. a rollout that waits for completion fails with the rollout's
+    //    reason when it pauses (imported-1 has no agent)
+    let waiting = format!("{with_imported}{WAITING_ROLLOUT}");
+    tf.write(&waiting);
+    let paused = tf
+        .expect(&["apply", "-auto-approve", "-no-color", "-input=false"], 1)
+        .await;
+    for expected in [
+        "Rollout `upgrade-to-1.27.1` did not succeed",
+        "it paused: its failed clusters exceeded the failure policy",
+        "imported-1 (Failed): the agent is disconnected",
+    ] {
+        assert!(paused.has(expected), "{expected}:\n{}", paused.out);
+    }
+    let rollouts = api(&app, Method::GET, "/v1/rollouts?state=Paused").await;
+    assert_eq!(
+        rollouts.body["items"][0]["name"], "upgrade-to-1.27.1",
+        "{}",
+        rollouts.text
+    );
+
+    // 9. destroy: prod-eu-1 has an agent, so its deletion is an operation
     //    that ends when the agent has uninstalled the mesh
     tf.expect(
         &["destroy", "-auto-approve", "-no-color", "-input=false"],
         0,
     )
     .await;
+    let paused_id = rollouts.body["items"][0]["id"].as_str().unwrap();
+    let cancelled = api(&app, Method::GET, &format!("/v1/rollouts/{paused_id}")).await;
+    assert_eq!(cancelled.body["state"], "Cancelled", "{}", cancelled.text);
     let list = api(&app, Method::GET, "/v1/clusters").await;
     assert_eq!(list.body["items"], json!([]), "{}", list.text);
     let events = api(&app, Method::GET, "/v1/events?cluster=prod-eu-1").await;
@@ -440,12 +467,12 @@ async fn terraform_applies_the_example_shows_drift_imports_refuses_and_destroys_
     let sim = agent.stop().await;
     drop(sim);
 
-    // 9. a bad token, a wrong endpoint, a service that is down: one clear
+    // 10. a bad token, a wrong endpoint, a service that is down: one clear
     //    diagnostic each, never a stack
     let no_stack = |run: &Run| {
         assert_eq!(run.errors(), 1, "{}", run.out);
         for stack in ["panicked", "goroutine", "stack backtrace", "RUST_BACKTRACE"] {
-            assert!(!run.out.contains(stack), "{}", run.out);
+            assert!(!run.has(stack), "{}", run.out);
         }
     };
     let bad = tf
@@ -453,25 +480,20 @@ async fn terraform_applies_the_example_shows_drift_imports_refuses_and_destroys_
         .await;
     assert_eq!(bad.code, 1, "{}", bad.out);
     assert!(
-        bad.out.contains("meshfleet refused the provider's token"),
+        bad.has("meshfleet refused the provider's token"),
         "{}",
         bad.out
     );
     no_stack(&bad);
     tf.write(&with_imported.replace(&app.base, &format!("{}/nothing", app.base)));
     let wrong = tf.expect(&["plan", "-no-color", "-input=false"], 1).await;
-    assert!(
-        wrong.out.contains("is not a meshfleet API"),
-        "{}",
-        wrong.out
-    );
+    assert!(wrong.has("is not a meshfleet API"), "{}", wrong.out);
     no_stack(&wrong);
     tf.write(&with_imported);
     app.stop().await;
     let down = tf.expect(&["plan", "-no-color", "-input=false"], 1).await;
     assert!(
-        down.out
-            .contains(&format!("Cannot reach meshfleet at {}", app.base)),
+        down.has(&format!("Cannot reach meshfleet at {}", app.base)),
         "{}",
         down.out
     );
