@@ -9,6 +9,8 @@ pub mod attrs;
 pub mod client;
 pub mod data_sources;
 pub mod diag;
+#[cfg(test)]
+mod docs;
 pub mod error;
 pub mod provider;
 pub mod resources;
