@@ -99,8 +99,13 @@ impl Terraform {
     }
 
     async fn run_with(&self, args: &[&str], token: &str) -> Run {
+        self.run_env(args, token, &[]).await
+    }
+
+    async fn run_env(&self, args: &[&str], token: &str, env: &[(&str, &str)]) -> Run {
         let output = tokio::process::Command::new("terraform")
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(&self.dir)
             .env("TF_CLI_CONFIG_FILE", &self.cli_config)
             .env("TF_VAR_token", token)
@@ -489,6 +494,26 @@ async fn terraform_applies_the_example_shows_drift_imports_refuses_and_destroys_
     let wrong = tf.expect(&["plan", "-no-color", "-input=false"], 1).await;
     assert!(wrong.has("is not a meshfleet API"), "{}", wrong.out);
     no_stack(&wrong);
+    // endpoint and token from MESHFLEET_URL / MESHFLEET_TOKEN
+    let from_env = with_imported
+        .replace(&format!("endpoint = \"{}\"", app.base), "")
+        .replace("token    = var.token", "");
+    assert!(!from_env.contains(&app.base), "{from_env}");
+    tf.write(&from_env);
+    let owner = app.owner(TENANT);
+    let env = tf
+        .run_env(
+            &["plan", "-detailed-exitcode", "-no-color", "-input=false"],
+            "unused",
+            &[("MESHFLEET_URL", &app.base), ("MESHFLEET_TOKEN", &owner)],
+        )
+        .await;
+    assert_eq!(env.code, 2, "{}", env.out);
+    assert!(
+        env.has("4 to add, 0 to change, 0 to destroy"),
+        "{}",
+        env.out
+    );
     tf.write(&with_imported);
     app.stop().await;
     let down = tf.expect(&["plan", "-no-color", "-input=false"], 1).await;

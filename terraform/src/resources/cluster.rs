@@ -626,7 +626,10 @@ impl Resource for ClusterResource {
             for name in MESH_VOLATILE {
                 set(&mut planned, name, V::Unknown);
             }
-            self.check_plan(&planned, get_str(&prior, "desired_version"), diags);
+            let upgrade = |v: &V| get(get(v, "mesh"), "upgrade").clone();
+            if upgrade(&planned) != upgrade(&prior) {
+                self.check_plan(&planned, get_str(&prior, "desired_version"), diags);
+            }
         }
         Some((planned, private, replace))
     }

@@ -274,6 +274,35 @@ impl RolloutResource {
     pub fn new(ctx: Ctx) -> Self {
         RolloutResource { ctx }
     }
+
+    /// Plan-time check of the target against the release catalog.
+    fn check_target(&self, planned: &V, diags: &mut Diagnostics) {
+        if let (Some(catalog), Some(target)) =
+            (self.ctx.catalog(), get_str(planned, "target_version"))
+            && let Some(why) = versions::refusal(catalog, None, target)
+        {
+            diag::attribute_error(
+                diags,
+                format!("meshfleet would refuse a rollout to {target}"),
+                why,
+                AttributePath::new("target_version"),
+            );
+        }
+    }
+}
+
+/// The planned rollout of a configuration (a left-out name is
+/// `upgrade-to-<target_version>`).
+fn planned(config: &V) -> V {
+    let mut planned = plan(ROLLOUT, config);
+    if get(config, "name") == &V::Null {
+        let name = match get(&planned, "target_version") {
+            V::String(t) => V::String(format!("upgrade-to-{t}")),
+            _ => V::Unknown,
+        };
+        set(&mut planned, "name", name);
+    }
+    planned
 }
 
 fn rollout_json(r: &Rollout) -> serde_json::Value {
@@ -404,25 +433,8 @@ impl Resource for RolloutResource {
         config: V,
         _meta: V,
     ) -> Option<(V, V)> {
-        let mut planned = plan(ROLLOUT, &config);
-        if get(&config, "name") == &V::Null {
-            let name = match get(&planned, "target_version") {
-                V::String(t) => V::String(format!("upgrade-to-{t}")),
-                _ => V::Unknown,
-            };
-            set(&mut planned, "name", name);
-        }
-        if let (Some(catalog), Some(target)) =
-            (self.ctx.catalog(), get_str(&planned, "target_version"))
-            && let Some(why) = versions::refusal(catalog, None, target)
-        {
-            diag::attribute_error(
-                diags,
-                format!("meshfleet would refuse a rollout to {target}"),
-                why,
-                AttributePath::new("target_version"),
-            );
-        }
+        let planned = planned(&config);
+        self.check_target(&planned, diags);
         Some((planned, V::Null))
     }
 
@@ -430,14 +442,17 @@ impl Resource for RolloutResource {
         &self,
         diags: &mut Diagnostics,
         prior: V,
-        proposed: V,
+        _proposed: V,
         config: V,
         private: V,
-        meta: V,
+        _meta: V,
     ) -> Option<(V, V, Vec<AttributePath>)> {
-        let (mut planned, _) = self.plan_create(diags, proposed, config, meta).await?;
+        let mut planned = planned(&config);
         if inputs(ROLLOUT, &planned) == inputs(ROLLOUT, &prior) {
             return Some((prior, private, vec![]));
+        }
+        if get(&planned, "target_version") != get(&prior, "target_version") {
+            self.check_target(&planned, diags);
         }
         let replace: Vec<AttributePath> = BODY
             .iter()
