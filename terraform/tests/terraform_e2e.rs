@@ -187,6 +187,20 @@ async fn api(app: &TestApp, method: Method, path: &str) -> meshfleet_tests::Repl
     app.req(method, path).token(&app.owner(TENANT)).send().await
 }
 
+/// A merge patch of a cluster through the API, as another pipeline would.
+async fn change_through_the_api(app: &TestApp, name: &str, patch: &Value) {
+    let path = format!("/v1/clusters/{name}");
+    let c = api(app, Method::GET, &path).await;
+    let patched = app
+        .patch(&path)
+        .token(&app.owner(TENANT))
+        .header("If-Match", &c.etag())
+        .merge_patch(patch)
+        .send()
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+}
+
 async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> Option<Value>) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -291,15 +305,7 @@ async fn terraform_applies_the_example_shows_drift_imports_refuses_and_destroys_
     tf.plan(0).await;
 
     // 4. a label changed through the API is drift; apply puts it back
-    let c = api(&app, Method::GET, "/v1/clusters/prod-eu-1").await;
-    let patched = app
-        .patch("/v1/clusters/prod-eu-1")
-        .token(&app.owner(TENANT))
-        .header("If-Match", &c.etag())
-        .merge_patch(&json!({"labels": {"region": "us"}}))
-        .send()
-        .await;
-    assert_eq!(patched.status, 200, "{}", patched.text);
+    change_through_the_api(&app, "prod-eu-1", &json!({"labels": {"region": "us"}})).await;
     let plan = tf.plan(2).await;
     assert!(plan.has(r#"~ "region" = "us" -> "eu""#), "{}", plan.out);
     assert!(plan.has("1 to change, 0 to destroy"), "{}", plan.out);
@@ -309,15 +315,7 @@ async fn terraform_applies_the_example_shows_drift_imports_refuses_and_destroys_
     tf.plan(0).await;
 
     // 5. a write with a stale ETag (no refresh) is refused with a hint to refresh
-    let c = api(&app, Method::GET, "/v1/clusters/prod-eu-1").await;
-    let patched = app
-        .patch("/v1/clusters/prod-eu-1")
-        .token(&app.owner(TENANT))
-        .header("If-Match", &c.etag())
-        .merge_patch(&json!({"labels": {"team": "payments"}}))
-        .send()
-        .await;
-    assert_eq!(patched.status, 200, "{}", patched.text);
+    change_through_the_api(&app, "prod-eu-1", &json!({"labels": {"team": "payments"}})).await;
     tf.write(&example.replace(
         r#"labels = { env = "prod", region = "eu" }"#,
         r#"labels = { env = "prod", region = "eu", tier = "gold" }"#,
