@@ -75,8 +75,13 @@ impl Client {
 
     /// Sends; transport failures and non-success answers become errors.
     async fn send(&self, what: &str, req: RequestBuilder) -> Result<Response> {
-        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        let resp = req.send().await.map_err(|e| {
+            let e = self.unreachable(e);
+            tracing::debug!(%what, error = %e, "no answer");
+            e
+        })?;
         let status = resp.status();
+        tracing::debug!(%what, %status, "meshfleet answered");
         if status.is_success() {
             return Ok(resp);
         }

@@ -148,6 +148,12 @@ fn tls_config(client_der: Vec<u8>) -> Result<(rustls::ServerConfig, Vec<u8>), St
 
 /// Runs the child provider and the TLS front until the child exits.
 pub async fn run_front(client_cert_pem: &str) -> Result<(), String> {
+    // go-plugin copies a plugin's stderr into Terraform's log (TF_LOG)
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .try_init();
     let client_der = pem_to_der(client_cert_pem)
         .ok_or_else(|| format!("{CLIENT_CERT_ENV} holds no PEM certificate"))?;
     let (config, announced) = tls_config(client_der)?;
@@ -214,11 +220,19 @@ pub async fn run_front(client_cert_pem: &str) -> Result<(), String> {
                 let acceptor = acceptor.clone();
                 let backend = backend.clone();
                 tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(stream).await else {
-                        return;
+                    let mut tls = match acceptor.accept(stream).await {
+                        Ok(tls) => tls,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "TLS handshake refused");
+                            return;
+                        }
                     };
-                    let Ok(mut plain) = TcpStream::connect(&backend).await else {
-                        return;
+                    let mut plain = match TcpStream::connect(&backend).await {
+                        Ok(plain) => plain,
+                        Err(e) => {
+                            tracing::warn!(error = %e, %backend, "cannot reach the provider server");
+                            return;
+                        }
                     };
                     let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
                 });

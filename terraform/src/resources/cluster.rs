@@ -734,6 +734,7 @@ impl Resource for ClusterResource {
         {
             Ok(Deletion::Done) => Some(()),
             Ok(Deletion::Started { operation }) => {
+                tracing::info!(%name, %operation, ?timeout, "waiting for the deletion operation");
                 self.wait_for_deletion(client, &name, &operation, timeout, diags)
                     .await
             }
