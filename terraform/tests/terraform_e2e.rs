@@ -442,7 +442,52 @@ async fn terraform_applies_the_example_shows_drift_imports_refuses_and_destroys_
     );
 
     // 9. destroy: prod-eu-1 has an agent, so its deletion is an operation
-    //    that ends when the agent has uninstalled the mesh
+    //    that ends when the agent has uninstalled the mesh. With the agent
+    //    stopped, destroy gives up after `timeouts.delete`; once it runs
+    //    again, destroy finishes.
+    let sim = agent.stop().await;
+    let with_timeout = |delete: &str| {
+        with_imported.replacen(
+            "  name   = \"prod-eu-1\"\n",
+            &format!("  name   = \"prod-eu-1\"\n  timeouts = {{ delete = \"{delete}\" }}\n"),
+            1,
+        )
+    };
+    tf.write(&with_timeout("2s"));
+    let only_prod = [
+        "apply",
+        "-target=meshfleet_cluster.prod_eu",
+        "-auto-approve",
+        "-no-color",
+        "-input=false",
+    ];
+    let timeouts = tf.expect(&only_prod, 0).await;
+    assert!(
+        timeouts.has("0 added, 1 changed, 0 destroyed"),
+        "{}",
+        timeouts.out
+    );
+    let gave_up = tf
+        .expect(
+            &["destroy", "-auto-approve", "-no-color", "-input=false"],
+            1,
+        )
+        .await;
+    assert!(
+        gave_up.has("Cannot delete cluster `prod-eu-1`: still deleting after 2s"),
+        "{}",
+        gave_up.out
+    );
+    assert!(gave_up.has("force_destroy"), "{}", gave_up.out);
+    assert_eq!(gave_up.errors(), 1, "{}", gave_up.out);
+    let agent = agents::start_agent(sim, agents::config(&app.base));
+    tf.write(&with_timeout("2m"));
+    // refreshing would show the uninstall (`mode = "disabled"`) as drift
+    tf.expect(
+        &[&only_prod[..2], &["-refresh=false"], &only_prod[2..]].concat(),
+        0,
+    )
+    .await;
     tf.expect(
         &["destroy", "-auto-approve", "-no-color", "-input=false"],
         0,
