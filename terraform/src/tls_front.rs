@@ -6,11 +6,12 @@
 //! go-plugin's certificate is a CA certificate used as an end entity
 //! (`CaUsedAsEndEntity`), so every handshake fails. Instead, the process
 //! Terraform starts (the *front*) runs the provider as a child without the
-//! certificate (plain gRPC on 127.0.0.1), terminates TLS itself — accepting
+//! certificate (plain gRPC on a Unix socket in a 0700 folder), terminates TLS itself — accepting
 //! exactly the client certificate Terraform handed over, no other — and
 //! pipes each connection to the child. The handshake line Terraform reads
 //! names the front's port and certificate.
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixT
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, UnixStream};
 
 /// Set in the child's environment: it serves, it does not front.
 pub const CHILD_ENV: &str = "MESHFLEET_TF_PROVIDER_CHILD";
@@ -146,6 +147,34 @@ fn tls_config(client_der: Vec<u8>) -> Result<(rustls::ServerConfig, Vec<u8>), St
     Ok((config, announced))
 }
 
+/// A private (0700) folder for the provider server's socket, removed at the end.
+struct SocketDir(PathBuf);
+
+impl SocketDir {
+    fn create() -> Result<SocketDir, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!(
+            "terraform-provider-meshfleet-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(SocketDir(dir))
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Runs the child provider and the TLS front until the child exits.
 pub async fn run_front(client_cert_pem: &str) -> Result<(), String> {
     // go-plugin copies a plugin's stderr into Terraform's log (TF_LOG)
@@ -158,8 +187,11 @@ pub async fn run_front(client_cert_pem: &str) -> Result<(), String> {
         .ok_or_else(|| format!("{CLIENT_CERT_ENV} holds no PEM certificate"))?;
     let (config, announced) = tls_config(client_der)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
+    let dir = SocketDir::create()?;
+    let socket = dir.0.join("provider.sock");
     let mut child = tokio::process::Command::new(exe)
         .env(CHILD_ENV, "1")
+        .env(tf_provider::UNIX_SOCKET_ENV, &socket)
         .env_remove(CLIENT_CERT_ENV)
         // tf-provider appends a Rust backtrace to its own diagnostics when
         // these are set; a Terraform user must never see a stack.
@@ -181,14 +213,12 @@ pub async fn run_front(client_cert_pem: &str) -> Result<(), String> {
         .await
         .map_err(|e| format!("reading the provider server's handshake: {e}"))?
         .ok_or("the provider server exited before announcing itself")?;
-    // `1|6|tcp|127.0.0.1:PORT|grpc|`
-    let backend = line
-        .trim()
-        .split('|')
-        .nth(3)
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| format!("unexpected handshake from the provider server: {line}"))?
-        .to_string();
+    // `1|6|unix|<socket>|grpc|`
+    if line.trim().split('|').nth(2) != Some("unix") {
+        return Err(format!(
+            "unexpected handshake from the provider server: {line}"
+        ));
+    }
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
@@ -218,7 +248,7 @@ pub async fn run_front(client_cert_pem: &str) -> Result<(), String> {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let acceptor = acceptor.clone();
-                let backend = backend.clone();
+                let backend = socket.clone();
                 tokio::spawn(async move {
                     let mut tls = match acceptor.accept(stream).await {
                         Ok(tls) => tls,
@@ -227,10 +257,10 @@ pub async fn run_front(client_cert_pem: &str) -> Result<(), String> {
                             return;
                         }
                     };
-                    let mut plain = match TcpStream::connect(&backend).await {
+                    let mut plain = match UnixStream::connect(&backend).await {
                         Ok(plain) => plain,
                         Err(e) => {
-                            tracing::warn!(error = %e, %backend, "cannot reach the provider server");
+                            tracing::warn!(error = %e, backend = %backend.display(), "cannot reach the provider server");
                             return;
                         }
                     };

@@ -191,8 +191,6 @@ pub async fn serve<U: ToString, V: DynamicProvider>(name: U, provider: V) -> Res
 /// [`serve`]
 pub async fn serve_dynamic(name: String, provider: Box<dyn DynamicProvider>) -> Result<()> {
     let server = Arc::new(Server::new(name, provider));
-    let addrs = SockAddrIter::new()?;
-    let (tcp_stream, endpoint) = listen(addrs)?;
 
     if let Ok(path) = env::var("PLUGIN_LOG_FILE") {
         let log_file = File::create(path)?;
@@ -202,6 +200,15 @@ pub async fn serve_dynamic(name: String, provider: Box<dyn DynamicProvider>) -> 
             .with_writer(Mutex::new(log_file))
             .init();
     }
+
+    // meshfleet patch: with TF_PROVIDER_UNIX_SOCKET, serve plain gRPC on
+    // that Unix socket (for a TLS front in the same process tree).
+    if let Ok(path) = env::var(UNIX_SOCKET_ENV) {
+        return serve_unix(server, path).await;
+    }
+
+    let addrs = SockAddrIter::new()?;
+    let (tcp_stream, endpoint) = listen(addrs)?;
 
     let tls_config = TlsConfig::new()?;
 
@@ -229,6 +236,26 @@ pub async fn serve_dynamic(name: String, provider: Box<dyn DynamicProvider>) -> 
         info(&endpoint, tls_config.cert.as_slice()),
     )?;
 
+    Ok(())
+}
+
+/// meshfleet patch: the Unix socket to serve on instead of TCP with TLS.
+pub const UNIX_SOCKET_ENV: &str = "TF_PROVIDER_UNIX_SOCKET";
+
+/// meshfleet patch: plain gRPC on a Unix socket, announced as go-plugin's
+/// `unix` network.
+async fn serve_unix(server: Arc<Server>, path: String) -> Result<()> {
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let serve = tonic::transport::server::Server::builder()
+        .layer(TraceLayer::new_for_grpc())
+        .add_service(GrpcBrokerServer::new(server.clone()))
+        .add_service(GrpcControllerServer::new(server.clone()))
+        .add_service(GrpcStdioServer::new(server.clone()))
+        .add_service(ProviderServer::new(server.clone()))
+        .serve_with_incoming_shutdown(incoming, server.cancellation_token.cancelled());
+    println!("{}|6|unix|{}|grpc|", CORE_PROTOCOL_VERSION, path);
+    serve.await?;
     Ok(())
 }
 
