@@ -15,6 +15,7 @@ pub fn router(state: AppState) -> Router {
     let mut doc = doc;
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        .merge(crate::portal::router())
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.config.clone(),

@@ -1,6 +1,6 @@
 //! meshfleet's HTTP API: the tenants' REST API, the agent protocol, the ops
-//! routes and the OpenAPI document. HTTP only: the rules and the SQL are in
-//! `meshfleet-core`.
+//! routes, the OpenAPI document and the portal (a web UI embedded in the
+//! binary). HTTP only: the rules and the SQL are in `meshfleet-core`.
 //!
 //! A request travels `request_context` (request id, time limit, metrics,
 //! problem bodies) → a handler in `routes::*` (extractors from `extract` and
@@ -17,6 +17,7 @@ pub mod extract;
 pub mod http;
 pub mod hub;
 pub mod openapi;
+pub mod portal;
 pub mod request_context;
 pub mod request_id;
 pub mod route_stats;

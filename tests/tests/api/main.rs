@@ -8,6 +8,7 @@ mod clusters;
 mod concurrency;
 mod dashboard;
 mod fleet;
+mod portal;
 mod problems;
 mod reconciler;
 mod releases;
