@@ -369,6 +369,7 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     );
     println!();
     println!("meshfleet is up");
+    println!("  portal   {base}/  (sign in with a token, or the link below)");
     println!("  API      {base}/v1/clusters");
     println!("  docs     {base}/docs");
     println!("  OpenAPI  {base}/openapi.json");
@@ -391,6 +392,9 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
         args.demo_tenant
     );
     println!("  export TOKEN={token}");
+    // The token rides in the fragment, which browsers never send to the server.
+    println!("open the portal signed in as that owner:");
+    println!("  {base}/#token={token}");
     println!(
         "more tokens: cargo run -q -p meshfleet -- token --tenant {} --role reader",
         args.demo_tenant

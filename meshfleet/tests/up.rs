@@ -16,6 +16,8 @@ struct Up {
     child: Child,
     base: String,
     token: String,
+    /// The banner's link that opens the portal signed in.
+    portal_link: String,
 }
 
 fn data_dir() -> PathBuf {
@@ -38,7 +40,7 @@ async fn start(dir: &Path) -> Up {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut base, mut token) = (None, None);
+    let (mut base, mut token, mut portal_link) = (None, None, None);
     let read = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(rest) = line.trim().strip_prefix("API") {
@@ -46,6 +48,9 @@ async fn start(dir: &Path) -> Up {
             }
             if let Some(t) = line.trim().strip_prefix("export TOKEN=") {
                 token = Some(t.to_string());
+            }
+            if line.contains("/#token=") {
+                portal_link = Some(line.trim().to_string());
                 break;
             }
         }
@@ -59,6 +64,7 @@ async fn start(dir: &Path) -> Up {
         child,
         base: base.expect("base URL"),
         token: token.expect("token"),
+        portal_link: portal_link.expect("portal link"),
     }
 }
 
@@ -89,6 +95,17 @@ async fn up_keeps_its_data_across_restarts_and_refuses_a_second_instance() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    assert_eq!(
+        up.portal_link,
+        format!("{}/#token={}", up.base, up.token),
+        "the portal link signs the dev owner in"
+    );
+    let page = client.get(format!("{}/", up.base)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(
+        page.headers()["content-type"].to_str().unwrap(),
+        "text/html; charset=utf-8"
+    );
     let created = client
         .put(format!("{}/v1/clusters/kept", up.base))
         .bearer_auth(&up.token)
