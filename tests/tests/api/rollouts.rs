@@ -5,45 +5,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use meshfleet_reconciler::Reconciler;
 use meshfleet_tests::agents::{RunningAgent, agent_for, wait_status};
+use meshfleet_tests::reconciler::{Running, run};
 use meshfleet_tests::{TestApp, cluster_body};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::sync::watch;
-
-/// A reconciler running in the background, as in `up`.
-struct Running {
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-    listener: tokio::task::JoinHandle<()>,
-}
-
-fn run(reconciler: &Reconciler) -> Running {
-    let (stop, stopped) = watch::channel(false);
-    let listener = reconciler.spawn_listener();
-    let r = reconciler.clone();
-    let task = tokio::spawn(async move { r.run(stopped).await });
-    Running {
-        stop,
-        task,
-        listener,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-        self.listener.abort();
-    }
-
-    /// As a crash would: the task is dropped wherever it is.
-    fn kill(self) {
-        self.task.abort();
-        self.listener.abort();
-    }
-}
 
 /// `n` clusters `c00..` on `version` with `labels(i)`, each with a real agent;
 /// waits until all report Healthy.
