@@ -186,3 +186,8 @@ export function pager(load) {
     },
   };
 }
+
+// `1 cluster`, `2 clusters`.
+export function plural(n, word) {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}

@@ -2,7 +2,7 @@
 // clusters that need attention first, then rollouts and the rest.
 
 import { get, claims } from '../api.js';
-import { h, fill, badge, table, empty, link, clusterPath, ago, when, labels, clusterCells } from '../dom.js';
+import { h, fill, badge, table, empty, link, clusterPath, ago, when, labels, clusterCells, plural } from '../dom.js';
 import { donut, stacked, versionBars, progress } from '../charts.js';
 
 const ATTENTION_LIMIT = 20;
@@ -128,7 +128,7 @@ export function failingList(items) {
     h(
       'div',
       { dataset: { component: f.component } },
-      h('h3', {}, `${f.component} — ${f.clusters} cluster${f.clusters === 1 ? '' : 's'}`),
+      h('h3', {}, `${f.component} — ${plural(f.clusters, 'cluster')}`),
       h('ul', {}, f.topMessages.map((m) => h('li', {}, `${m.message} `, h('span', { class: 'muted' }, `×${m.count}`)))),
     ),
   );

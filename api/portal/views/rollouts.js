@@ -2,7 +2,7 @@
 // pause / resume / approve / cancel buttons.
 
 import { api, get, query, enc, Problem, SignedOut, roles } from '../api.js';
-import { h, fill, badge, table, empty, link, ago, when, clusterPath, problemBox, pager } from '../dom.js';
+import { h, fill, badge, table, empty, link, ago, when, clusterPath, problemBox, pager, plural } from '../dom.js';
 import { progress } from '../charts.js';
 
 const ACTIVE = ['Running', 'WaitingForApproval', 'Paused'];
@@ -160,15 +160,15 @@ export function detail(ctx, id) {
     );
     if (armedCancel === null) fill(actions, actionsFor(r, canWrite, act));
     const fp = r.failurePolicy;
-    const limit = [fp.maxFailedClusters != null ? `${fp.maxFailedClusters} clusters` : null, fp.maxFailedPercent != null ? `${fp.maxFailedPercent}%` : null].filter(Boolean).join(' or ') || 'any failure';
+    const limit = [fp.maxFailedClusters != null ? plural(fp.maxFailedClusters, 'cluster') : null, fp.maxFailedPercent != null ? `${fp.maxFailedPercent}%` : null].filter(Boolean).join(' or ') || '0 clusters';
     fill(
       facts,
       h('div', { class: 'stage-progress' }, progress(r.counts)),
       h(
         'p',
         { class: 'muted', id: 'rollout-counts' },
-        `${r.counts.total} clusters: ${r.counts.succeeded} succeeded, ${r.counts.inProgress} in progress, ${r.counts.pending} pending, ${r.counts.failed} failed, ${r.counts.rolledBack} rolled back, ${r.counts.skipped} skipped. `,
-        `On failure past ${limit}: ${fp.action}. Progress deadline ${r.progressDeadlineSeconds}s. Operation `,
+        `${plural(r.counts.total, 'cluster')}: ${r.counts.succeeded} succeeded, ${r.counts.inProgress} in progress, ${r.counts.pending} pending, ${r.counts.failed} failed, ${r.counts.rolledBack} rolled back, ${r.counts.skipped} skipped. `,
+        `Failure policy: ${fp.action} when more than ${limit} fail. Progress deadline ${r.progressDeadlineSeconds}s. Operation `,
         h('code', {}, r.operationId),
         '.',
       ),
