@@ -500,6 +500,50 @@ async fn the_portal_shows_the_fleet_a_failing_cluster_and_a_moving_rollout_in_he
     assert!(b.still_same_page().await, "the rollout page reloaded");
     b.screenshot("rollout-done.png").await;
 
+    // A second rollout, held at its approval gate: pause, resume, cancel.
+    let held = app
+        .req(Method::POST, "/v1/rollouts")
+        .token(&owner)
+        .json(&json!({
+            "name": "edge-upgrade",
+            "targetVersion": "1.28.2",
+            "selector": "env=edge",
+            "stages": [{"name": "edge", "requireApproval": true}]
+        }))
+        .send()
+        .await;
+    assert_eq!(held.status, 202, "{}", held.text);
+    let held = held.body["id"].as_str().unwrap().to_string();
+    b.click("#nav a[data-nav=rollouts]").await;
+    b.click(&format!("#rollout-list tr[data-rollout='{held}'] a"))
+        .await;
+    b.wait_attr(
+        "#rollout-state",
+        "data-state",
+        &["WaitingForApproval"],
+        "edge-upgrade at its gate",
+    )
+    .await;
+    b.click("#rollout-pause").await;
+    b.wait_attr("#rollout-state", "data-state", &["Paused"], "paused")
+        .await;
+    b.click("#rollout-resume").await;
+    b.wait_attr(
+        "#rollout-state",
+        "data-state",
+        &["Running", "WaitingForApproval"],
+        "resumed",
+    )
+    .await;
+    b.click("#rollout-cancel").await;
+    b.wait_text("#rollout-cancel", "the cancel button asking again", |t| {
+        t.contains("again")
+    })
+    .await;
+    b.click("#rollout-cancel").await;
+    b.wait_attr("#rollout-state", "data-state", &["Cancelled"], "cancelled")
+        .await;
+
     // 5. A token the server refuses returns to sign-in; pasting one signs in again.
     let stranger = DevSigner::generate().unwrap().mint(
         "user@acme",
@@ -521,7 +565,7 @@ async fn the_portal_shows_the_fleet_a_failing_cluster_and_a_moving_rollout_in_he
     b.wait_attr(
         "#rollout-state",
         "data-state",
-        &["Succeeded"],
+        &["Cancelled"],
         "back on the rollout after signing in",
     )
     .await;
