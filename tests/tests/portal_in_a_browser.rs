@@ -594,6 +594,12 @@ async fn the_portal_shows_the_fleet_a_failing_cluster_and_a_moving_rollout_in_he
     })
     .await;
     b.screenshot("service.png").await;
+    b.click("#triage a[href='/ui/service/clusters/acme/prod-eu-1']")
+        .await;
+    b.wait_text("#ops-cluster", "prod-eu-1 as the SRE sees it", |t| {
+        t.contains("acme / prod-eu-1") && t.contains("policy.example")
+    })
+    .await;
 
     b.client.close().await.unwrap();
     drop(driver);
