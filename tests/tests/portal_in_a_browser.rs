@@ -142,6 +142,9 @@ impl Browser {
         let Value::Object(caps) = caps else {
             unreachable!()
         };
+        // The workspace builds rustls with both aws-lc-rs and ring (through
+        // other crates), so the process's provider is named, not guessed.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let client = ClientBuilder::rustls()
             .unwrap()
             .capabilities(caps)
