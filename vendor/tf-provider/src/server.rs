@@ -25,12 +25,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, Result};
 use base64::Engine;
 use futures::TryFutureExt;
-use rcgen::{BasicConstraints, IsCa};
-use time::ext::NumericalDuration;
 use tokio::try_join;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity, ServerTlsConfig};
 use tower_http::trace::TraceLayer;
 
 use crate::function::DynamicFunction;
@@ -322,67 +319,28 @@ fn listen(addrs: SockAddrIter) -> Result<(TcpListenerStream, String)> {
 }
 
 struct TlsConfig {
-    server: Option<ServerTlsConfig>,
     cert: Vec<u8>,
 }
 
 impl TlsConfig {
+    /// meshfleet patch: tonic's `tls` feature is off (it builds rustls with
+    /// `ring` next to the workspace's `aws-lc-rs`, and then rustls cannot
+    /// pick a provider by itself in any binary of the workspace). This copy
+    /// serves TLS only through a front: go-plugin's TLS (`PLUGIN_CLIENT_CERT`)
+    /// needs `TF_PROVIDER_UNIX_SOCKET`.
     fn new() -> Result<Self> {
         let env_cert = env::var("PLUGIN_CLIENT_CERT").unwrap_or_default();
-        if env_cert.is_empty() {
-            return Ok(Self {
-                server: None,
-                cert: Default::default(),
-            });
-        }
-
-        // Read the client certificate
-        let client_cert = tonic::transport::Certificate::from_pem(env_cert);
-
-        // Parameters to generate the server certificate
-        let mut cp = rcgen::CertificateParams::new(["localhost".to_string()])?;
-        cp.not_before = time::OffsetDateTime::now_utc().saturating_sub(30.seconds());
-        cp.not_after = time::OffsetDateTime::now_utc().saturating_add((30 * 365).days());
-        let mut dn = rcgen::DistinguishedName::new();
-        dn.push(rcgen::DnType::OrganizationName, "Hashicorp");
-        dn.push(rcgen::DnType::CommonName, "localhost");
-        cp.distinguished_name = dn;
-        cp.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        cp.key_usages = vec![
-            rcgen::KeyUsagePurpose::DigitalSignature,
-            rcgen::KeyUsagePurpose::KeyEncipherment,
-            rcgen::KeyUsagePurpose::KeyAgreement,
-            rcgen::KeyUsagePurpose::KeyCertSign,
-        ];
-        cp.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        ];
-        cp.key_identifier_method = rcgen::KeyIdMethod::Sha512;
-
-        // Generate the server certificate and its keys
-        let keypair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
-        let server_cert = cp.self_signed(&keypair)?;
-
-        let tls_config = ServerTlsConfig::new()
-            .client_ca_root(client_cert)
-            .client_auth_optional(true)
-            .identity(Identity::from_pem(
-                server_cert.pem(),
-                keypair.serialize_pem(),
+        if !env_cert.is_empty() {
+            return Err(anyhow!(
+                "this tf-provider build serves go-plugin's TLS only behind a TLS front: set {UNIX_SOCKET_ENV}"
             ));
-
+        }
         Ok(Self {
-            server: Some(tls_config),
-            cert: server_cert.der().to_vec(),
+            cert: Default::default(),
         })
     }
 
     fn builder(&self) -> Result<tonic::transport::server::Server> {
-        if let Some(ref tls_config) = &self.server {
-            Ok(tonic::transport::server::Server::builder().tls_config(tls_config.clone())?)
-        } else {
-            Ok(tonic::transport::server::Server::builder())
-        }
+        Ok(tonic::transport::server::Server::builder())
     }
 }
