@@ -17,6 +17,9 @@ pub struct DesiredRow {
     pub generation: i64,
     pub desired_version: String,
     pub images: Json<ComponentImages>,
+    /// `traceparent` of the span that last changed the desired state (see
+    /// `meshfleet_telemetry::current_traceparent`); not part of the state or its ETag.
+    pub change_traceparent: Option<String>,
 }
 
 pub fn effective(row: DesiredRow) -> DesiredState {

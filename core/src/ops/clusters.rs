@@ -19,6 +19,7 @@ use crate::store::events::{self, NewEvent};
 use crate::store::{agents, operations};
 
 /// Creates a cluster; `None` when a cluster of that name appeared meanwhile.
+#[tracing::instrument(name = "desired_state.create", skip_all, fields(cluster = name))]
 pub async fn create(
     conn: &mut PgConnection,
     tenant: &str,

@@ -204,6 +204,16 @@ pub struct Write<'a> {
 /// a few statements: bumps `generation` when mesh or version changed, records
 /// the version history, writes the events, has the reconciler look again.
 /// Returns the rows as written (unchanged ones as they were), in order.
+/// Its span's trace context is stored with the changes (see
+/// `meshfleet_telemetry::current_traceparent`), so the agents applying them
+/// continue its trace.
+#[tracing::instrument(name = "desired_state.write", skip_all, fields(
+    actor = %actor.name(),
+    clusters = writes.len(),
+    cluster = tracing::field::Empty,
+    version = tracing::field::Empty,
+    generation = tracing::field::Empty,
+))]
 pub async fn write_all(
     conn: &mut PgConnection,
     tenant: &str,
@@ -259,6 +269,12 @@ pub async fn write_all(
     }
     if planned.is_empty() {
         return Ok(writes.into_iter().map(|w| w.row).collect());
+    }
+    if let [one] = planned.as_slice() {
+        let span = tracing::Span::current();
+        span.record("cluster", writes[one.slot].row.name.as_str());
+        span.record("version", one.version.as_str());
+        span.record("generation", one.generation);
     }
     let updates: Vec<ClusterUpdate<'_>> = planned
         .iter()

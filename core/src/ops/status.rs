@@ -40,6 +40,7 @@ pub fn observed_versions(report: &StatusReport) -> Vec<String> {
 }
 
 /// Records a validated report of the agent of `cluster_id`.
+#[tracing::instrument(name = "status.record", skip_all, fields(cluster = cluster_name))]
 pub async fn record_report(
     pool: &PgPool,
     tenant: &str,

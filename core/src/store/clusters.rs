@@ -160,8 +160,8 @@ pub async fn insert_cluster(
 ) -> Result<Option<ClusterRow>, sqlx::Error> {
     let id: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO clusters (tenant_id, name, id, labels, mesh, desired_version,
-                               generation_changed_at, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7)
+                               generation_changed_at, created_at, updated_at, change_traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7, $8)
          ON CONFLICT (tenant_id, name) DO NOTHING
          RETURNING id",
     )
@@ -172,6 +172,7 @@ pub async fn insert_cluster(
     .bind(Json(mesh))
     .bind(desired_version)
     .bind(now)
+    .bind(meshfleet_telemetry::current_traceparent())
     .fetch_optional(&mut *conn)
     .await?;
     let Some(id) = id else {
@@ -219,7 +220,9 @@ pub async fn update_clusters(
                                           THEN c.generation_changed_at ELSE $8 END,
              generation = u.generation, desired_version = u.desired_version,
              version_history = ARRAY(SELECT jsonb_array_elements_text(u.history)),
-             resource_version = c.resource_version + 1, updated_at = $8
+             resource_version = c.resource_version + 1, updated_at = $8,
+             change_traceparent = CASE WHEN c.generation = u.generation
+                                       THEN c.change_traceparent ELSE $9 END
          FROM unnest($2::text[], $3::jsonb[], $4::jsonb[], $5::bigint[], $6::text[], $7::jsonb[])
               AS u(name, labels, mesh, generation, desired_version, history)
          WHERE c.tenant_id = $1 AND c.name = u.name",
@@ -232,6 +235,7 @@ pub async fn update_clusters(
     .bind(&versions)
     .bind(&histories)
     .bind(now)
+    .bind(meshfleet_telemetry::current_traceparent())
     .execute(&mut *conn)
     .await?;
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -281,7 +285,8 @@ pub async fn desired_state(
     cluster_id: Uuid,
 ) -> Result<Option<DesiredRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT c.name, c.id, c.mesh, c.generation, c.desired_version, r.images
+        "SELECT c.name, c.id, c.mesh, c.generation, c.desired_version, r.images,
+                c.change_traceparent
          FROM clusters c JOIN releases r ON r.version = c.desired_version
          WHERE c.tenant_id = $1 AND c.id = $2",
     )

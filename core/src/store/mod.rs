@@ -10,6 +10,7 @@ pub mod agents;
 pub mod clusters;
 pub mod events;
 pub mod fleet;
+pub mod gauges;
 pub mod operations;
 pub mod reconcile;
 pub mod releases;

@@ -1,0 +1,61 @@
+//! Service-wide figures behind the `/metrics` gauges (across tenants, read
+//! at scrape time): clusters by health and connectivity, rollouts and their
+//! clusters by state, and the reconciler's backlog.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+/// One scrape's figures; every list is `(label value, count)`.
+#[derive(Debug, Clone, Default)]
+pub struct FleetGauges {
+    /// `(health, connectivity, clusters)`: health as last reported (a report
+    /// for an older generation counts as `Progressing`; never reported is
+    /// `Unknown`), connectivity as last recorded (never reported is
+    /// `Disconnected`).
+    pub clusters: Vec<(String, String, i64)>,
+    /// Rollouts by state (every rollout ever created, ended ones included).
+    pub rollouts: Vec<(String, i64)>,
+    /// Clusters of the rollouts still active, by their state in the rollout.
+    pub rollout_clusters: Vec<(String, i64)>,
+    /// Clusters whose reconcile is due (`next_check_at <= now`): the backlog.
+    pub reconcile_due: i64,
+}
+
+pub async fn fleet_gauges<'c>(
+    db: impl PgExecutor<'c> + Copy,
+    now: DateTime<Utc>,
+) -> Result<FleetGauges, sqlx::Error> {
+    let clusters = sqlx::query_as(
+        "SELECT CASE WHEN s.health IS NULL THEN 'Unknown'
+                     WHEN s.health_generation < c.generation THEN 'Progressing'
+                     ELSE s.health END AS health,
+                COALESCE(s.connectivity, 'Disconnected') AS connectivity,
+                count(*)
+         FROM clusters c
+         LEFT JOIN cluster_status s ON s.tenant_id = c.tenant_id AND s.cluster_id = c.id
+         GROUP BY 1, 2",
+    )
+    .fetch_all(db)
+    .await?;
+    let rollouts = sqlx::query_as("SELECT state, count(*) FROM rollouts GROUP BY state")
+        .fetch_all(db)
+        .await?;
+    let rollout_clusters = sqlx::query_as(
+        "SELECT rc.state, count(*) FROM rollout_clusters rc
+         JOIN rollouts r ON r.tenant_id = rc.tenant_id AND r.id = rc.rollout_id
+         WHERE r.active GROUP BY rc.state",
+    )
+    .fetch_all(db)
+    .await?;
+    let reconcile_due =
+        sqlx::query_scalar("SELECT count(*) FROM cluster_reconcile WHERE next_check_at <= $1")
+            .bind(now)
+            .fetch_one(db)
+            .await?;
+    Ok(FleetGauges {
+        clusters,
+        rollouts,
+        rollout_clusters,
+        reconcile_due,
+    })
+}
