@@ -49,6 +49,7 @@ impl FromRequestParts<AppState> for Principal {
             ));
         }
         let principal = state.verifier.verify(token)?;
+        tracing::Span::current().record("tenant", principal.tenant.as_str());
         tracing::debug!(sub = %principal.sub, tenant = %principal.tenant, "authenticated");
         Ok(principal)
     }
@@ -76,6 +77,9 @@ impl FromRequestParts<AppState> for AgentPrincipal {
                         "the agent credential is unknown, revoked, replaced or expired".into(),
                     )
                 })?;
+        let span = tracing::Span::current();
+        span.record("tenant", tenant.as_str());
+        span.record("cluster", cluster_name.as_str());
         tracing::debug!(%tenant, cluster = %cluster_name, "agent authenticated");
         Ok(AgentPrincipal {
             tenant,

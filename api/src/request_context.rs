@@ -1,42 +1,114 @@
-//! The outermost middleware: request id, tracing span, metrics, the time
-//! limit, and a problem body for every error response.
+//! The outermost middleware: request id, tracing span (continuing an
+//! incoming W3C `traceparent`), metrics with labels from closed sets, the
+//! time limit, and a problem body for every error response.
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use meshfleet_model::LONG_POLL_PATH;
+use meshfleet_telemetry::{TRACEPARENT, parse_traceparent};
+use opentelemetry::Context;
+use opentelemetry::trace::{TraceContextExt, TraceId};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::AppConfig;
 use crate::error::{PROBLEM_JSON, problem_response};
 use crate::http::{BODY_LIMIT, with_header};
 use crate::request_id::{CURRENT_REQUEST_ID, REQUEST_ID, acceptable_request_id};
 
+/// The `method` label of the request metrics: one of a closed set, so a
+/// client cannot make new series by sending made-up methods.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The `route` label of a request that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
 /// Outermost middleware: assigns the request id (keeping a sane incoming
-/// `x-request-id`), opens the tracing span every log line of the request is
-/// in, records metrics, and gives every error response a problem body.
+/// `x-request-id`), opens the `request` span every log line of the request is
+/// in (continuing an incoming W3C `traceparent`), records metrics, and gives
+/// every error response a problem body.
 pub async fn request_context(
     axum::extract::State(config): axum::extract::State<std::sync::Arc<AppConfig>>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
-    let id = req
-        .headers()
+    let (mut parts, body) = req.into_parts();
+    let id = parts
+        .headers
         .get(REQUEST_ID)
         .and_then(acceptable_request_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     if let Ok(v) = HeaderValue::from_str(&id) {
-        req.headers_mut().insert(REQUEST_ID, v);
+        parts.headers.insert(REQUEST_ID, v);
     }
-    let method = req.method().clone();
-    let route = req
-        .extensions()
+    let method = method_label(&parts.method);
+    let route = parts
+        .extensions
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let span = tracing::info_span!("request", request_id = %id, %method, uri = %req.uri());
+        .unwrap_or_else(|| UNMATCHED_ROUTE.to_string());
+    // The cluster a tenant's route is about (`/v1/clusters/{name}...`); the
+    // agent routes record theirs once the credential is checked.
+    let cluster = match RawPathParams::from_request_parts(&mut parts, &()).await {
+        Ok(params) => params
+            .iter()
+            .find(|(k, _)| *k == "name")
+            .filter(|_| route.contains("/clusters/"))
+            .map(|(_, v)| v.to_string()),
+        Err(_) => None,
+    };
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        request_id = %id,
+        http.request.method = method,
+        http.route = %route,
+        url.path = %parts.uri.path(),
+        http.response.status_code = tracing::field::Empty,
+        tenant = tracing::field::Empty,
+        cluster = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(cluster) = &cluster {
+        span.record("cluster", cluster.as_str());
+    }
+    let incoming = parts
+        .headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent);
+    if let Some(parent) = &incoming {
+        // Without an exporter there is no OpenTelemetry layer: nothing to set.
+        let _ = span.set_parent(Context::new().with_remote_span_context(parent.clone()));
+    }
+    // The trace id in every log line: this span's when traced, else the caller's.
+    let own = span.context().span().span_context().trace_id();
+    match (own, &incoming) {
+        (t, _) if t != TraceId::INVALID => {
+            span.record("trace_id", tracing::field::display(t));
+        }
+        (_, Some(parent)) => {
+            span.record("trace_id", tracing::field::display(parent.trace_id()));
+        }
+        _ => {}
+    }
+    let req = Request::from_parts(parts, body);
     let started = Instant::now();
     let limit = if req.uri().path() == LONG_POLL_PATH {
         config.long_poll_timeout
@@ -56,18 +128,32 @@ pub async fn request_context(
             ),
         };
         let elapsed = started.elapsed();
-        let status = response.status().as_u16();
+        let status = response.status();
+        let code = status.as_u16();
         let elapsed_ms = elapsed.as_millis() as u64;
-        if response.status().is_server_error() {
-            tracing::warn!(status, elapsed_ms, "request failed");
+        let current = tracing::Span::current();
+        current.record("http.response.status_code", code);
+        if status.is_server_error() {
+            current.record("otel.status_code", "ERROR");
+            tracing::warn!(status = code, elapsed_ms, "request failed");
         } else {
-            tracing::info!(status, elapsed_ms, "request served");
+            tracing::info!(status = code, elapsed_ms, "request served");
         }
         metrics::counter!("meshfleet_http_requests_total",
-            "method" => method.to_string(), "route" => route.clone(), "status" => status.to_string())
+            "method" => method, "route" => route.clone(), "status" => code.to_string())
         .increment(1);
+        if status.is_client_error() || status.is_server_error() {
+            let class = if status.is_server_error() {
+                "server"
+            } else {
+                "client"
+            };
+            metrics::counter!("meshfleet_http_request_errors_total",
+                "method" => method, "route" => route.clone(), "class" => class)
+            .increment(1);
+        }
         metrics::histogram!("meshfleet_http_request_duration_seconds",
-            "method" => method.to_string(), "route" => route)
+            "method" => method, "route" => route)
         .record(elapsed.as_secs_f64());
         response
     };

@@ -29,6 +29,8 @@ pub struct AppState {
     /// Turns `true` when the server starts draining: long polls answer at once.
     pub shutdown: watch::Receiver<bool>,
     shutdown_tx: Arc<watch::Sender<bool>>,
+    /// When `/metrics` last read the fleet gauges from the database.
+    pub fleet_gauges_read: Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl AppState {
@@ -50,6 +52,7 @@ impl AppState {
             route_stats: Arc::new(RouteStats::default()),
             shutdown: rx,
             shutdown_tx: Arc::new(tx),
+            fleet_gauges_read: Arc::default(),
         }
     }
 

@@ -35,6 +35,11 @@ pub const CREDENTIAL_SECRET: &str = "meshfleet-agent-credential";
 pub const LONG_POLL_PATH: &str = "/v1/agent/desired-state";
 /// Upper bound of `waitSeconds` on the long poll.
 pub const MAX_WAIT_SECONDS: u64 = 60;
+/// Response header of a desired-state answer (200) that delivers a change
+/// whose writer was traced: the W3C `traceparent` of the delivery, in the
+/// writer's trace. The agent's reconcile pass continues it, so one trace
+/// shows a tenant's change reaching the cluster.
+pub const CHANGE_TRACEPARENT_HEADER: &str = "meshfleet-change-traceparent";
 
 /// `201` of `POST /v1/clusters/{name}/bootstrap-tokens`: shown once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

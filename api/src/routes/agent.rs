@@ -8,11 +8,16 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use meshfleet_model::{
-    AgentCredential, BOOTSTRAP_TOKEN_PREFIX, BootstrapToken, DesiredState, MAX_WAIT_SECONDS,
-    Problem, RegisterRequest, StatusHistoryEntry, StatusHistoryList, StatusReport,
+    AgentCredential, BOOTSTRAP_TOKEN_PREFIX, BootstrapToken, CHANGE_TRACEPARENT_HEADER,
+    DesiredState, MAX_WAIT_SECONDS, Problem, RegisterRequest, StatusHistoryEntry,
+    StatusHistoryList, StatusReport,
 };
+use meshfleet_telemetry::{format_traceparent, parse_traceparent};
+use opentelemetry::Context;
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use serde::Deserialize;
 use serde_json::json;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use utoipa::IntoParams;
 
 use meshfleet_core::domain::{desired, health, report};
@@ -375,6 +380,7 @@ pub async fn desired_state(
         }
     };
     let deadline = tokio::time::Instant::now() + wait;
+    let _waiter = Waiter::enter();
     // Subscribe before reading, so that a change committed in between is not missed.
     let subscription = state.hub.subscribe(&agent.tenant, agent.cluster_id);
     let mut shutdown = state.shutdown.clone();
@@ -385,24 +391,87 @@ pub async fn desired_state(
         let row = clusters::desired_state(&state.pool, &agent.tenant, agent.cluster_id)
             .await?
             .ok_or_else(|| ApiError::cluster_not_found(&agent.cluster_name))?;
+        let change = row.change_traceparent.clone();
         let current = desired::effective(row);
         let tag = desired::etag(&current);
         let unchanged = pre.if_none_match.as_ref().is_some_and(|m| m.matches(&tag));
         if !unchanged {
-            return Ok(with_etag(axum::Json(current).into_response(), &tag));
+            metrics::counter!("meshfleet_long_poll_answers_total", "result" => "changed")
+                .increment(1);
+            let mut response = with_etag(axum::Json(&current).into_response(), &tag);
+            // An agent that had an older state receives a change: continue
+            // the writer's trace (a first poll only learns the current state).
+            if pre.if_none_match.is_some()
+                && let Some(delivery) = change
+                    .as_deref()
+                    .and_then(parse_traceparent)
+                    .and_then(|change| delivery_traceparent(change, &agent, current.generation))
+            {
+                response = with_header(
+                    response,
+                    header::HeaderName::from_static(CHANGE_TRACEPARENT_HEADER),
+                    &delivery,
+                );
+            }
+            return Ok(response);
         }
-        if tokio::time::Instant::now() >= deadline || *shutdown.borrow() {
-            return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), &tag));
-        }
-        let woken = tokio::select! {
-            _ = &mut notified => true,
-            _ = tokio::time::sleep_until(deadline) => false,
-            _ = shutdown.changed() => false,
-        };
+        let draining = *shutdown.borrow();
+        let woken = tokio::time::Instant::now() < deadline
+            && !draining
+            && tokio::select! {
+                _ = &mut notified => true,
+                _ = tokio::time::sleep_until(deadline) => false,
+                _ = shutdown.changed() => false,
+            };
         if !woken {
+            metrics::counter!("meshfleet_long_poll_answers_total", "result" => "not_modified")
+                .increment(1);
             return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), &tag));
         }
     }
+}
+
+/// Counts a long poll in `meshfleet_long_poll_waiters` while it lasts.
+struct Waiter;
+
+impl Waiter {
+    fn enter() -> Waiter {
+        metrics::gauge!("meshfleet_long_poll_waiters").increment(1.0);
+        Waiter
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        metrics::gauge!("meshfleet_long_poll_waiters").decrement(1.0);
+    }
+}
+
+/// Records that a change reached its agent: a `desired_state.delivered`
+/// span in the writer's trace (`change`), linked to the long poll's own span
+/// (which is in the agent's trace and links back). Its `traceparent` for the
+/// agent to continue; `None` when spans are not exported.
+fn delivery_traceparent(
+    change: SpanContext,
+    agent: &AgentPrincipal,
+    generation: i64,
+) -> Option<String> {
+    let poll = tracing::Span::current();
+    let poll_context = poll.context().span().span_context().clone();
+    poll.add_link(change.clone());
+    let delivered = tracing::info_span!(
+        parent: None,
+        "desired_state.delivered",
+        tenant = %agent.tenant,
+        cluster = %agent.cluster_name,
+        generation,
+    );
+    delivered
+        .set_parent(Context::new().with_remote_span_context(change))
+        .ok()?;
+    delivered.add_link(poll_context);
+    let context = delivered.context().span().span_context().clone();
+    context.is_valid().then(|| format_traceparent(&context))
 }
 
 /// Report status; every call is also a heartbeat. An unchanged report only
@@ -435,11 +504,14 @@ pub async fn put_status(
         &state.config.settings,
     )
     .await?;
-    let kind = match recorded {
-        Recorded::Heartbeat => "unchanged",
+    // Every report is a heartbeat; an unchanged one is coalesced into a
+    // heartbeat-only write, a changed one writes status and history.
+    let result = match recorded {
+        Recorded::Heartbeat => "coalesced",
         Recorded::Changed => "changed",
     };
-    metrics::counter!("meshfleet_agent_heartbeats_total", "kind" => kind).increment(1);
+    metrics::counter!("meshfleet_agent_heartbeats_total").increment(1);
+    metrics::counter!("meshfleet_status_writes_total", "result" => result).increment(1);
     Ok(StatusCode::NO_CONTENT)
 }
 

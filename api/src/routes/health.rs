@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use meshfleet_core::store::gauges;
 use meshfleet_model::Problem;
 
 use crate::error::{ApiError, ApiResult};
@@ -26,6 +27,73 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
     Ok("ready\n")
 }
 
+/// Label values of the fleet gauges (closed sets; anything else is not exported).
+const HEALTH: [&str; 5] = ["Healthy", "Progressing", "Degraded", "Unhealthy", "Unknown"];
+const CONNECTIVITY: [&str; 3] = ["Connected", "Stale", "Disconnected"];
+const ROLLOUT_STATES: [&str; 6] = [
+    "Running",
+    "WaitingForApproval",
+    "Paused",
+    "Succeeded",
+    "RolledBack",
+    "Cancelled",
+];
+const ROLLOUT_CLUSTER_STATES: [&str; 8] = [
+    "Pending",
+    "Upgrading",
+    "Soaking",
+    "Succeeded",
+    "Failed",
+    "RollingBack",
+    "RolledBack",
+    "Skipped",
+];
+/// The fleet gauges are read from the database at most this often.
+const FLEET_GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Sets the fleet gauges from the database (at most every
+/// [`FLEET_GAUGES_EVERY`]; a failed read keeps the last values).
+async fn refresh_fleet_gauges(state: &AppState) {
+    let mut last = state.fleet_gauges_read.lock().await;
+    if last.is_some_and(|at| at.elapsed() < FLEET_GAUGES_EVERY) {
+        return;
+    }
+    let figures = match gauges::fleet_gauges(&state.pool, state.clock.now()).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the fleet gauges");
+            return;
+        }
+    };
+    *last = Some(std::time::Instant::now());
+    let count = |rows: &[(String, i64)], value: &str| {
+        rows.iter()
+            .filter(|(v, _)| v == value)
+            .map(|(_, n)| *n as f64)
+            .sum::<f64>()
+    };
+    for health in HEALTH {
+        for connectivity in CONNECTIVITY {
+            let n = figures
+                .clusters
+                .iter()
+                .filter(|(h, c, _)| h == health && c == connectivity)
+                .map(|(_, _, n)| *n as f64)
+                .sum::<f64>();
+            metrics::gauge!("meshfleet_fleet_clusters", "health" => health, "connectivity" => connectivity)
+                .set(n);
+        }
+    }
+    for s in ROLLOUT_STATES {
+        metrics::gauge!("meshfleet_rollouts", "state" => s).set(count(&figures.rollouts, s));
+    }
+    for s in ROLLOUT_CLUSTER_STATES {
+        metrics::gauge!("meshfleet_rollout_clusters", "state" => s)
+            .set(count(&figures.rollout_clusters, s));
+    }
+    metrics::gauge!("meshfleet_reconcile_due_clusters").set(figures.reconcile_due as f64);
+}
+
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Metrics", body = String, content_type = "text/plain")))]
@@ -33,6 +101,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let pool = &state.pool;
     metrics::gauge!("meshfleet_db_pool_connections").set(f64::from(pool.size()));
     metrics::gauge!("meshfleet_db_pool_idle_connections").set(pool.num_idle() as f64);
+    metrics::gauge!("meshfleet_db_pool_max_connections")
+        .set(f64::from(pool.options().get_max_connections()));
+    metrics::gauge!("meshfleet_long_poll_waiting_clusters")
+        .set(state.hub.waiting_clusters() as f64);
+    refresh_fleet_gauges(&state).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
