@@ -21,8 +21,8 @@ use meshfleet_reconciler::Reconciler;
 use tokio::sync::watch;
 
 use crate::config::{
-    Cli, Command, HttpArgs, LogFormat, MigrateArgs, OpenapiArgs, ReconcileArgs, ServeArgs,
-    SettingsArgs, TokenArgs, UpArgs,
+    Cli, Command, HttpArgs, MigrateArgs, OpenapiArgs, ReconcileArgs, ServeArgs, SettingsArgs,
+    TokenArgs, UpArgs,
 };
 use crate::pg::{DataDirLock, EmbeddedPg, PgError, PgOptions};
 use crate::telemetry::metrics_handle;
@@ -34,6 +34,8 @@ pub enum CliError {
     Pg(#[from] PgError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Telemetry(#[from] meshfleet_telemetry::Error),
     #[error("DATABASE_URL is not a PostgreSQL URL: {0}")]
     DatabaseUrl(sqlx::Error),
     #[error("cannot connect to the database: {0}")]
@@ -58,7 +60,6 @@ pub enum CliError {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,6 +68,17 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    // The gRPC exporter needs the runtime; it outlives the telemetry.
+    let telemetry = {
+        let _entered = runtime.enter();
+        match crate::telemetry::init(&cli.log, cli.log_format, &cli.otel, std::io::stderr) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     };
     let result = runtime.block_on(async {
@@ -79,6 +91,7 @@ pub fn main() -> ExitCode {
             Command::Openapi(args) => openapi(args),
         }
     });
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -86,22 +99,6 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing(filter: &str, format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-    };
 }
 
 async fn connect_url(url: &str, max: u32) -> Result<PgPool, CliError> {

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+pub use meshfleet_telemetry::{LogFormat, OtelArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,14 +34,11 @@ pub struct Cli {
         global = true
     )]
     pub log_format: LogFormat,
+    /// Span export (OTLP); off unless OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    #[command(flatten)]
+    pub otel: OtelArgs,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]

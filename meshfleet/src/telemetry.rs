@@ -1,7 +1,35 @@
-//! The process-wide metrics recorder (installed once, by the binary; the
-//! api renders it at `/metrics`).
+//! The process's telemetry: the `tracing` subscriber (log lines, and spans
+//! over OTLP when configured) and the metrics recorder (installed once, by
+//! the binary; the api renders it at `/metrics`).
 
 use std::sync::OnceLock;
+
+use meshfleet_telemetry::{LogFormat, OtelArgs, Telemetry};
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::cli::CliError;
+
+/// Installs the subscriber of the `meshfleet` process (service name
+/// `meshfleet` unless OTEL_SERVICE_NAME says otherwise). Call inside the
+/// Tokio runtime; [`Telemetry::shutdown`] before it ends.
+pub fn init<W>(
+    filter: &str,
+    format: LogFormat,
+    otel: &OtelArgs,
+    writer: W,
+) -> Result<Telemetry, CliError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    Ok(meshfleet_telemetry::init(
+        filter,
+        format,
+        otel,
+        "meshfleet",
+        env!("CARGO_PKG_VERSION"),
+        writer,
+    )?)
+}
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
