@@ -37,6 +37,12 @@ fn chrono(d: std::time::Duration) -> chrono::Duration {
 }
 
 /// Reconciles one claimed cluster; returns when to look at it again.
+#[tracing::instrument(name = "reconcile.cluster", skip_all, fields(
+    tenant = %claim.tenant_id,
+    cluster_id = %claim.cluster_id,
+    cluster = tracing::field::Empty,
+    attempts = claim.attempts,
+))]
 pub async fn reconcile(claim: &Claim, ctx: &Context) -> Result<DateTime<Utc>> {
     let now = ctx.clock.now();
     let settings = &ctx.config.settings;
@@ -49,6 +55,7 @@ pub async fn reconcile(claim: &Claim, ctx: &Context) -> Result<DateTime<Utc>> {
         tx.commit().await?;
         return Ok(next.0);
     };
+    tracing::Span::current().record("cluster", row.name.as_str());
     let tenant = claim.tenant_id.as_str();
     let mut book = reconcile::bookkeeping(&mut tx, tenant, row.id).await?;
     let report = row.report.as_ref().map(|r| r.0.clone());
@@ -107,6 +114,7 @@ pub async fn reconcile(claim: &Claim, ctx: &Context) -> Result<DateTime<Utc>> {
 /// disabled generation with nothing installed), or when it has been quiet for
 /// `MESHFLEET_DISCONNECTED_AFTER` (the mesh may then still be installed, and
 /// the event says so).
+#[tracing::instrument(name = "reconcile.finish_deletion", skip_all)]
 async fn finish_deletion(
     conn: &mut PgConnection,
     tenant: &str,
@@ -156,6 +164,7 @@ async fn reconciler_event(
 }
 
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(name = "reconcile.progress_deadline", skip_all)]
 async fn check_progress_deadline(
     conn: &mut PgConnection,
     tenant: &str,
@@ -195,6 +204,7 @@ async fn check_progress_deadline(
 
 /// One event when a pinned cluster's version comes within the warning period
 /// of its end of support (the condition itself is derived at read time).
+#[tracing::instrument(name = "reconcile.end_of_support", skip_all)]
 async fn notify_end_of_support(
     conn: &mut PgConnection,
     tenant: &str,
@@ -253,6 +263,7 @@ fn converged_on(report: Option<&StatusReport>, version: &str) -> bool {
 /// open (or its version is past end of support), and otherwise says in
 /// `pendingUpgrade` what it waits for.
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(name = "reconcile.follow_channel", skip_all)]
 async fn follow_channel(
     conn: &mut PgConnection,
     tenant: &str,

@@ -45,7 +45,24 @@ pub async fn tick(ctx: &Context, hinted: &[Uuid]) -> Result<Option<Uuid>> {
         return Ok(None);
     };
     let id = r.id;
-    match drive(&mut tx, &tenant, &mut r, ctx, now).await {
+    let span = tracing::info_span!(
+        "rollout.tick",
+        %tenant,
+        rollout = %id,
+        rollout_name = %r.name,
+        stage = r.current_stage,
+        state = tracing::field::Empty,
+    );
+    let driven = tracing::Instrument::instrument(
+        async {
+            let driven = drive(&mut tx, &tenant, &mut r, ctx, now).await;
+            tracing::Span::current().record("state", tracing::field::debug(r.state.0));
+            driven
+        },
+        span,
+    )
+    .await;
+    match driven {
         Ok(next) => {
             // never due again at once: a hint, not a busy loop, brings it back early
             let next = next.max(now + chrono::Duration::seconds(1));
@@ -207,6 +224,9 @@ async fn event(
 /// Moves members' clusters (`from` → `to` each) through the one change
 /// function, all in a few statements; per member, in order, the generation
 /// it was written at or why it cannot move.
+#[tracing::instrument(name = "rollout.move_clusters", skip_all, fields(
+    clusters = moves.len(), reason = reason,
+))]
 async fn move_clusters(
     conn: &mut PgConnection,
     tenant: &str,
