@@ -30,11 +30,14 @@ use meshfleet_model::{
     AGENT_NAMESPACE, BOOTSTRAP_SECRET, CREDENTIAL_SECRET, ClusterFacts, ComponentStatus, Condition,
     DesiredState, StatusReport,
 };
+use opentelemetry::Context;
+use opentelemetry::trace::TraceContextExt;
 use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, Span, debug, info, warn};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::backend::{ClusterBackend, SecretData};
 use crate::client::{Backoff, Poll, ServiceClient};
@@ -185,25 +188,51 @@ enum End {
 }
 
 type PollFuture = Pin<Box<dyn Future<Output = Result<Poll>> + Send>>;
-type PassHandle = JoinHandle<(Trigger, Outcome, Option<ClusterFacts>)>;
+/// A finished pass, with its span (the status report it prompts is its child).
+type PassHandle = JoinHandle<(Trigger, Outcome, Option<ClusterFacts>, Span)>;
 
+/// A long poll after `delay`, in its own `agent.poll` span (a root that
+/// follows from the session), whose `traceparent` the request carries.
 fn poll_after(
     client: &ServiceClient,
     credential: &str,
     etag: Option<&str>,
     wait: Duration,
     delay: Duration,
+    session: &Span,
 ) -> PollFuture {
     let client = client.clone();
     let credential = credential.to_string();
     let etag = etag.map(str::to_string);
+    let session = session.clone();
     Box::pin(async move {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        client
+        let span = tracing::info_span!(
+            parent: None,
+            "agent.poll",
+            otel.kind = "client",
+            cluster = tracing::field::Empty,
+            wait_seconds = wait.as_secs(),
+            result = tracing::field::Empty,
+        );
+        span.follows_from(&session);
+        let polled = client
             .desired_state(&credential, etag.as_deref(), wait)
-            .await
+            .instrument(span.clone())
+            .await;
+        let result = match &polled {
+            Ok(Poll::Changed { state, .. }) => {
+                span.record("cluster", state.cluster_name.as_str());
+                "changed"
+            }
+            Ok(Poll::NotModified) => "not_modified",
+            Err(_) => "error",
+        };
+        span.record("result", result);
+        metrics::counter!("meshfleet_agent_polls_total", "result" => result).increment(1);
+        polled
     })
 }
 
@@ -269,7 +298,25 @@ impl<B: ClusterBackend> Agent<B> {
                 s = self.connect(&http, &mut backoff, &mut tried_tokens, rejected.as_deref()) => s,
             };
             self.state.has_credential.store(true, Ordering::Relaxed);
-            match self.session(session, &mut shutdown, &mut backoff).await {
+            let span = tracing::info_span!(
+                parent: None,
+                "agent.session",
+                cluster = tracing::field::Empty,
+                end = tracing::field::Empty,
+            );
+            let end = self
+                .session(session, &mut shutdown, &mut backoff)
+                .instrument(span.clone())
+                .await;
+            span.record(
+                "end",
+                match end {
+                    End::Shutdown => "shutdown",
+                    End::Unauthorized(_) => "unauthorized",
+                },
+            );
+            drop(span);
+            match end {
                 End::Shutdown => {
                     info!("agent stopped");
                     return Ok(());
@@ -415,25 +462,47 @@ impl<B: ClusterBackend> Agent<B> {
         facts
     }
 
+    /// Starts a pass in its own `agent.reconcile` span: in the trace of the
+    /// change it applies when the service sent one (`change`, see
+    /// [`Poll::Changed`]), otherwise a root; it follows from the session.
     fn spawn_pass(
         &self,
         desired: DesiredState,
         trigger: Trigger,
+        change: Option<&str>,
         progress: &watch::Sender<Vec<ComponentStatus>>,
     ) -> PassHandle {
         let backend = self.backend.clone();
         let opts = self.config.reconcile.clone();
         let progress = progress.clone();
+        let span = tracing::info_span!(
+            parent: None,
+            "agent.reconcile",
+            cluster = %desired.cluster_name,
+            generation = desired.generation,
+            version = %desired.version,
+            trigger = ?trigger,
+            converged = tracing::field::Empty,
+        );
+        if let Some(change) = change.and_then(meshfleet_telemetry::parse_traceparent) {
+            let _ = span.set_parent(Context::new().with_remote_span_context(change));
+        }
+        span.follows_from(Span::current());
         debug!(
             generation = desired.generation,
             ?trigger,
             "reconcile pass starts"
         );
-        tokio::spawn(async move {
-            let out = reconcile(&backend, &desired, trigger, &opts, Some(&progress)).await;
-            let facts = backend.facts().await.ok();
-            (trigger, out, facts)
-        })
+        tokio::spawn(
+            async move {
+                let out = reconcile(&backend, &desired, trigger, &opts, Some(&progress)).await;
+                let facts = backend.facts().await.ok();
+                let span = Span::current();
+                span.record("converged", out.converged);
+                (trigger, out, facts, span)
+            }
+            .instrument(span),
+        )
     }
 
     async fn session(
@@ -443,6 +512,7 @@ impl<B: ClusterBackend> Agent<B> {
         backoff: &mut Backoff,
     ) -> End {
         let c = &self.config;
+        let session = Span::current();
         let mut facts = self.facts().await;
         let mut etag: Option<String> = None;
         let mut desired: Option<DesiredState> = None;
@@ -457,7 +527,15 @@ impl<B: ClusterBackend> Agent<B> {
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut rotation = tokio::time::interval(c.rotation_check);
         rotation.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut poll = poll_after(&s.client, &s.credential, None, c.poll_wait, Duration::ZERO);
+        let mut report_parent: Option<Span> = None;
+        let mut poll = poll_after(
+            &s.client,
+            &s.credential,
+            None,
+            c.poll_wait,
+            Duration::ZERO,
+            &session,
+        );
 
         let end = loop {
             let mut send_report = false;
@@ -465,29 +543,30 @@ impl<B: ClusterBackend> Agent<B> {
                 _ = shutdown.as_mut() => break End::Shutdown,
 
                 res = &mut poll => match res {
-                    Ok(Poll::Changed { state, etag: new_etag }) => {
+                    Ok(Poll::Changed { state, etag: new_etag, change }) => {
                         send_report |= !connected;
                         connected = true;
                         self.state.talked.store(true, Ordering::Relaxed);
                         backoff.reset();
                         etag = new_etag;
                         if desired.as_ref() != Some(&*state) {
+                            session.record("cluster", state.cluster_name.as_str());
                             info!(generation = state.generation, version = %state.version, "desired state changed");
                             if let Some(p) = pass.take() {
                                 p.abort();
                             }
-                            pass = Some(self.spawn_pass((*state).clone(), Trigger::Changed, &progress_tx));
+                            pass = Some(self.spawn_pass((*state).clone(), Trigger::Changed, change.as_deref(), &progress_tx));
                             next_pass = None;
                             desired = Some(*state);
                         }
-                        poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, Duration::ZERO);
+                        poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, Duration::ZERO, &session);
                     }
                     Ok(Poll::NotModified) => {
                         send_report |= !connected;
                         connected = true;
                         self.state.talked.store(true, Ordering::Relaxed);
                         backoff.reset();
-                        poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, Duration::ZERO);
+                        poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, Duration::ZERO, &session);
                     }
                     Err(Error::Unauthorized(detail)) => {
                         warn!(%detail, "desired state: credential rejected");
@@ -498,7 +577,7 @@ impl<B: ClusterBackend> Agent<B> {
                         metrics::counter!("meshfleet_agent_service_errors_total").increment(1);
                         let delay = backoff.next_delay();
                         warn!(error = %e, retry_in = ?delay, "desired state: service unavailable; leaving the cluster as it is");
-                        poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, delay);
+                        poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, delay, &session);
                     }
                 },
 
@@ -513,7 +592,7 @@ impl<B: ClusterBackend> Agent<B> {
                     let trigger = next_pass.map_or(Trigger::Resync, |(_, t)| t);
                     match (&desired, connected) {
                         (Some(d), true) => {
-                            pass = Some(self.spawn_pass(d.clone(), trigger, &progress_tx));
+                            pass = Some(self.spawn_pass(d.clone(), trigger, None, &progress_tx));
                             next_pass = None;
                         }
                         // Unreachable: leave the cluster as it is, look again later.
@@ -529,7 +608,8 @@ impl<B: ClusterBackend> Agent<B> {
                 }, if pass.is_some() => {
                     pass = None;
                     match res {
-                        Ok((trigger, out, new_facts)) => {
+                        Ok((trigger, out, new_facts, pass_span)) => {
+                            report_parent = Some(pass_span);
                             if let Some(mut f) = new_facts {
                                 f.agent_version = Some(crate::AGENT_VERSION.to_string());
                                 facts = f;
@@ -559,7 +639,7 @@ impl<B: ClusterBackend> Agent<B> {
                     match self.maybe_rotate(&mut s).await {
                         Ok(true) => {
                             // Re-issue the long poll with the new credential.
-                            poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, Duration::ZERO);
+                            poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, Duration::ZERO, &session);
                         }
                         Ok(false) => {}
                         Err(Error::Unauthorized(_)) => break End::Unauthorized(s.credential.clone()),
@@ -580,7 +660,27 @@ impl<B: ClusterBackend> Agent<B> {
                     .last_report
                     .lock()
                     .unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
-                match s.client.report_status(&s.credential, &report).await {
+                // After a pass, in its trace; a heartbeat is a root of its own.
+                let span = match report_parent.take() {
+                    Some(pass) => {
+                        tracing::info_span!(parent: &pass, "agent.report", otel.kind = "client")
+                    }
+                    None => {
+                        let span =
+                            tracing::info_span!(parent: None, "agent.report", otel.kind = "client");
+                        span.follows_from(&session);
+                        span
+                    }
+                };
+                let sent = s
+                    .client
+                    .report_status(&s.credential, &report)
+                    .instrument(span)
+                    .await;
+                metrics::counter!("meshfleet_agent_status_reports_total",
+                    "result" => if sent.is_ok() { "ok" } else { "error" })
+                .increment(1);
+                match sent {
                     Ok(()) => {
                         self.state.talked.store(true, Ordering::Relaxed);
                         connected = true;

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use meshfleet_model::{AgentCredential, ClusterFacts, DesiredState, RegisterRequest, StatusReport};
+use meshfleet_model::{
+    AgentCredential, CHANGE_TRACEPARENT_HEADER, ClusterFacts, DesiredState, RegisterRequest,
+    StatusReport,
+};
 use rand::Rng;
 use reqwest::{StatusCode, header};
 
@@ -12,10 +15,13 @@ use crate::error::{Error, Result};
 /// Result of a long poll.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Poll {
-    /// `200`: the desired state and its ETag.
+    /// `200`: the desired state and its ETag; `change` is the trace context
+    /// the service sent with a change whose writer was traced
+    /// (`meshfleet-change-traceparent`), for the pass to continue.
     Changed {
         state: Box<DesiredState>,
         etag: Option<String>,
+        change: Option<String>,
     },
     /// `304`: unchanged since the ETag sent.
     NotModified,
@@ -59,6 +65,16 @@ impl ServiceClient {
         format!("{}{path}", self.base)
     }
 
+    /// A request carrying the current span's W3C `traceparent` (when spans
+    /// are exported), so that the service continues the agent's trace.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, self.url(path));
+        match meshfleet_telemetry::current_traceparent() {
+            Some(traceparent) => req.header(meshfleet_telemetry::TRACEPARENT, traceparent),
+            None => req,
+        }
+    }
+
     /// `POST /v1/agent/register`: exchanges a bootstrap token for a credential.
     pub async fn register(
         &self,
@@ -70,8 +86,7 @@ impl ServiceClient {
             facts,
         };
         let resp = self
-            .http
-            .post(self.url("/v1/agent/register"))
+            .request(reqwest::Method::POST, "/v1/agent/register")
             .timeout(CALL_TIMEOUT)
             .json(&body)
             .send()
@@ -91,12 +106,14 @@ impl ServiceClient {
         wait: Duration,
     ) -> Result<Poll> {
         let mut req = self
-            .http
-            .get(self.url(&format!(
-                "{}?waitSeconds={}",
-                meshfleet_model::LONG_POLL_PATH,
-                wait.as_secs()
-            )))
+            .request(
+                reqwest::Method::GET,
+                &format!(
+                    "{}?waitSeconds={}",
+                    meshfleet_model::LONG_POLL_PATH,
+                    wait.as_secs()
+                ),
+            )
             .bearer_auth(credential)
             .timeout(wait + POLL_GRACE);
         if let Some(etag) = etag {
@@ -105,15 +122,19 @@ impl ServiceClient {
         let resp = req.send().await.map_err(unavailable)?;
         match resp.status() {
             StatusCode::OK => {
-                let etag = resp
-                    .headers()
-                    .get(header::ETAG)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
+                let text = |name: &str| {
+                    resp.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                let etag = text(header::ETAG.as_str());
+                let change = text(CHANGE_TRACEPARENT_HEADER);
                 let state: DesiredState = resp.json().await.map_err(unavailable)?;
                 Ok(Poll::Changed {
                     state: Box::new(state),
                     etag,
+                    change,
                 })
             }
             StatusCode::NOT_MODIFIED => Ok(Poll::NotModified),
@@ -124,8 +145,7 @@ impl ServiceClient {
     /// `PUT /v1/agent/status` (also the heartbeat).
     pub async fn report_status(&self, credential: &str, report: &StatusReport) -> Result<()> {
         let resp = self
-            .http
-            .put(self.url("/v1/agent/status"))
+            .request(reqwest::Method::PUT, "/v1/agent/status")
             .bearer_auth(credential)
             .timeout(CALL_TIMEOUT)
             .json(report)
@@ -141,8 +161,7 @@ impl ServiceClient {
     /// `POST /v1/agent/credential/rotate`.
     pub async fn rotate(&self, credential: &str) -> Result<AgentCredential> {
         let resp = self
-            .http
-            .post(self.url("/v1/agent/credential/rotate"))
+            .request(reqwest::Method::POST, "/v1/agent/credential/rotate")
             .bearer_auth(credential)
             .timeout(CALL_TIMEOUT)
             .send()

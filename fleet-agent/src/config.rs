@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use meshfleet_model::{AGENT_NAMESPACE, BOOTSTRAP_SECRET, CREDENTIAL_SECRET, MAX_WAIT_SECONDS};
+use meshfleet_telemetry::{LogFormat, OtelArgs};
 
 use crate::agent::AgentConfig;
 
@@ -79,6 +80,20 @@ pub struct Cli {
         default_value = "info"
     )]
     pub log: String,
+
+    /// Log line format: `json` (one object per line, with the span's cluster
+    /// and trace id) or `text`.
+    #[arg(
+        long,
+        env = "MESHFLEET_LOG_FORMAT",
+        value_name = "MESHFLEET_LOG_FORMAT",
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+
+    /// Span export (OTLP); off unless OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    #[command(flatten)]
+    pub otel: OtelArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

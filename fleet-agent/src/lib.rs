@@ -16,6 +16,7 @@
 //! - [`client`]: the agent protocol over HTTP, with backoff.
 //! - [`agent`]: the loop that ties them together ([`Agent::run`]).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`telemetry`]: log lines and spans (OTLP when configured).
 
 pub mod agent;
 pub mod backend;
@@ -27,6 +28,7 @@ pub mod kube_backend;
 pub mod reconcile;
 pub mod render;
 pub mod sim;
+pub mod telemetry;
 pub mod testing;
 
 pub use agent::{Agent, AgentConfig, AgentState};

@@ -9,7 +9,6 @@ use meshfleet_agent::config::Cli;
 use meshfleet_agent::{Agent, KubeBackend, SimCluster, SimOptions, health};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::sync::watch;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -25,11 +24,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&cli.log).context("MESHFLEET_LOG")?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .json()
-        .init();
+    let telemetry = meshfleet_agent::telemetry::init(&cli)?;
+    let result = run_agent(cli).await;
+    telemetry.shutdown();
+    result
+}
+
+async fn run_agent(cli: Cli) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
