@@ -26,6 +26,7 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::sync::OnceCell;
 
 pub mod agents;
+pub mod otlp;
 pub mod reconciler;
 
 const TEMPLATE: &str = "meshfleet_template";

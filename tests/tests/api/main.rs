@@ -8,6 +8,7 @@ mod clusters;
 mod concurrency;
 mod dashboard;
 mod fleet;
+mod metrics;
 mod portal;
 mod problems;
 mod reconciler;

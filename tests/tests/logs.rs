@@ -1,0 +1,255 @@
+//! Log lines: JSON lines carry the request id, tenant, cluster and trace id,
+//! and no token or credential ever appears in one. The process's subscriber
+//! is installed once by `meshfleet::telemetry::init` (as the binary does, with
+//! MESHFLEET_LOG_FORMAT=json), writing into a buffer, so this is a test binary
+//! of its own.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use meshfleet_agent::{AgentConfig, SimCluster, SimOptions};
+use meshfleet_model::{AGENT_NAMESPACE, BOOTSTRAP_SECRET};
+use meshfleet_telemetry::{LogFormat, OtelArgs};
+use meshfleet_tests::agents::{start_agent, wait_status};
+use meshfleet_tests::{TestApp, cluster_body};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+/// Everything logged in this process, at `debug` (more than production logs).
+fn captured() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let telemetry = meshfleet::telemetry::init(
+            "debug,sqlx=warn,h2=info,hyper_util=info,rustls=info",
+            LogFormat::Json,
+            &OtelArgs::default(),
+            move || writer.clone(),
+        )
+        .unwrap();
+        assert!(!telemetry.exporting(), "no endpoint: no spans exported");
+        logs
+    })
+}
+
+fn lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_bootstrap_token_or_agent_credential_appears_in_any_log_line() {
+    let logs = captured();
+    let app = TestApp::spawn().await;
+    let owner = app.owner("acme");
+    let mut secrets: Vec<String> = vec![owner.clone()];
+
+    // A tenant's requests with a bearer token, good and bad.
+    app.create("acme", "quiet-1", &cluster_body("1.27.1")).await;
+    app.get("/v1/clusters/quiet-1").token(&owner).send().await;
+    let forged = format!("{owner}x");
+    secrets.push(forged.clone());
+    let r = app.get("/v1/clusters").token(&forged).send().await;
+    assert_eq!(r.status, 401);
+
+    // Bootstrap tokens: issued, in a manifest, registered, replayed, unknown.
+    let issued = app
+        .req(Method::POST, "/v1/clusters/quiet-1/bootstrap-tokens")
+        .token(&owner)
+        .send()
+        .await;
+    let token = issued.body["token"].as_str().unwrap().to_string();
+    secrets.push(token.clone());
+    let manifest = app
+        .get("/v1/clusters/quiet-1/agent-manifest")
+        .token(&owner)
+        .send()
+        .await;
+    assert_eq!(manifest.status, 200);
+    let in_manifest = manifest
+        .text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    secrets.push(in_manifest);
+    let register = |token: String| {
+        app.req(Method::POST, "/v1/agent/register")
+            .json(&json!({"bootstrapToken": token, "facts": {"kubernetesVersion": "v1.31.2", "nodeCount": 3}}))
+            .send()
+    };
+    let registered = register(token.clone()).await;
+    assert_eq!(registered.status, 201, "{}", registered.text);
+    let credential = registered.body["credential"].as_str().unwrap().to_string();
+    secrets.push(credential.clone());
+    assert_eq!(register(token.clone()).await.status, 401, "used once");
+    let unknown = format!("{}0", &token[..token.len() - 1]);
+    secrets.push(unknown.clone());
+    assert_eq!(register(unknown).await.status, 401);
+
+    // The agent's credential on its routes, a wrong one, and a rotation.
+    let ds = app
+        .get("/v1/agent/desired-state")
+        .token(&credential)
+        .send()
+        .await;
+    assert_eq!(ds.status, 200, "{}", ds.text);
+    let status = json!({"observedGeneration": 1, "components": [],
+        "facts": {"kubernetesVersion": "v1.31.2", "nodeCount": 3, "agentVersion": "0.1.0"}});
+    let put = app
+        .put("/v1/agent/status")
+        .token(&credential)
+        .json(&status)
+        .send()
+        .await;
+    assert_eq!(put.status, 204, "{}", put.text);
+    let wrong = format!("{}0", &credential[..credential.len() - 1]);
+    secrets.push(wrong.clone());
+    assert_eq!(
+        app.get("/v1/agent/desired-state")
+            .token(&wrong)
+            .send()
+            .await
+            .status,
+        401
+    );
+    let rotated = app
+        .req(Method::POST, "/v1/agent/credential/rotate")
+        .token(&credential)
+        .send()
+        .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text);
+    secrets.push(rotated.body["credential"].as_str().unwrap().to_string());
+    // A user token on an agent route and a credential on a user route.
+    assert_eq!(
+        app.get("/v1/agent/desired-state")
+            .token(&owner)
+            .send()
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        app.get("/v1/clusters")
+            .token(&credential)
+            .send()
+            .await
+            .status,
+        401
+    );
+
+    // A real agent registering over a simulated cluster, and running a while.
+    app.create("acme", "quiet-2", &cluster_body("1.27.1")).await;
+    let issued = app
+        .req(Method::POST, "/v1/clusters/quiet-2/bootstrap-tokens")
+        .token(&owner)
+        .send()
+        .await;
+    let agent_token = issued.body["token"].as_str().unwrap().to_string();
+    secrets.push(agent_token.clone());
+    let sim = SimCluster::new(SimOptions {
+        ready_after: Duration::from_millis(30),
+        ..SimOptions::default()
+    });
+    sim.set_bootstrap(
+        AGENT_NAMESPACE,
+        BOOTSTRAP_SECRET,
+        &agent_token,
+        Some(&app.base),
+    );
+    let mut config = AgentConfig::fast(&app.base);
+    config.rotate_before = Duration::from_secs(365 * 24 * 3600); // rotate at once, and again
+    let agent = start_agent(sim, config);
+    wait_status(&app, "quiet-2", "Healthy at generation 1", |s| {
+        s["health"] == "Healthy" && s["observedGeneration"] == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sim = agent.stop().await;
+    let stored = sim
+        .secret(AGENT_NAMESPACE, meshfleet_model::CREDENTIAL_SECRET)
+        .and_then(|d| d.get("credential").cloned())
+        .unwrap();
+    secrets.push(stored);
+
+    // A traced request: its lines carry the caller's trace id.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traced = app
+        .get("/v1/clusters/quiet-1")
+        .token(&owner)
+        .header("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await;
+    let traced_id = traced.header("x-request-id").unwrap().to_string();
+
+    let text = logs.text();
+    let parsed = lines(&text);
+    assert!(parsed.len() > 20, "too few log lines to judge: {text}");
+    for secret in &secrets {
+        // Every secret, and its random part (the last dot-separated piece).
+        let tail = secret.rsplit('.').next().unwrap();
+        assert!(tail.len() >= 20, "{secret}");
+        for needle in [secret.as_str(), tail] {
+            assert!(
+                !text.contains(needle),
+                "a secret appears in the logs: {needle}\n{}",
+                text.lines()
+                    .filter(|l| l.contains(needle))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+
+    // The lines of the traced request carry its request id, tenant, cluster
+    // and trace id.
+    let served = parsed
+        .iter()
+        .find(|l| l["message"] == "request served" && l["span"]["request_id"] == traced_id)
+        .unwrap_or_else(|| panic!("no `request served` line for {traced_id}: {text}"));
+    assert_eq!(served["span"]["tenant"], "acme", "{served}");
+    assert_eq!(served["span"]["cluster"], "quiet-1", "{served}");
+    assert_eq!(served["span"]["trace_id"], trace, "{served}");
+    assert_eq!(
+        served["span"]["http.route"], "/v1/clusters/{name}",
+        "{served}"
+    );
+    // An agent's request names its cluster (from the credential) too.
+    assert!(
+        parsed
+            .iter()
+            .any(|l| l["span"]["http.route"] == "/v1/agent/status"
+                && l["span"]["cluster"] == "quiet-2"
+                && l["span"]["tenant"] == "acme"),
+        "{text}"
+    );
+}

@@ -1,0 +1,248 @@
+//! Spans exported over real OTLP/gRPC to an in-process receiver: the process's
+//! subscriber is installed once by `meshfleet::telemetry::init` (as the
+//! binary does), so these tests live in their own test binary.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use meshfleet_telemetry::{LogFormat, OtelArgs, OtlpProtocol, ResourceAttributes, Telemetry};
+use meshfleet_tests::agents::{cluster_with_agent, wait_status};
+use meshfleet_tests::otlp::{Received, ReceivedSpan, grpc_receiver};
+use meshfleet_tests::{TestApp, cluster_body};
+use serde_json::json;
+
+/// The receiver and the exporter run on a runtime of their own, which
+/// outlives every test's runtime.
+struct Harness {
+    _runtime: tokio::runtime::Runtime,
+    received: Received,
+    telemetry: Telemetry,
+}
+
+fn harness() -> &'static Harness {
+    static HARNESS: OnceLock<Harness> = OnceLock::new();
+    HARNESS.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (addr, received) = runtime.block_on(grpc_receiver());
+        let otel = OtelArgs {
+            otlp_endpoint: Some(format!("http://{addr}")),
+            otlp_protocol: OtlpProtocol::Grpc,
+            service_name: Some("meshfleet-under-test".into()),
+            resource_attributes: Some(ResourceAttributes(vec![(
+                "deployment.environment".into(),
+                "test".into(),
+            )])),
+        };
+        let telemetry = {
+            let _entered = runtime.enter();
+            meshfleet::telemetry::init("warn", LogFormat::Json, &otel, std::io::sink).unwrap()
+        };
+        assert!(telemetry.exporting());
+        Harness {
+            _runtime: runtime,
+            received,
+            telemetry,
+        }
+    })
+}
+
+/// Flushes and waits (off the test's runtime) until `found` finds its spans.
+async fn wait_for<T: Send + 'static>(
+    what: &'static str,
+    found: impl Fn(&[ReceivedSpan]) -> Option<T> + Send + 'static,
+) -> T {
+    tokio::task::spawn_blocking(move || {
+        let h = harness();
+        h.received
+            .wait_for(what, Duration::from_secs(20), || h.telemetry.flush(), found)
+    })
+    .await
+    .unwrap()
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes).map(|_| format!("{:02x}", rand_byte())).collect()
+}
+
+fn rand_byte() -> u8 {
+    uuid::Uuid::new_v4().as_bytes()[0]
+}
+
+fn find<'a>(spans: &'a [ReceivedSpan], trace: &str, name: &str) -> Option<&'a ReceivedSpan> {
+    spans.iter().find(|s| s.trace_id == trace && s.name == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_continues_the_callers_traceparent_and_its_span_tree_carries_route_status_tenant_and_cluster()
+ {
+    tokio::task::spawn_blocking(harness).await.unwrap();
+    let app = TestApp::spawn().await;
+    app.create("acme", "traced-1", &cluster_body("1.27.1"))
+        .await;
+    let trace = random_hex(16);
+    let caller = random_hex(8);
+    let r = app
+        .patch("/v1/clusters/traced-1")
+        .token(&app.owner("acme"))
+        .header("traceparent", &format!("00-{trace}-{caller}-01"))
+        .merge_patch(&json!({"mesh": {"upgrade": {"version": "1.28.2"}}}))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let request_id = r.header("x-request-id").unwrap().to_string();
+
+    let t = trace.clone();
+    let (request, write) = wait_for("the PATCH request's span tree", move |spans| {
+        let request = find(spans, &t, "PATCH /v1/clusters/{name}")?;
+        let write = find(spans, &t, "desired_state.write")?;
+        Some((request.clone(), write.clone()))
+    })
+    .await;
+
+    assert_eq!(
+        request.parent_span_id, caller,
+        "continues the caller's span"
+    );
+    assert_eq!(request.attr("http.route"), Some("/v1/clusters/{name}"));
+    assert_eq!(request.attr("http.request.method"), Some("PATCH"));
+    assert_eq!(request.attr("http.response.status_code"), Some("200"));
+    assert_eq!(request.attr("tenant"), Some("acme"));
+    assert_eq!(request.attr("cluster"), Some("traced-1"));
+    assert_eq!(request.attr("request_id"), Some(request_id.as_str()));
+    assert_eq!(request.attr("trace_id"), Some(trace.as_str()));
+    assert_eq!(
+        request.resource.get("service.name").map(String::as_str),
+        Some("meshfleet-under-test")
+    );
+    assert_eq!(
+        request
+            .resource
+            .get("deployment.environment")
+            .map(String::as_str),
+        Some("test")
+    );
+
+    assert_eq!(
+        write.parent_span_id, request.span_id,
+        "a child of the request"
+    );
+    assert_eq!(write.attr("cluster"), Some("traced-1"));
+    assert_eq!(write.attr("version"), Some("1.28.2"));
+    assert_eq!(write.attr("generation"), Some("2"));
+    assert_eq!(write.attr("actor"), Some("user@acme"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_change_and_the_agent_applying_it_are_one_trace_joined_at_the_long_poll() {
+    tokio::task::spawn_blocking(harness).await.unwrap();
+    let app = TestApp::spawn().await;
+    let agent = cluster_with_agent(&app, "edge-1", "1.27.1").await;
+    wait_status(&app, "edge-1", "Healthy at generation 1", |s| {
+        s["health"] == "Healthy" && s["observedGeneration"] == 1
+    })
+    .await;
+
+    let trace = random_hex(16);
+    let r = app
+        .patch("/v1/clusters/edge-1")
+        .token(&app.owner("acme"))
+        .header("traceparent", &format!("00-{trace}-{}-01", random_hex(8)))
+        .merge_patch(&json!({"mesh": {"upgrade": {"version": "1.28.2"}}}))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait_status(&app, "edge-1", "Healthy at generation 2", |s| {
+        s["health"] == "Healthy" && s["observedGeneration"] == 2
+    })
+    .await;
+
+    let t = trace.clone();
+    let chain = wait_for(
+        "the change's trace from the PATCH to the agent's status report",
+        move |spans| {
+            let request = find(spans, &t, "PATCH /v1/clusters/{name}")?;
+            let write = find(spans, &t, "desired_state.write")?;
+            let delivered = find(spans, &t, "desired_state.delivered")?;
+            let pass = find(spans, &t, "agent.reconcile")?;
+            let report = spans
+                .iter()
+                .find(|s| s.name == "agent.report" && s.parent_span_id == pass.span_id)?;
+            let status = spans
+                .iter()
+                .find(|s| s.name == "PUT /v1/agent/status" && s.parent_span_id == report.span_id)?;
+            // The long poll that answered: in the agent's own trace (a child
+            // of its `agent.poll` span), linked to the change.
+            let poll_request = spans.iter().find(|s| {
+                s.name == "GET /v1/agent/desired-state"
+                    && s.links.contains(&(t.clone(), write.span_id.clone()))
+            })?;
+            let poll = spans
+                .iter()
+                .find(|s| s.span_id == poll_request.parent_span_id && s.name == "agent.poll")?;
+            Some(
+                [
+                    request,
+                    write,
+                    delivered,
+                    pass,
+                    report,
+                    status,
+                    poll_request,
+                    poll,
+                ]
+                .map(Clone::clone),
+            )
+        },
+    )
+    .await;
+    let [
+        request,
+        write,
+        delivered,
+        pass,
+        report,
+        status,
+        poll_request,
+        poll,
+    ] = chain;
+
+    assert_eq!(write.parent_span_id, request.span_id);
+    assert_eq!(
+        delivered.parent_span_id, write.span_id,
+        "delivered in the writer's trace"
+    );
+    assert_eq!(delivered.attr("cluster"), Some("edge-1"));
+    assert_eq!(delivered.attr("tenant"), Some("acme"));
+    assert_eq!(delivered.attr("generation"), Some("2"));
+    assert!(
+        delivered
+            .links
+            .contains(&(poll_request.trace_id.clone(), poll_request.span_id.clone())),
+        "the delivery links the long poll that carried it"
+    );
+    assert_eq!(
+        pass.parent_span_id, delivered.span_id,
+        "the agent continues it"
+    );
+    assert_eq!(pass.attr("cluster"), Some("edge-1"));
+    assert_eq!(pass.attr("generation"), Some("2"));
+    assert_eq!(pass.attr("version"), Some("1.28.2"));
+    assert_eq!(pass.attr("converged"), Some("true"));
+    assert_eq!(report.trace_id, trace);
+    assert_eq!(status.attr("tenant"), Some("acme"));
+    assert_eq!(status.attr("cluster"), Some("edge-1"));
+    assert_eq!(poll_request.attr("cluster"), Some("edge-1"));
+    assert_eq!(poll_request.attr("http.response.status_code"), Some("200"));
+    assert_ne!(
+        poll.trace_id, trace,
+        "the long poll itself is the agent's trace"
+    );
+    assert_eq!(poll.attr("result"), Some("changed"));
+    agent.stop().await;
+}
