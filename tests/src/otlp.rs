@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use meshfleet_telemetry::{LogFormat, OtelArgs, OtlpProtocol, Telemetry};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -191,4 +192,78 @@ pub async fn http_receiver() -> (SocketAddr, Received) {
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
     (addr, received)
+}
+
+/// The process's subscriber, installed by `meshfleet::telemetry::init` as the
+/// binary does, exporting spans to an in-process receiver. The receiver and
+/// the exporter run on a runtime of their own, which outlives the tests'.
+pub struct Harness {
+    _runtime: tokio::runtime::Runtime,
+    pub received: Received,
+    pub telemetry: Telemetry,
+}
+
+impl Harness {
+    /// Starts a receiver for `protocol` and installs the subscriber with
+    /// `otel` pointed at it. Once per process, and not on a Tokio runtime
+    /// (use `spawn_blocking`).
+    pub fn start(protocol: OtlpProtocol, mut otel: OtelArgs) -> Harness {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (addr, received) = runtime.block_on(async {
+            match protocol {
+                OtlpProtocol::Grpc => grpc_receiver().await,
+                OtlpProtocol::HttpProtobuf => http_receiver().await,
+            }
+        });
+        otel.otlp_endpoint = Some(format!("http://{addr}"));
+        otel.otlp_protocol = protocol;
+        let telemetry = {
+            let _entered = runtime.enter();
+            meshfleet::telemetry::init("warn", LogFormat::Json, &otel, std::io::sink)
+                .expect("install the subscriber")
+        };
+        assert!(telemetry.exporting());
+        Harness {
+            _runtime: runtime,
+            received,
+            telemetry,
+        }
+    }
+
+    /// Flushes and waits (off the caller's runtime) until `found` finds its
+    /// spans; panics after 20 s with what arrived.
+    pub async fn wait_for<T: Send + 'static>(
+        &'static self,
+        what: &'static str,
+        found: impl Fn(&[ReceivedSpan]) -> Option<T> + Send + 'static,
+    ) -> T {
+        tokio::task::spawn_blocking(move || {
+            self.received.wait_for(
+                what,
+                Duration::from_secs(20),
+                || self.telemetry.flush(),
+                found,
+            )
+        })
+        .await
+        .expect("waiting for spans")
+    }
+}
+
+/// `n` random bytes as lowercase hex (trace and span ids).
+pub fn random_hex(n: usize) -> String {
+    let bytes: Vec<u8> = std::iter::repeat_with(|| *uuid::Uuid::new_v4().as_bytes())
+        .flatten()
+        .take(n)
+        .collect();
+    hex(&bytes)
+}
+
+/// The span named `name` in trace `trace`.
+pub fn find<'a>(spans: &'a [ReceivedSpan], trace: &str, name: &str) -> Option<&'a ReceivedSpan> {
+    spans.iter().find(|s| s.trace_id == trace && s.name == name)
 }

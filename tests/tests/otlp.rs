@@ -1,81 +1,32 @@
-//! Spans exported over real OTLP/gRPC to an in-process receiver: the process's
-//! subscriber is installed once by `meshfleet::telemetry::init` (as the
-//! binary does), so these tests live in their own test binary.
+//! Spans exported over real OTLP/gRPC to an in-process receiver. The
+//! process's subscriber is installed once (as the binary does), so these
+//! tests live in a test binary of their own (`otlp_http.rs` for HTTP).
 
 #![allow(clippy::unwrap_used)]
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use meshfleet_telemetry::{LogFormat, OtelArgs, OtlpProtocol, ResourceAttributes, Telemetry};
+use meshfleet_telemetry::{OtelArgs, OtlpProtocol, ResourceAttributes};
 use meshfleet_tests::agents::{cluster_with_agent, wait_status};
-use meshfleet_tests::otlp::{Received, ReceivedSpan, grpc_receiver};
+use meshfleet_tests::otlp::{Harness, find, random_hex};
 use meshfleet_tests::{TestApp, cluster_body};
 use serde_json::json;
-
-/// The receiver and the exporter run on a runtime of their own, which
-/// outlives every test's runtime.
-struct Harness {
-    _runtime: tokio::runtime::Runtime,
-    received: Received,
-    telemetry: Telemetry,
-}
 
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (addr, received) = runtime.block_on(grpc_receiver());
-        let otel = OtelArgs {
-            otlp_endpoint: Some(format!("http://{addr}")),
-            otlp_protocol: OtlpProtocol::Grpc,
-            service_name: Some("meshfleet-under-test".into()),
-            resource_attributes: Some(ResourceAttributes(vec![(
-                "deployment.environment".into(),
-                "test".into(),
-            )])),
-        };
-        let telemetry = {
-            let _entered = runtime.enter();
-            meshfleet::telemetry::init("warn", LogFormat::Json, &otel, std::io::sink).unwrap()
-        };
-        assert!(telemetry.exporting());
-        Harness {
-            _runtime: runtime,
-            received,
-            telemetry,
-        }
+        Harness::start(
+            OtlpProtocol::Grpc,
+            OtelArgs {
+                service_name: Some("meshfleet-under-test".into()),
+                resource_attributes: Some(ResourceAttributes(vec![(
+                    "deployment.environment".into(),
+                    "test".into(),
+                )])),
+                ..OtelArgs::default()
+            },
+        )
     })
-}
-
-/// Flushes and waits (off the test's runtime) until `found` finds its spans.
-async fn wait_for<T: Send + 'static>(
-    what: &'static str,
-    found: impl Fn(&[ReceivedSpan]) -> Option<T> + Send + 'static,
-) -> T {
-    tokio::task::spawn_blocking(move || {
-        let h = harness();
-        h.received
-            .wait_for(what, Duration::from_secs(20), || h.telemetry.flush(), found)
-    })
-    .await
-    .unwrap()
-}
-
-fn random_hex(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rand_byte())).collect()
-}
-
-fn rand_byte() -> u8 {
-    uuid::Uuid::new_v4().as_bytes()[0]
-}
-
-fn find<'a>(spans: &'a [ReceivedSpan], trace: &str, name: &str) -> Option<&'a ReceivedSpan> {
-    spans.iter().find(|s| s.trace_id == trace && s.name == name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,12 +49,13 @@ async fn a_request_continues_the_callers_traceparent_and_its_span_tree_carries_r
     let request_id = r.header("x-request-id").unwrap().to_string();
 
     let t = trace.clone();
-    let (request, write) = wait_for("the PATCH request's span tree", move |spans| {
-        let request = find(spans, &t, "PATCH /v1/clusters/{name}")?;
-        let write = find(spans, &t, "desired_state.write")?;
-        Some((request.clone(), write.clone()))
-    })
-    .await;
+    let (request, write) = harness()
+        .wait_for("the PATCH request's span tree", move |spans| {
+            let request = find(spans, &t, "PATCH /v1/clusters/{name}")?;
+            let write = find(spans, &t, "desired_state.write")?;
+            Some((request.clone(), write.clone()))
+        })
+        .await;
 
     assert_eq!(
         request.parent_span_id, caller,
@@ -163,44 +115,45 @@ async fn a_tenants_change_and_the_agent_applying_it_are_one_trace_joined_at_the_
     .await;
 
     let t = trace.clone();
-    let chain = wait_for(
-        "the change's trace from the PATCH to the agent's status report",
-        move |spans| {
-            let request = find(spans, &t, "PATCH /v1/clusters/{name}")?;
-            let write = find(spans, &t, "desired_state.write")?;
-            let delivered = find(spans, &t, "desired_state.delivered")?;
-            let pass = find(spans, &t, "agent.reconcile")?;
-            let report = spans
-                .iter()
-                .find(|s| s.name == "agent.report" && s.parent_span_id == pass.span_id)?;
-            let status = spans
-                .iter()
-                .find(|s| s.name == "PUT /v1/agent/status" && s.parent_span_id == report.span_id)?;
-            // The long poll that answered: in the agent's own trace (a child
-            // of its `agent.poll` span), linked to the change.
-            let poll_request = spans.iter().find(|s| {
-                s.name == "GET /v1/agent/desired-state"
-                    && s.links.contains(&(t.clone(), write.span_id.clone()))
-            })?;
-            let poll = spans
-                .iter()
-                .find(|s| s.span_id == poll_request.parent_span_id && s.name == "agent.poll")?;
-            Some(
-                [
-                    request,
-                    write,
-                    delivered,
-                    pass,
-                    report,
-                    status,
-                    poll_request,
-                    poll,
-                ]
-                .map(Clone::clone),
-            )
-        },
-    )
-    .await;
+    let chain = harness()
+        .wait_for(
+            "the change's trace from the PATCH to the agent's status report",
+            move |spans| {
+                let request = find(spans, &t, "PATCH /v1/clusters/{name}")?;
+                let write = find(spans, &t, "desired_state.write")?;
+                let delivered = find(spans, &t, "desired_state.delivered")?;
+                let pass = find(spans, &t, "agent.reconcile")?;
+                let report = spans
+                    .iter()
+                    .find(|s| s.name == "agent.report" && s.parent_span_id == pass.span_id)?;
+                let status = spans.iter().find(|s| {
+                    s.name == "PUT /v1/agent/status" && s.parent_span_id == report.span_id
+                })?;
+                // The long poll that answered: in the agent's own trace (a child
+                // of its `agent.poll` span), linked to the change.
+                let poll_request = spans.iter().find(|s| {
+                    s.name == "GET /v1/agent/desired-state"
+                        && s.links.contains(&(t.clone(), write.span_id.clone()))
+                })?;
+                let poll = spans
+                    .iter()
+                    .find(|s| s.span_id == poll_request.parent_span_id && s.name == "agent.poll")?;
+                Some(
+                    [
+                        request,
+                        write,
+                        delivered,
+                        pass,
+                        report,
+                        status,
+                        poll_request,
+                        poll,
+                    ]
+                    .map(Clone::clone),
+                )
+            },
+        )
+        .await;
     let [
         request,
         write,
