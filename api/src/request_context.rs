@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use meshfleet_model::LONG_POLL_PATH;
@@ -18,21 +18,7 @@ use crate::config::AppConfig;
 use crate::error::{PROBLEM_JSON, problem_response};
 use crate::http::{BODY_LIMIT, with_header};
 use crate::request_id::{CURRENT_REQUEST_ID, REQUEST_ID, acceptable_request_id};
-
-/// The `method` label of the request metrics: one of a closed set, so a
-/// client cannot make new series by sending made-up methods.
-pub fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
-    }
-}
+use crate::route_stats::method_label;
 
 /// The `route` label of a request that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";

@@ -58,13 +58,14 @@ async fn refresh_fleet_gauges(state: &AppState) {
     if last.is_some_and(|at| at.elapsed() < FLEET_GAUGES_EVERY) {
         return;
     }
-    let figures = match gauges::fleet_gauges(&state.pool, state.clock.now()).await {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the fleet gauges");
-            return;
-        }
-    };
+    let figures =
+        match gauges::fleet_gauges(&state.pool, state.clock.now(), &state.config.settings).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the fleet gauges");
+                return;
+            }
+        };
     *last = Some(std::time::Instant::now());
     let count = |rows: &[(String, i64)], value: &str| {
         rows.iter()

@@ -5,13 +5,14 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
+use super::fleet::{Judged, Scope, state_counts};
+use crate::settings::Settings;
+
 /// One scrape's figures; every list is `(label value, count)`.
 #[derive(Debug, Clone, Default)]
 pub struct FleetGauges {
-    /// `(health, connectivity, clusters)`: health as last reported (a report
-    /// for an older generation counts as `Progressing`; never reported is
-    /// `Unknown`), connectivity as last recorded (never reported is
-    /// `Disconnected`).
+    /// `(health, connectivity, clusters)` across tenants, derived as the
+    /// dashboard derives them ([`super::fleet::state_counts`]).
     pub clusters: Vec<(String, String, i64)>,
     /// Rollouts by state (every rollout ever created, ended ones included).
     pub rollouts: Vec<(String, i64)>,
@@ -24,19 +25,19 @@ pub struct FleetGauges {
 pub async fn fleet_gauges<'c>(
     db: impl PgExecutor<'c> + Copy,
     now: DateTime<Utc>,
+    settings: &Settings,
 ) -> Result<FleetGauges, sqlx::Error> {
-    let clusters = sqlx::query_as(
-        "SELECT CASE WHEN s.health IS NULL THEN 'Unknown'
-                     WHEN s.health_generation < c.generation THEN 'Progressing'
-                     ELSE s.health END AS health,
-                COALESCE(s.connectivity, 'Disconnected') AS connectivity,
-                count(*)
-         FROM clusters c
-         LEFT JOIN cluster_status s ON s.tenant_id = c.tenant_id AND s.cluster_id = c.id
-         GROUP BY 1, 2",
-    )
-    .fetch_all(db)
-    .await?;
+    let judged = Judged::at(now, settings);
+    let mut clusters: Vec<(String, String, i64)> = Vec::new();
+    for (_, health, connectivity, n) in state_counts(db, Scope::Service, &judged).await? {
+        match clusters
+            .iter_mut()
+            .find(|(h, c, _)| *h == health && *c == connectivity)
+        {
+            Some(row) => row.2 += n,
+            None => clusters.push((health, connectivity, n)),
+        }
+    }
     let rollouts = sqlx::query_as("SELECT state, count(*) FROM rollouts GROUP BY state")
         .fetch_all(db)
         .await?;
