@@ -60,6 +60,9 @@ struct Args {
     /// Agent heartbeat and long-poll wait (production: 30s and 55s).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     heartbeat: std::time::Duration,
+    /// Span export of the agents (OTEL_EXPORTER_OTLP_ENDPOINT, ...), as `meshfleet-agent`.
+    #[command(flatten)]
+    otel: meshfleet_telemetry::OtelArgs,
 }
 
 fn rss_mib() -> f64 {
@@ -150,6 +153,18 @@ async fn wait_converged(
 #[tokio::main]
 async fn main() {
     let a = Args::parse();
+    let telemetry = meshfleet_telemetry::init(
+        "warn",
+        meshfleet_telemetry::LogFormat::Text,
+        &a.otel,
+        "meshfleet-agent",
+        meshfleet_agent::AGENT_VERSION,
+        std::io::stderr,
+    )
+    .unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    });
     let token = match &a.token {
         Some(t) => t.clone(),
         None => {
@@ -300,4 +315,5 @@ async fn main() {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     println!("fleet-sim: done; {:.1} MiB RSS at the end", rss_mib());
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
 }
