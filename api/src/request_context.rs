@@ -9,9 +9,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use meshfleet_model::LONG_POLL_PATH;
-use meshfleet_telemetry::{TRACEPARENT, parse_traceparent};
+use meshfleet_telemetry::{TRACEPARENT, parse_traceparent, record_trace_id};
 use opentelemetry::Context;
-use opentelemetry::trace::{TraceContextExt, TraceId};
+use opentelemetry::trace::TraceContextExt;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::AppConfig;
@@ -84,15 +84,10 @@ pub async fn request_context(
         let _ = span.set_parent(Context::new().with_remote_span_context(parent.clone()));
     }
     // The trace id in every log line: this span's when traced, else the caller's.
-    let own = span.context().span().span_context().trace_id();
-    match (own, &incoming) {
-        (t, _) if t != TraceId::INVALID => {
-            span.record("trace_id", tracing::field::display(t));
-        }
-        (_, Some(parent)) => {
-            span.record("trace_id", tracing::field::display(parent.trace_id()));
-        }
-        _ => {}
+    if !record_trace_id(&span)
+        && let Some(parent) = &incoming
+    {
+        span.record("trace_id", tracing::field::display(parent.trace_id()));
     }
     let req = Request::from_parts(parts, body);
     let started = Instant::now();

@@ -216,8 +216,10 @@ fn poll_after(
             cluster = tracing::field::Empty,
             wait_seconds = wait.as_secs(),
             result = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
         );
         span.follows_from(&session);
+        meshfleet_telemetry::record_trace_id(&span);
         let polled = client
             .desired_state(&credential, etag.as_deref(), wait)
             .instrument(span.clone())
@@ -303,7 +305,9 @@ impl<B: ClusterBackend> Agent<B> {
                 "agent.session",
                 cluster = tracing::field::Empty,
                 end = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
             );
+            meshfleet_telemetry::record_trace_id(&span);
             let end = self
                 .session(session, &mut shutdown, &mut backoff)
                 .instrument(span.clone())
@@ -483,11 +487,13 @@ impl<B: ClusterBackend> Agent<B> {
             version = %desired.version,
             trigger = ?trigger,
             converged = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
         );
         if let Some(change) = change.and_then(meshfleet_telemetry::parse_traceparent) {
             let _ = span.set_parent(Context::new().with_remote_span_context(change));
         }
         span.follows_from(Span::current());
+        meshfleet_telemetry::record_trace_id(&span);
         debug!(
             generation = desired.generation,
             ?trigger,
@@ -662,16 +668,16 @@ impl<B: ClusterBackend> Agent<B> {
                     .unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
                 // After a pass, in its trace; a heartbeat is a root of its own.
                 let span = match report_parent.take() {
-                    Some(pass) => {
-                        tracing::info_span!(parent: &pass, "agent.report", otel.kind = "client")
-                    }
+                    Some(pass) => tracing::info_span!(parent: &pass, "agent.report",
+                        otel.kind = "client", trace_id = tracing::field::Empty),
                     None => {
-                        let span =
-                            tracing::info_span!(parent: None, "agent.report", otel.kind = "client");
+                        let span = tracing::info_span!(parent: None, "agent.report",
+                            otel.kind = "client", trace_id = tracing::field::Empty);
                         span.follows_from(&session);
                         span
                     }
                 };
+                meshfleet_telemetry::record_trace_id(&span);
                 let sent = s
                     .client
                     .report_status(&s.credential, &report)

@@ -42,8 +42,10 @@ fn chrono(d: std::time::Duration) -> chrono::Duration {
     cluster_id = %claim.cluster_id,
     cluster = tracing::field::Empty,
     attempts = claim.attempts,
+    trace_id = tracing::field::Empty,
 ))]
 pub async fn reconcile(claim: &Claim, ctx: &Context) -> Result<DateTime<Utc>> {
+    meshfleet_telemetry::record_trace_id(&tracing::Span::current());
     let now = ctx.clock.now();
     let settings = &ctx.config.settings;
     let mut next = NextCheck(now + chrono(ctx.config.max_interval));

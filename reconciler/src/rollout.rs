@@ -52,7 +52,9 @@ pub async fn tick(ctx: &Context, hinted: &[Uuid]) -> Result<Option<Uuid>> {
         rollout_name = %r.name,
         stage = r.current_stage,
         state = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
     );
+    meshfleet_telemetry::record_trace_id(&span);
     let driven = tracing::Instrument::instrument(
         async {
             let driven = drive(&mut tx, &tenant, &mut r, ctx, now).await;

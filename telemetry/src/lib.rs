@@ -26,7 +26,9 @@ use tracing_subscriber::prelude::*;
 
 pub mod trace_context;
 
-pub use trace_context::{TRACEPARENT, current_traceparent, format_traceparent, parse_traceparent};
+pub use trace_context::{
+    TRACEPARENT, current_traceparent, format_traceparent, parse_traceparent, record_trace_id,
+};
 
 /// What can go wrong setting up telemetry; each names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +47,9 @@ pub enum LogFormat {
     /// Human-readable lines.
     #[default]
     Text,
-    /// One JSON object per line, with the span's request id, tenant, cluster
-    /// and trace id.
+    /// One JSON object per line, with the current span's fields (`span`:
+    /// request id, tenant, cluster, trace id) and every enclosing span's
+    /// (`spans`).
     Json,
 }
 
@@ -278,7 +281,7 @@ where
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .boxed(),
     };
     tracing_subscriber::registry()

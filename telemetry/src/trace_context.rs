@@ -48,6 +48,19 @@ pub fn format_traceparent(context: &SpanContext) -> String {
     )
 }
 
+/// Records the span's OpenTelemetry trace id in its `trace_id` field (which
+/// the span must declare, `tracing::field::Empty`), so that JSON log lines
+/// carry it; nothing (and `false`) when spans are not exported. Call after
+/// any `set_parent`: it starts the span's OpenTelemetry half.
+pub fn record_trace_id(span: &tracing::Span) -> bool {
+    let id = span.context().span().span_context().trace_id();
+    let traced = id != TraceId::INVALID;
+    if traced {
+        span.record("trace_id", tracing::field::display(id));
+    }
+    traced
+}
+
 /// The `traceparent` of the current span, when it is exported (an OTLP
 /// exporter is configured and the span is sampled); `None` otherwise.
 pub fn current_traceparent() -> Option<String> {
