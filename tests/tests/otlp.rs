@@ -6,10 +6,12 @@
 
 use std::sync::OnceLock;
 
+use chrono::{DateTime, Utc};
+use meshfleet_core::clock::ManualClock;
 use meshfleet_telemetry::{OtelArgs, OtlpProtocol, ResourceAttributes};
 use meshfleet_tests::agents::{cluster_with_agent, wait_status};
 use meshfleet_tests::otlp::{Harness, find, random_hex};
-use meshfleet_tests::{TestApp, cluster_body};
+use meshfleet_tests::{TestApp, TestRole, cluster_body};
 use serde_json::json;
 
 fn harness() -> &'static Harness {
@@ -187,6 +189,11 @@ async fn a_tenants_change_and_the_agent_applying_it_are_one_trace_joined_at_the_
     assert_eq!(pass.attr("generation"), Some("2"));
     assert_eq!(pass.attr("version"), Some("1.28.2"));
     assert_eq!(pass.attr("converged"), Some("true"));
+    assert_eq!(
+        pass.attr("trace_id"),
+        Some(trace.as_str()),
+        "the agent's log lines name the change's trace"
+    );
     assert_eq!(report.trace_id, trace);
     assert_eq!(status.attr("tenant"), Some("acme"));
     assert_eq!(status.attr("cluster"), Some("edge-1"));
@@ -197,5 +204,67 @@ async fn a_tenants_change_and_the_agent_applying_it_are_one_trace_joined_at_the_
         "the long poll itself is the agent's trace"
     );
     assert_eq!(poll.attr("result"), Some("changed"));
+    assert_eq!(poll.attr("trace_id"), Some(poll.trace_id.as_str()));
     agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_exports_its_steps_and_the_change_it_writes_in_one_trace() {
+    tokio::task::spawn_blocking(harness).await.unwrap();
+    let clock = ManualClock::at(
+        DateTime::parse_from_rfc3339("2026-12-01T10:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc),
+    );
+    let app = TestApp::spawn_at(&clock).await;
+    // regular's head 1.28.1 is past its end of support: moved at once
+    app.create(
+        "acme",
+        "follower-1",
+        &json!({"mesh": {"upgrade": {"mode": "automatic", "channel": "regular"}}}),
+    )
+    .await;
+    let sre = app.token("ops", &[TestRole::Sre]);
+    let r = app
+        .put("/v1/ops/releases/1.28.3")
+        .token(&sre)
+        .json(&json!({"channels": ["regular"], "releasedAt": "2026-10-01", "endOfSupport": "2027-01-31"}))
+        .send()
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    app.reconciler().await.run_once().await.unwrap();
+
+    let [reconcile, step, write] = harness()
+        .wait_for("the reconcile of follower-1", |spans| {
+            let reconcile = spans.iter().find(|s| {
+                s.name == "reconcile.cluster" && s.attr("cluster") == Some("follower-1")
+            })?;
+            let step = spans.iter().find(|s| {
+                s.name == "reconcile.follow_channel" && s.parent_span_id == reconcile.span_id
+            })?;
+            let write = spans
+                .iter()
+                .find(|s| s.name == "desired_state.write" && s.parent_span_id == step.span_id)?;
+            Some([reconcile, step, write].map(Clone::clone))
+        })
+        .await;
+    assert_eq!(reconcile.attr("tenant"), Some("acme"));
+    assert_eq!(
+        reconcile.attr("trace_id"),
+        Some(reconcile.trace_id.as_str())
+    );
+    assert_eq!(step.trace_id, reconcile.trace_id);
+    assert_eq!(write.attr("actor"), Some("reconciler"));
+    assert_eq!(write.attr("version"), Some("1.28.3"));
+    // The change carries the reconcile's trace to the agent that will apply it.
+    let stored: Option<String> = sqlx::query_scalar(
+        "SELECT change_traceparent FROM clusters WHERE tenant_id = 'acme' AND name = 'follower-1'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        stored,
+        Some(format!("00-{}-{}-01", write.trace_id, write.span_id))
+    );
 }
