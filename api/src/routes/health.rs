@@ -67,11 +67,12 @@ async fn refresh_fleet_gauges(state: &AppState) {
             }
         };
     *last = Some(std::time::Instant::now());
+    // Summed as integers: a float sum of nothing is -0, which Prometheus shows.
     let count = |rows: &[(String, i64)], value: &str| {
         rows.iter()
             .filter(|(v, _)| v == value)
-            .map(|(_, n)| *n as f64)
-            .sum::<f64>()
+            .map(|(_, n)| *n)
+            .sum::<i64>() as f64
     };
     for health in HEALTH {
         for connectivity in CONNECTIVITY {
@@ -79,8 +80,8 @@ async fn refresh_fleet_gauges(state: &AppState) {
                 .clusters
                 .iter()
                 .filter(|(h, c, _)| h == health && c == connectivity)
-                .map(|(_, _, n)| *n as f64)
-                .sum::<f64>();
+                .map(|(_, _, n)| *n)
+                .sum::<i64>() as f64;
             metrics::gauge!("meshfleet_fleet_clusters", "health" => health, "connectivity" => connectivity)
                 .set(n);
         }

@@ -86,6 +86,7 @@ async fn metrics_show_the_pool_the_long_poll_and_the_fleet_by_health_and_connect
     let connectivity = label_values(&metrics, "meshfleet_fleet_clusters", "connectivity");
     assert_eq!(health.len(), 15, "{metrics}");
     assert_eq!(connectivity.len(), 15, "{metrics}");
+    assert!(!metrics.contains(" -0\n"), "a zero shows as -0: {metrics}");
     assert!(health.iter().all(|h| {
         ["Healthy", "Progressing", "Degraded", "Unhealthy", "Unknown"].contains(&h.as_str())
     }));
