@@ -93,6 +93,11 @@ impl Received {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Removes and returns what has been received.
+    pub fn take(&self) -> Vec<ReceivedSpan> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Waits (calling `flush` between looks) until `found` finds something
     /// in the spans received; panics after `timeout` with what arrived.
     pub fn wait_for<T>(
@@ -145,6 +150,11 @@ pub async fn grpc_receiver() -> (SocketAddr, Received) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
+    grpc_receiver_on(listener)
+}
+
+/// Serves OTLP/gRPC on `listener`.
+pub fn grpc_receiver_on(listener: tokio::net::TcpListener) -> (SocketAddr, Received) {
     let addr = listener.local_addr().expect("addr");
     let received = Received::default();
     let service = TraceServiceServer::new(Grpc(received.clone()));
@@ -161,6 +171,11 @@ pub async fn http_receiver() -> (SocketAddr, Received) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
+    http_receiver_on(listener)
+}
+
+/// Serves OTLP/HTTP with protobuf bodies on `listener`.
+pub fn http_receiver_on(listener: tokio::net::TcpListener) -> (SocketAddr, Received) {
     let addr = listener.local_addr().expect("addr");
     let received = Received::default();
     let sink = received.clone();
