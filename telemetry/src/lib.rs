@@ -20,8 +20,10 @@ use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Level;
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::filter::{EnvFilter, Targets};
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::prelude::*;
 
 pub mod trace_context;
@@ -245,6 +247,68 @@ impl Telemetry {
     }
 }
 
+/// The text format's field formatter: as tracing-subscriber's default, but
+/// without the `otel.*` fields (span name, kind and status for the
+/// exporter), which only repeat what a human reads in the line already.
+struct TextFields;
+
+struct TextVisitor<'a> {
+    out: &'a mut String,
+}
+
+impl tracing::field::Visit for TextVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        if field.name().starts_with("otel.") {
+            return;
+        }
+        if !self.out.is_empty() {
+            self.out.push(' ');
+        }
+        let _ = if field.name() == "message" {
+            write!(self.out, "{value:?}")
+        } else {
+            write!(self.out, "{}={value:?}", field.name())
+        };
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+}
+
+impl<'w> FormatFields<'w> for TextFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut out = String::new();
+        fields.record(&mut TextVisitor { out: &mut out });
+        writer.write_str(&out)
+    }
+
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> std::fmt::Result {
+        let mut out = String::new();
+        fields.record(&mut TextVisitor { out: &mut out });
+        if !out.is_empty() {
+            if !current.fields.is_empty() {
+                current.fields.push(' ');
+            }
+            current.fields.push_str(&out);
+        }
+        Ok(())
+    }
+}
+
 /// The crates whose spans are exported (at `info`; everything else only
 /// from `warn`), whatever the log filter says.
 const SPAN_TARGETS: &str = "meshfleet";
@@ -276,7 +340,7 @@ where
     });
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let fmt = match format {
-        LogFormat::Text => fmt.boxed(),
+        LogFormat::Text => fmt.fmt_fields(TextFields).boxed(),
         LogFormat::Json => fmt
             .json()
             .flatten_event(true)
@@ -296,6 +360,50 @@ where
 mod tests {
     use super::*;
     use clap::Parser;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn text_lines_leave_out_the_exporters_otel_fields() {
+        let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(TextFields)
+            .with_ansi(false)
+            .with_writer(move || WriterTo(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "request",
+                otel.name = "GET /v1/clusters",
+                request_id = "r-1",
+                tenant = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            span.record("otel.status_code", "ERROR");
+            span.record("tenant", "acme");
+            span.in_scope(|| tracing::info!(status = 200, "request served"));
+        });
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains(r#"request{request_id="r-1" tenant="acme"}"#),
+            "{text}"
+        );
+        assert!(text.contains("request served status=200"), "{text}");
+        assert!(!text.contains("otel."), "{text}");
+    }
+
+    struct WriterTo(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for WriterTo {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 
     #[derive(Debug, Parser)]
     struct Cmd {
