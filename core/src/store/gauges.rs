@@ -5,14 +5,14 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
-use super::fleet::{Judged, Scope, state_counts};
+use super::fleet::{Judged, Scope, figures};
 use crate::settings::Settings;
 
 /// One scrape's figures; every list is `(label value, count)`.
 #[derive(Debug, Clone, Default)]
 pub struct FleetGauges {
     /// `(health, connectivity, clusters)` across tenants, derived as the
-    /// dashboard derives them ([`super::fleet::state_counts`]).
+    /// dashboard derives them ([`super::fleet::figures`]).
     pub clusters: Vec<(String, String, i64)>,
     /// Rollouts by state (every rollout ever created, ended ones included).
     pub rollouts: Vec<(String, i64)>,
@@ -29,13 +29,13 @@ pub async fn fleet_gauges<'c>(
 ) -> Result<FleetGauges, sqlx::Error> {
     let judged = Judged::at(now, settings);
     let mut clusters: Vec<(String, String, i64)> = Vec::new();
-    for (_, health, connectivity, n) in state_counts(db, Scope::Service, &judged).await? {
+    for g in figures(db, Scope::Service, &judged, 0).await?.groups.0 {
         match clusters
             .iter_mut()
-            .find(|(h, c, _)| *h == health && *c == connectivity)
+            .find(|(h, c, _)| *h == g.health && *c == g.connectivity)
         {
-            Some(row) => row.2 += n,
-            None => clusters.push((health, connectivity, n)),
+            Some(row) => row.2 += g.n,
+            None => clusters.push((g.health, g.connectivity, g.n)),
         }
     }
     let rollouts = sqlx::query_as("SELECT state, count(*) FROM rollouts GROUP BY state")
