@@ -343,7 +343,19 @@ impl<B: ClusterBackend> Agent<B> {
         rejected: Option<&str>,
     ) -> Session {
         loop {
-            match self.try_connect(http, tried_tokens, rejected).await {
+            // One span per attempt: a registration is traced like any request.
+            let span = tracing::info_span!(
+                parent: None,
+                "agent.connect",
+                attempt = backoff.attempts(),
+                trace_id = tracing::field::Empty,
+            );
+            meshfleet_telemetry::record_trace_id(&span);
+            match self
+                .try_connect(http, tried_tokens, rejected)
+                .instrument(span)
+                .await
+            {
                 Ok(s) => {
                     backoff.reset();
                     return s;

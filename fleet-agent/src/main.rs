@@ -26,7 +26,8 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let telemetry = meshfleet_agent::telemetry::init(&cli)?;
     let result = run_agent(cli).await;
-    telemetry.shutdown();
+    // Flushing blocks until the exporter is done; off the runtime's threads.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     result
 }
 

@@ -205,6 +205,18 @@ async fn a_tenants_change_and_the_agent_applying_it_are_one_trace_joined_at_the_
     );
     assert_eq!(poll.attr("result"), Some("changed"));
     assert_eq!(poll.attr("trace_id"), Some(poll.trace_id.as_str()));
+    // The registration too: the agent's connect attempt and the api's answer.
+    let (connect, register) = harness()
+        .wait_for("the agent's registration", |spans| {
+            let register = spans.iter().find(|s| s.name == "POST /v1/agent/register")?;
+            let connect = spans
+                .iter()
+                .find(|s| s.span_id == register.parent_span_id && s.name == "agent.connect")?;
+            Some((connect.clone(), register.clone()))
+        })
+        .await;
+    assert_eq!(connect.trace_id, register.trace_id);
+    assert_eq!(register.attr("http.response.status_code"), Some("201"));
     agent.stop().await;
 }
 
