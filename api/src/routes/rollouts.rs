@@ -5,13 +5,12 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use meshfleet_core::domain::rollout::counts;
+use meshfleet_core::domain::rollout::{counts, counts_of};
 use meshfleet_core::ops::rollouts::{self as rollout_ops, Action};
 use meshfleet_core::store::releases::load_catalog;
 use meshfleet_core::store::rollouts::{self as store, RolloutClusterRow, RolloutRow};
 use meshfleet_model::{
-    Problem, Rollout, RolloutCluster, RolloutClusterState as C, RolloutCounts, RolloutInput,
-    RolloutList, RolloutState, Stage,
+    Problem, Rollout, RolloutCluster, RolloutCounts, RolloutInput, RolloutList, RolloutState, Stage,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -209,15 +208,7 @@ pub async fn list_rollouts(
     let items = rows
         .into_iter()
         .map(|r| {
-            let mine = tallies
-                .iter()
-                .filter(|(id, _, _)| *id == r.id)
-                .filter_map(|(_, s, n)| {
-                    let state: C =
-                        serde_json::from_value(serde_json::Value::String(s.clone())).ok()?;
-                    Some((state, *n as u32))
-                });
-            let c = counts(mine);
+            let c = counts_of(&tallies, r.id);
             present(r, c, None)
         })
         .collect();

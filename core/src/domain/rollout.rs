@@ -165,6 +165,20 @@ pub fn counts(states: impl IntoIterator<Item = (C, u32)>) -> RolloutCounts {
     c
 }
 
+/// One rollout's counts from `(rollout, state name, clusters)` tallies of
+/// several rollouts (unknown state names are left out).
+pub fn counts_of(tallies: &[(uuid::Uuid, String, i64)], rollout: uuid::Uuid) -> RolloutCounts {
+    counts(
+        tallies
+            .iter()
+            .filter(|(id, _, _)| *id == rollout)
+            .filter_map(|(_, s, n)| {
+                let state: C = serde_json::from_value(serde_json::Value::String(s.clone())).ok()?;
+                Some((state, u32::try_from(*n).unwrap_or(u32::MAX)))
+            }),
+    )
+}
+
 /// Whether `failed` clusters of a stage of `size` exceed the policy.
 pub fn threshold_exceeded(policy: &FailurePolicy, failed: u32, size: u32) -> bool {
     match (policy.max_failed_clusters, policy.max_failed_percent) {

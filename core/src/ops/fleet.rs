@@ -4,8 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use meshfleet_model::{
-    AgentVersionCount, FleetSummary, LaggingCluster, Percentiles, RolloutClusterState,
-    RolloutSummary, TenantSummary,
+    AgentVersionCount, FleetSummary, LaggingCluster, Percentiles, RolloutSummary, TenantSummary,
 };
 use sqlx::PgPool;
 
@@ -104,23 +103,13 @@ pub async fn summary(
         failing_components: fleet::failing_components(&reports, 5),
         rollouts: rollouts
             .into_iter()
-            .map(|r| {
-                let states = rollout_states
-                    .iter()
-                    .filter(|(id, _, _)| *id == r.id)
-                    .filter_map(|(_, s, n)| {
-                        let state: RolloutClusterState =
-                            serde_json::from_value(serde_json::Value::String(s.clone())).ok()?;
-                        Some((state, u32::try_from(*n).unwrap_or(u32::MAX)))
-                    });
-                RolloutSummary {
-                    tenant: service.then_some(r.tenant_id.clone()),
-                    id: r.id,
-                    name: r.name,
-                    target_version: r.target_version,
-                    state: r.state.0,
-                    counts: rollout::counts(states),
-                }
+            .map(|r| RolloutSummary {
+                tenant: service.then_some(r.tenant_id.clone()),
+                id: r.id,
+                name: r.name,
+                target_version: r.target_version,
+                state: r.state.0,
+                counts: rollout::counts_of(&rollout_states, r.id),
             })
             .collect(),
         generated_at: now,

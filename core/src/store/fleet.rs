@@ -75,6 +75,18 @@ fn push_health(q: &mut QueryBuilder<Postgres>, j: &Judged) {
     .push(" THEN 'Degraded' ELSE 'Progressing' END ELSE s.health END)");
 }
 
+/// Pushes `<health> AS health, <connectivity> AS connectivity FROM clusters
+/// c LEFT JOIN cluster_status s WHERE TRUE [AND c.tenant_id = ...]`.
+fn push_derived_from(q: &mut QueryBuilder<Postgres>, judged: &Judged, scope: Scope<'_>) {
+    push_health(q, judged);
+    q.push(" AS health, ");
+    push_connectivity(q, judged);
+    q.push(format_args!(
+        " AS connectivity FROM {JOIN_STATUS} WHERE TRUE"
+    ));
+    push_scope(q, "c", scope);
+}
+
 /// The derived connectivity of `cluster_status s` (none: `Disconnected`).
 fn push_connectivity(q: &mut QueryBuilder<Postgres>, j: &Judged) {
     q.push("(CASE WHEN s.last_heartbeat_at > ")
@@ -133,13 +145,7 @@ pub async fn figures(
                    s.observed_generation, coalesce(s.observed_versions, '{}') AS observed_versions,
                    s.observed_generation IS NULL OR s.observed_generation < c.generation AS lagging, ",
     );
-    push_health(&mut q, judged);
-    q.push(" AS health, ");
-    push_connectivity(&mut q, judged);
-    q.push(format_args!(
-        " AS connectivity FROM {JOIN_STATUS} WHERE TRUE"
-    ));
-    push_scope(&mut q, "c", scope);
+    push_derived_from(&mut q, judged, scope);
     q.push(
         ")
         SELECT
@@ -293,13 +299,7 @@ pub async fn list(
         }
     }
     q.push(" AS sort_key, ");
-    push_health(&mut q, judged);
-    q.push(" AS derived_health, ");
-    push_connectivity(&mut q, judged);
-    q.push(format_args!(
-        " AS derived_connectivity FROM {JOIN_STATUS} WHERE TRUE"
-    ));
-    push_scope(&mut q, "c", scope);
+    push_derived_from(&mut q, judged, scope);
     push_selector(&mut q, &filter.selector);
     if let Some(v) = &filter.version {
         q.push(" AND c.desired_version = ").push_bind(v.clone());
@@ -318,12 +318,12 @@ pub async fn list(
     }
     q.push(") t WHERE TRUE");
     if !filter.health.is_empty() {
-        q.push(" AND t.derived_health = ANY(")
+        q.push(" AND t.health = ANY(")
             .push_bind(filter.health.clone())
             .push(")");
     }
     if !filter.connectivity.is_empty() {
-        q.push(" AND t.derived_connectivity = ANY(")
+        q.push(" AND t.connectivity = ANY(")
             .push_bind(filter.connectivity.clone())
             .push(")");
     }
