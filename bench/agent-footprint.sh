@@ -10,7 +10,7 @@ idle=${1:-60}
 
 cargo build --release -q -p meshfleet -p meshfleet-agent --bin meshfleet --bin meshfleet-agent
 data=$(mktemp -d /tmp/meshfleet-agent-bench.XXXXXX)
-MESHFLEET_LOG=warn ./target/release/meshfleet up --port 0 --data-dir "$data" >"$data/up.log" 2>&1 &
+MESHFLEET_LOG=warn MESHFLEET_TENANT_RATE_LIMIT=0 MESHFLEET_AGENT_RATE_LIMIT=0 MESHFLEET_MAX_CLUSTERS_PER_TENANT=0 ./target/release/meshfleet up --port 0 --data-dir "$data" >"$data/up.log" 2>&1 &
 server=$!
 agent=""
 cleanup() {

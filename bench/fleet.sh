@@ -10,7 +10,7 @@ clusters=${1:-2000}
 
 cargo build --release -q -p meshfleet -p meshfleet-tests --bin meshfleet --bin fleet-sim
 data=$(mktemp -d /tmp/meshfleet-fleet.XXXXXX)
-MESHFLEET_LOG=warn MESHFLEET_DB_MAX_CONNECTIONS=40 ./target/release/meshfleet up --port 0 --data-dir "$data" >"$data/up.log" 2>&1 &
+MESHFLEET_LOG=warn MESHFLEET_TENANT_RATE_LIMIT=0 MESHFLEET_AGENT_RATE_LIMIT=0 MESHFLEET_MAX_CLUSTERS_PER_TENANT=0 MESHFLEET_DB_MAX_CONNECTIONS=40 ./target/release/meshfleet up --port 0 --data-dir "$data" >"$data/up.log" 2>&1 &
 server=$!
 cleanup() { kill -INT "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"; }
 trap cleanup EXIT

@@ -13,7 +13,7 @@ changes=${2:-200}
 cargo build --release -q -p meshfleet -p meshfleet-tests --bin meshfleet --bin longpoll-bench
 data=$(mktemp -d /tmp/meshfleet-bench.XXXXXX)
 out="$data/up.log"
-MESHFLEET_LOG=warn MESHFLEET_DB_MAX_CONNECTIONS=40 ./target/release/meshfleet up --port 0 --data-dir "$data" >"$out" 2>&1 &
+MESHFLEET_LOG=warn MESHFLEET_TENANT_RATE_LIMIT=0 MESHFLEET_AGENT_RATE_LIMIT=0 MESHFLEET_MAX_CLUSTERS_PER_TENANT=0 MESHFLEET_DB_MAX_CONNECTIONS=40 ./target/release/meshfleet up --port 0 --data-dir "$data" >"$out" 2>&1 &
 server=$!
 cleanup() { kill -INT "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"; }
 trap cleanup EXIT

@@ -23,7 +23,7 @@ data=$(mktemp -d /tmp/meshfleet-rollout.XXXXXX)
 server=
 
 start_up() {
-    MESHFLEET_LOG=warn MESHFLEET_DB_MAX_CONNECTIONS=40 ./target/release/meshfleet up --port 0 --data-dir "$data" >"$data/up.log" 2>&1 &
+    MESHFLEET_LOG=warn MESHFLEET_TENANT_RATE_LIMIT=0 MESHFLEET_AGENT_RATE_LIMIT=0 MESHFLEET_MAX_CLUSTERS_PER_TENANT=0 MESHFLEET_DB_MAX_CONNECTIONS=40 ./target/release/meshfleet up --port 0 --data-dir "$data" >"$data/up.log" 2>&1 &
     server=$!
     for _ in $(seq 1 600); do
         grep -q "export TOKEN=" "$data/up.log" && break

@@ -142,6 +142,28 @@ pub enum KeyError {
     Spec(String),
     #[error("dev key {path}: {reason}")]
     DevKey { path: PathBuf, reason: String },
+    /// `serve` given what only `up` may use.
+    #[error("refusing to serve with a development configuration: {0}")]
+    DevInProduction(String),
+}
+
+/// `serve` is production: it refuses the dev issuer (whose tokens anyone
+/// with a data folder can mint) and the dev key files of `up`.
+pub fn refuse_dev_configuration(issuer: &str, key_specs: &[String]) -> Result<(), KeyError> {
+    if issuer == DEV_ISSUER {
+        return Err(KeyError::DevInProduction(format!(
+            "MESHFLEET_JWT_ISSUER is `{DEV_ISSUER}`, the issuer of `meshfleet token` dev tokens; use your identity provider's issuer"
+        )));
+    }
+    for spec in key_specs {
+        let path = spec.split_once(':').map_or(spec.as_str(), |(_, p)| p);
+        if Path::new(path.trim()).file_name() == Some(std::ffi::OsStr::new(DEV_KEY_FILE)) {
+            return Err(KeyError::DevInProduction(format!(
+                "MESHFLEET_JWT_KEYS names {path}, the dev signing key of a `meshfleet up` data folder; give your identity provider's public keys"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl VerifyKey {
@@ -329,7 +351,10 @@ impl DevSigner {
     pub fn load_or_create(data_dir: &Path) -> Result<DevSigner, KeyError> {
         let path = data_dir.join(DEV_KEY_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => Self::from_pkcs8(&bytes, &path),
+            Ok(bytes) => {
+                keep_private(&path)?;
+                Self::from_pkcs8(&bytes, &path)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let rng = aws_lc_rs::rand::SystemRandom::new();
                 let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| KeyError::DevKey {
@@ -353,6 +378,7 @@ impl DevSigner {
             path: path.clone(),
             source,
         })?;
+        keep_private(&path)?;
         Self::from_pkcs8(&bytes, &path)
     }
 
@@ -404,6 +430,21 @@ impl DevSigner {
         // Signing with a valid Ed25519 key cannot fail.
         jsonwebtoken::encode(&header, claims, &self.encoding).unwrap_or_default()
     }
+}
+
+/// A dev key readable by others (copied, or its mode changed) is made 0600 again.
+fn keep_private(path: &Path) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let read = |source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode = std::fs::metadata(path).map_err(read)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the dev key was readable by others; made it 0600");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(read)?;
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

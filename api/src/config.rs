@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use meshfleet_core::settings::Settings;
 
+use crate::limits::RateLimit;
+
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     /// Limit for ordinary requests.
@@ -21,7 +23,20 @@ pub struct AppConfig {
     pub public_url: Option<String>,
     /// Timing rules shared with the reconciler (connectivity, deadlines, history).
     pub settings: Settings,
+    /// Requests per tenant (its users' tokens); `None`: unlimited.
+    pub tenant_rate: Option<RateLimit>,
+    /// Requests per agent (cluster); `None`: unlimited.
+    pub agent_rate: Option<RateLimit>,
+    /// Clusters a tenant may have; `None`: unlimited.
+    pub max_clusters_per_tenant: Option<u32>,
 }
+
+/// Defaults of the shared service's limits (the `meshfleet` command's too).
+pub const DEFAULT_TENANT_RATE: f64 = 50.0;
+pub const DEFAULT_TENANT_BURST: u32 = 200;
+pub const DEFAULT_AGENT_RATE: f64 = 2.0;
+pub const DEFAULT_AGENT_BURST: u32 = 20;
+pub const DEFAULT_MAX_CLUSTERS_PER_TENANT: u32 = 10_000;
 
 impl Default for AppConfig {
     fn default() -> Self {
@@ -34,6 +49,9 @@ impl Default for AppConfig {
             agent_image: format!("meshfleet/meshfleet-agent:{}", env!("CARGO_PKG_VERSION")),
             public_url: None,
             settings: Settings::default(),
+            tenant_rate: RateLimit::new(DEFAULT_TENANT_RATE, DEFAULT_TENANT_BURST),
+            agent_rate: RateLimit::new(DEFAULT_AGENT_RATE, DEFAULT_AGENT_BURST),
+            max_clusters_per_tenant: Some(DEFAULT_MAX_CLUSTERS_PER_TENANT),
         }
     }
 }

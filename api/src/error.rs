@@ -41,6 +41,12 @@ pub enum ApiError {
         detail: String,
         errors: Vec<FieldError>,
     },
+    /// A request limit: wait `retry_after_secs`, then retry.
+    #[error("{detail}")]
+    TooManyRequests {
+        detail: String,
+        retry_after_secs: u64,
+    },
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database error: {0}")]
@@ -77,6 +83,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -187,6 +194,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut www_authenticate = None;
+        let mut retry_after = None;
         let (detail, errors) = match self {
             ApiError::Database(e) if status == StatusCode::SERVICE_UNAVAILABLE => {
                 tracing::error!(error = %e, "database unavailable");
@@ -211,6 +219,13 @@ impl IntoResponse for ApiError {
                 ("the database is unavailable; retry later".to_string(), None)
             }
             ApiError::Unprocessable { detail, errors } => (detail, Some(errors)),
+            ApiError::TooManyRequests {
+                detail,
+                retry_after_secs,
+            } => {
+                retry_after = Some(retry_after_secs);
+                (detail, None)
+            }
             ApiError::MissingCredentials => {
                 // RFC 6750 §3.1: no error code when no credentials were sent.
                 www_authenticate = Some("Bearer realm=\"meshfleet\"".to_string());
@@ -230,6 +245,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, value);
+        }
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

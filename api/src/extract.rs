@@ -12,6 +12,7 @@ use meshfleet_model::AGENT_CREDENTIAL_PREFIX;
 use crate::agent_auth::{self, AgentPrincipal};
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::limits::retry_after_secs;
 use crate::state::AppState;
 
 /// Reads the bearer token of a request.
@@ -35,6 +36,28 @@ pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     }
 }
 
+/// A request over its limit: 429 with `Retry-After`, counted by `kind`
+/// (`tenant` | `agent`; the metric never carries a tenant or cluster name).
+pub fn limited(
+    check: Result<(), std::time::Duration>,
+    kind: &'static str,
+    who: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
+    let Err(wait) = check else {
+        return Ok(());
+    };
+    metrics::counter!("meshfleet_rate_limited_total", "kind" => kind).increment(1);
+    let retry_after_secs = retry_after_secs(wait);
+    tracing::info!(kind, retry_after_secs, "request over its rate limit");
+    Err(ApiError::TooManyRequests {
+        detail: format!(
+            "{} is over its request rate limit; retry in {retry_after_secs}s (see Retry-After)",
+            who()
+        ),
+        retry_after_secs,
+    })
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -50,6 +73,11 @@ impl FromRequestParts<AppState> for Principal {
         }
         let principal = state.verifier.verify(token)?;
         tracing::Span::current().record("tenant", principal.tenant.as_str());
+        limited(
+            state.limits.tenant.check(principal.tenant.as_str()),
+            "tenant",
+            || format!("tenant `{}`", principal.tenant),
+        )?;
         tracing::debug!(sub = %principal.sub, tenant = %principal.tenant, "authenticated");
         Ok(principal)
     }
@@ -81,6 +109,9 @@ impl FromRequestParts<AppState> for AgentPrincipal {
         span.record("tenant", tenant.as_str());
         span.record("cluster", cluster_name.as_str());
         tracing::debug!(%tenant, cluster = %cluster_name, "agent authenticated");
+        limited(state.limits.agent.check(&cluster_id), "agent", || {
+            format!("the agent of cluster `{cluster_name}`")
+        })?;
         Ok(AgentPrincipal {
             tenant,
             cluster_id,

@@ -12,6 +12,18 @@ use crate::error::ApiError;
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
+/// Largest total size of a request's header names and values accepted
+/// (a bearer token is about 1 KiB).
+pub const HEADER_LIMIT: usize = 32 * 1024;
+
+/// The total size of a request's header names and values.
+pub fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum()
+}
+
 /// Sets a response header; a value that is not a valid header value (never
 /// the case for the ETags, URLs and literals we set) is left out.
 pub fn with_header(mut response: Response, name: header::HeaderName, value: &str) -> Response {

@@ -16,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod openapi;
 pub mod portal;
 pub mod request_context;

@@ -16,7 +16,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::AppConfig;
 use crate::error::{PROBLEM_JSON, problem_response};
-use crate::http::{BODY_LIMIT, with_header};
+use crate::http::{BODY_LIMIT, HEADER_LIMIT, header_bytes, with_header};
 use crate::request_id::{CURRENT_REQUEST_ID, REQUEST_ID, acceptable_request_id};
 use crate::route_stats::method_label;
 
@@ -89,6 +89,7 @@ pub async fn request_context(
     {
         span.record("trace_id", tracing::field::display(parent.trace_id()));
     }
+    let header_size = header_bytes(&parts.headers);
     let req = Request::from_parts(parts, body);
     let started = Instant::now();
     let limit = if req.uri().path() == LONG_POLL_PATH {
@@ -97,8 +98,21 @@ pub async fn request_context(
         config.request_timeout
     };
     let work = async move {
-        let response = match tokio::time::timeout(limit, next.run(req)).await {
-            Ok(response) => problemize(response).await,
+        let response = match tokio::time::timeout(limit, async {
+            if header_size > HEADER_LIMIT {
+                return problem_response(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    format!(
+                        "the request's headers take {header_size} bytes; at most {HEADER_LIMIT} are accepted"
+                    ),
+                    None,
+                );
+            }
+            problemize(next.run(req).await).await
+        })
+        .await
+        {
+            Ok(response) => response,
             Err(_) => problem_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(

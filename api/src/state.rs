@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::auth::Verifier;
 use crate::config::AppConfig;
 use crate::hub::Hub;
+use crate::limits::Limits;
 use crate::route_stats::RouteStats;
 
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Wakes long-polling agents (fed by this process's LISTEN connection).
     pub hub: Arc<Hub>,
+    /// This process's request limits (token buckets per tenant and per agent).
+    pub limits: Arc<Limits>,
     /// This process's request counters per route (the SLI's rates).
     pub route_stats: Arc<RouteStats>,
     /// Turns `true` when the server starts draining: long polls answer at once.
@@ -42,7 +45,9 @@ impl AppState {
         clock: SharedClock,
     ) -> Self {
         let (tx, rx) = watch::channel(false);
+        let limits = Arc::new(Limits::new(config.tenant_rate, config.agent_rate));
         AppState {
+            limits,
             pool,
             verifier: Arc::new(verifier),
             metrics,

@@ -11,8 +11,11 @@ use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 
 use meshfleet_api::app::{self, Server};
-use meshfleet_api::auth::{DevSigner, KeyError, Role, Verifier, VerifyKey};
+use meshfleet_api::auth::{
+    DevSigner, KeyError, Role, Verifier, VerifyKey, refuse_dev_configuration,
+};
 use meshfleet_api::config::AppConfig;
+use meshfleet_api::limits::RateLimit;
 use meshfleet_api::state::AppState;
 use meshfleet_core::clock;
 use meshfleet_core::settings::Settings;
@@ -177,6 +180,10 @@ fn app_config(http: &HttpArgs, settings: Settings) -> AppConfig {
         agent_image: http.agent_image.clone(),
         public_url: http.public_url.clone(),
         settings,
+        tenant_rate: RateLimit::new(http.tenant_rate_limit, http.tenant_rate_burst),
+        agent_rate: RateLimit::new(http.agent_rate_limit, http.agent_rate_burst),
+        max_clusters_per_tenant: (http.max_clusters_per_tenant > 0)
+            .then_some(http.max_clusters_per_tenant),
         ..AppConfig::default()
     }
 }
@@ -224,6 +231,7 @@ async fn reconcile(args: ReconcileArgs) -> Result<(), CliError> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
+    refuse_dev_configuration(&args.jwt_issuer, &args.jwt_keys)?;
     let keys = args
         .jwt_keys
         .iter()

@@ -119,6 +119,38 @@ pub struct HttpArgs {
     #[arg(long, env = "MESHFLEET_BOOTSTRAP_TTL", value_name = "MESHFLEET_BOOTSTRAP_TTL",
           default_value = "24h", value_parser = humantime::parse_duration)]
     pub bootstrap_ttl: Duration,
+    /// Requests per second each tenant's users and scripts may make, sustained (0: no limit).
+    #[arg(long, env = "MESHFLEET_TENANT_RATE_LIMIT", value_name = "MESHFLEET_TENANT_RATE_LIMIT",
+          default_value_t = meshfleet_api::config::DEFAULT_TENANT_RATE, value_parser = rate)]
+    pub tenant_rate_limit: f64,
+    /// Requests a tenant may make at once on top of its rate.
+    #[arg(long, env = "MESHFLEET_TENANT_RATE_BURST", value_name = "MESHFLEET_TENANT_RATE_BURST",
+          default_value_t = meshfleet_api::config::DEFAULT_TENANT_BURST,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub tenant_rate_burst: u32,
+    /// Requests per second each cluster's agent may make, sustained (0: no limit).
+    #[arg(long, env = "MESHFLEET_AGENT_RATE_LIMIT", value_name = "MESHFLEET_AGENT_RATE_LIMIT",
+          default_value_t = meshfleet_api::config::DEFAULT_AGENT_RATE, value_parser = rate)]
+    pub agent_rate_limit: f64,
+    /// Requests an agent may make at once on top of its rate.
+    #[arg(long, env = "MESHFLEET_AGENT_RATE_BURST", value_name = "MESHFLEET_AGENT_RATE_BURST",
+          default_value_t = meshfleet_api::config::DEFAULT_AGENT_BURST,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub agent_rate_burst: u32,
+    /// Clusters one tenant may register (0: no quota).
+    #[arg(long, env = "MESHFLEET_MAX_CLUSTERS_PER_TENANT", value_name = "MESHFLEET_MAX_CLUSTERS_PER_TENANT",
+          default_value_t = meshfleet_api::config::DEFAULT_MAX_CLUSTERS_PER_TENANT)]
+    pub max_clusters_per_tenant: u32,
+}
+
+/// A request rate: a finite number ≥ 0 of requests per second.
+fn rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a rate: give requests per second as a number ≥ 0 (0 turns the limit off)"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

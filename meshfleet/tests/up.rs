@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -130,8 +131,13 @@ async fn up_keeps_its_data_across_restarts_and_refuses_a_second_instance() {
     );
 
     interrupt(up).await;
+    let key = dir.join("dev-jwt-ed25519.pk8");
+    assert_eq!(mode_of(&key), 0o600, "the dev key is the owner's only");
+    // a key made readable by others is made private again at the next start
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let up = start(&dir).await;
+    assert_eq!(mode_of(&key), 0o600);
     let token = Command::new(BIN)
         .args([
             "token",
@@ -156,6 +162,43 @@ async fn up_keeps_its_data_across_restarts_and_refuses_a_second_instance() {
     assert_eq!(read.status(), 200, "the cluster survived the restart");
     interrupt(up).await;
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// `serve` is production: the dev issuer and the dev key of a data folder
+/// (with which anyone on the machine can mint tokens) are refused.
+#[tokio::test]
+async fn serve_refuses_to_start_with_the_dev_issuer_or_a_dev_key() {
+    let run = |issuer: &str, keys: &str| {
+        Command::new(BIN)
+            .arg("serve")
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+            .env("MESHFLEET_JWT_ISSUER", issuer)
+            .env("MESHFLEET_JWT_AUDIENCE", "meshfleet")
+            .env("MESHFLEET_JWT_KEYS", keys)
+            .output()
+    };
+    let dev_issuer = run("meshfleet-dev", "EdDSA:/etc/keys/issuer.pem")
+        .await
+        .unwrap();
+    assert!(!dev_issuer.status.success());
+    let err = String::from_utf8_lossy(&dev_issuer.stderr);
+    assert!(err.contains("MESHFLEET_JWT_ISSUER"), "{err}");
+    assert!(err.contains("development configuration"), "{err}");
+
+    let dev_key = run(
+        "https://login.example.com",
+        "EdDSA:/root/checkout/.meshfleet/dev-jwt-ed25519.pk8",
+    )
+    .await
+    .unwrap();
+    assert!(!dev_key.status.success());
+    let err = String::from_utf8_lossy(&dev_key.stderr);
+    assert!(err.contains("MESHFLEET_JWT_KEYS"), "{err}");
+    assert!(err.contains("dev signing key"), "{err}");
 }
 
 #[tokio::test]
@@ -194,7 +237,7 @@ async fn configuration_errors_name_the_variable() {
 /// database files are, and keep the data between runs.
 #[tokio::test]
 async fn up_works_as_root_from_a_folder_the_postgres_user_cannot_enter() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
         eprintln!("not root: PostgreSQL runs as this user, nothing to relocate");
         return;

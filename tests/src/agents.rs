@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use meshfleet_agent::{Agent, AgentConfig, SimCluster, SimOptions};
 use meshfleet_model::{AGENT_NAMESPACE, BOOTSTRAP_SECRET};
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::TestApp;
@@ -70,18 +69,7 @@ pub async fn cluster_with_agent(app: &TestApp, name: &str, version: &str) -> Run
 
 /// Starts a real agent over a new simulated cluster for an existing cluster.
 pub async fn agent_for(app: &TestApp, tenant: &str, name: &str) -> RunningAgent {
-    let r = app
-        .req(
-            Method::POST,
-            &format!("/v1/clusters/{name}/bootstrap-tokens"),
-        )
-        .token(&app.owner(tenant))
-        .send()
-        .await;
-    let token = r.body["token"]
-        .as_str()
-        .expect("a bootstrap token")
-        .to_string();
+    let token = app.bootstrap_token(tenant, name).await;
     let sim = SimCluster::new(SimOptions {
         ready_after: Duration::from_millis(30),
         ..SimOptions::default()

@@ -284,9 +284,20 @@ impl Req {
     }
 }
 
+/// The tests' configuration: the defaults without the request limits and
+/// the cluster quota (tests that check those set them).
+pub fn test_config() -> AppConfig {
+    AppConfig {
+        tenant_rate: None,
+        agent_rate: None,
+        max_clusters_per_tenant: None,
+        ..AppConfig::default()
+    }
+}
+
 impl TestApp {
     pub async fn spawn() -> TestApp {
-        Self::spawn_with(AppConfig::default()).await
+        Self::spawn_with(test_config()).await
     }
 
     pub async fn spawn_with(config: AppConfig) -> TestApp {
@@ -295,7 +306,7 @@ impl TestApp {
 
     /// The app on a clock the test moves ([`ManualClock`]).
     pub async fn spawn_at(clock: &ManualClock) -> TestApp {
-        Self::spawn_with_clock(AppConfig::default(), Arc::new(clock.clone())).await
+        Self::spawn_with_clock(test_config(), Arc::new(clock.clone())).await
     }
 
     pub async fn spawn_with_clock(config: AppConfig, clock: SharedClock) -> TestApp {
@@ -439,6 +450,42 @@ impl TestApp {
             .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
         reply
+    }
+
+    /// A fresh bootstrap token for `tenant`'s cluster `name`; panics unless 201.
+    pub async fn bootstrap_token(&self, tenant: &str, name: &str) -> String {
+        let r = self
+            .req(
+                Method::POST,
+                &format!("/v1/clusters/{name}/bootstrap-tokens"),
+            )
+            .token(&self.owner(tenant))
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        r.body["token"].as_str().expect("token").to_string()
+    }
+
+    /// Registers an agent with a bootstrap token (any answer).
+    pub async fn register_with(&self, token: &str) -> Reply {
+        self.req(Method::POST, "/v1/agent/register")
+            .json(&serde_json::json!({"bootstrapToken": token, "facts": {"kubernetesVersion": "v1.31.2", "nodeCount": 3}}))
+            .send()
+            .await
+    }
+
+    /// Creates a cluster and registers its agent; returns the credential.
+    pub async fn registered(&self, tenant: &str, name: &str) -> String {
+        self.create(tenant, name, &cluster_body("1.27.1")).await;
+        let token = self.bootstrap_token(tenant, name).await;
+        let r = self.register_with(&token).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.body["clusterName"], name);
+        r.body["credential"]
+            .as_str()
+            .expect("credential")
+            .to_string()
     }
 }
 

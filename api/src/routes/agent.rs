@@ -240,6 +240,10 @@ pub async fn register(
         || ApiError::Unauthorized("the bootstrap token is unknown, already used or expired".into());
     let (tenant, id) =
         agent_auth::parse(BOOTSTRAP_TOKEN_PREFIX, &req.bootstrap_token).ok_or_else(refused)?;
+    // Registration attempts count against the agent's bucket of the cluster they name.
+    crate::extract::limited(state.limits.agent.check(&id), "agent", || {
+        "registration for this cluster".to_string()
+    })?;
     let mut tx = state.pool.begin().await?;
     let name = db::key_share_cluster(&mut tx, &tenant, id)
         .await?

@@ -170,6 +170,7 @@ fn path_name(name: &str) -> ApiResult<()> {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Lacks the contributor role", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A rollout holds the version, or the tenant's cluster quota is reached", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "Precondition failed", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid spec", body = Problem, content_type = "application/problem+json"),
@@ -225,6 +226,7 @@ pub async fn put_cluster(
                     &input,
                     &principal.actor(),
                     now,
+                    state.config.max_clusters_per_tenant,
                 )
                 .await?
                 else {

@@ -19,6 +19,9 @@ use crate::store::events::{self, NewEvent};
 use crate::store::{agents, operations};
 
 /// Creates a cluster; `None` when a cluster of that name appeared meanwhile.
+/// With a `quota`, a tenant that would have more clusters than it gets a
+/// conflict, and the caller's transaction must be rolled back.
+#[allow(clippy::too_many_arguments)]
 #[tracing::instrument(name = "desired_state.create", skip_all, fields(cluster = name))]
 pub async fn create(
     conn: &mut PgConnection,
@@ -28,6 +31,7 @@ pub async fn create(
     input: &ClusterInput,
     actor: &Actor,
     now: DateTime<Utc>,
+    quota: Option<u32>,
 ) -> Result<Option<ClusterRow>> {
     let version =
         validation::validate_cluster(name, input, catalog, None).map_err(Error::Invalid)?;
@@ -44,6 +48,16 @@ pub async fn create(
     else {
         return Ok(None);
     };
+    if let Some(quota) = quota {
+        // Counted after the insert: its trigger holds the tenant's usage row
+        // until commit, so two creations cannot both take the last place.
+        let count = clusters::tenant_cluster_count(conn, tenant).await?;
+        if count > i64::from(quota) {
+            return Err(Error::Conflict(format!(
+                "tenant `{tenant}` has reached its quota of {quota} clusters; delete a cluster or ask the service's operator to raise the quota"
+            )));
+        }
+    }
     events::insert_event(
         conn,
         tenant,

@@ -266,6 +266,21 @@ pub async fn set_deletion_operation(
     Ok(())
 }
 
+/// The tenant's clusters as counted by `tenant_usage` (kept by triggers on
+/// `clusters`); in a transaction that inserted one, the row is locked until
+/// commit, so concurrent creations of one tenant count one after another.
+pub async fn tenant_cluster_count(
+    conn: &mut PgConnection,
+    tenant: &str,
+) -> Result<i64, sqlx::Error> {
+    let n: Option<i64> =
+        sqlx::query_scalar("SELECT clusters FROM tenant_usage WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(n.unwrap_or(0))
+}
+
 pub async fn delete_cluster(
     conn: &mut PgConnection,
     tenant: &str,

@@ -2,40 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use meshfleet_tests::{Reply, TestApp, TestRole as Role, cluster_body};
+use meshfleet_tests::{TestApp, TestRole as Role, cluster_body};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-async fn bootstrap_token(app: &TestApp, tenant: &str, name: &str) -> String {
-    let r = app
-        .req(
-            Method::POST,
-            &format!("/v1/clusters/{name}/bootstrap-tokens"),
-        )
-        .token(&app.owner(tenant))
-        .send()
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    assert_eq!(r.header("cache-control"), Some("no-store"));
-    r.body["token"].as_str().unwrap().to_string()
-}
-
-async fn register_with(app: &TestApp, token: &str) -> Reply {
-    app.req(Method::POST, "/v1/agent/register")
-        .json(&json!({"bootstrapToken": token, "facts": {"kubernetesVersion": "v1.31.2", "nodeCount": 3}}))
-        .send()
-        .await
-}
-
-/// Creates a cluster and registers its agent; returns the credential.
-async fn registered(app: &TestApp, tenant: &str, name: &str) -> String {
-    app.create(tenant, name, &cluster_body("1.27.1")).await;
-    let token = bootstrap_token(app, tenant, name).await;
-    let r = register_with(app, &token).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    assert_eq!(r.body["clusterName"], name);
-    r.body["credential"].as_str().unwrap().to_string()
-}
 
 fn report(observed: i64, ztunnel_failed: bool) -> Value {
     let mut ztunnel = json!({"name": "ztunnel", "desiredVersion": "1.27.1", "observedVersion": "1.27.1",
@@ -62,7 +31,7 @@ fn report(observed: i64, ztunnel_failed: bool) -> Value {
 async fn a_bootstrap_token_works_once_and_a_bad_one_creates_nothing() {
     let app = TestApp::spawn().await;
     app.create("acme", "c1", &cluster_body("1.27.1")).await;
-    let token = bootstrap_token(&app, "acme", "c1").await;
+    let token = app.bootstrap_token("acme", "c1").await;
     assert!(token.len() > 60, "256 random bits and more");
     let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT token_hash FROM bootstrap_tokens")
         .fetch_all(&app.pool)
@@ -71,10 +40,10 @@ async fn a_bootstrap_token_works_once_and_a_bad_one_creates_nothing() {
     assert_eq!(stored.len(), 1);
     assert_ne!(stored[0], token.as_bytes(), "only a hash is stored");
 
-    let first = register_with(&app, &token).await;
+    let first = app.register_with(&token).await;
     assert_eq!(first.status, 201);
     let credential = first.body["credential"].as_str().unwrap().to_string();
-    let again = register_with(&app, &token).await;
+    let again = app.register_with(&token).await;
     again.problem(401);
     assert!(
         again.body["detail"]
@@ -90,20 +59,19 @@ async fn a_bootstrap_token_works_once_and_a_bad_one_creates_nothing() {
         .await;
     assert_eq!(ds.status, 200);
 
-    register_with(
-        &app,
+    app.register_with(
         "mfbt.acme.00000000000000000000000000000000.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
     )
     .await
     .problem(401);
-    register_with(&app, "garbage").await.problem(401);
+    app.register_with("garbage").await.problem(401);
 
-    let expired = bootstrap_token(&app, "acme", "c1").await;
+    let expired = app.bootstrap_token("acme", "c1").await;
     sqlx::query("UPDATE bootstrap_tokens SET expires_at = now() - interval '1 second' WHERE used_at IS NULL")
         .execute(&app.pool)
         .await
         .unwrap();
-    register_with(&app, &expired).await.problem(401);
+    app.register_with(&expired).await.problem(401);
     let creds: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_credentials")
         .fetch_one(&app.pool)
         .await
@@ -114,7 +82,7 @@ async fn a_bootstrap_token_works_once_and_a_bad_one_creates_nothing() {
 #[tokio::test]
 async fn user_tokens_and_agent_credentials_do_not_mix() {
     let app = TestApp::spawn().await;
-    let credential = registered(&app, "acme", "c1").await;
+    let credential = app.registered("acme", "c1").await;
     let user = app.owner("acme");
     let r = app.get("/v1/agent/desired-state").token(&user).send().await;
     assert!(
@@ -146,8 +114,8 @@ async fn user_tokens_and_agent_credentials_do_not_mix() {
 #[tokio::test]
 async fn a_credential_reaches_only_its_own_cluster() {
     let app = TestApp::spawn().await;
-    let a = registered(&app, "acme", "a").await;
-    let _b = registered(&app, "acme", "b").await;
+    let a = app.registered("acme", "a").await;
+    let _b = app.registered("acme", "b").await;
     let b_id = app
         .get("/v1/clusters/b")
         .token(&app.owner("acme"))
@@ -168,7 +136,7 @@ async fn a_credential_reaches_only_its_own_cluster() {
     let ds = app.get("/v1/agent/desired-state").token(&a).send().await;
     assert_eq!(ds.body["clusterName"], "a");
     // And another tenant's agent sees nothing of acme.
-    let g = registered(&app, "globex", "a").await;
+    let g = app.registered("globex", "a").await;
     let ds = app.get("/v1/agent/desired-state").token(&g).send().await;
     assert_ne!(
         ds.body["clusterId"],
@@ -183,7 +151,7 @@ async fn a_credential_reaches_only_its_own_cluster() {
 #[tokio::test]
 async fn the_desired_state_resolves_the_version_and_answers_not_modified_for_its_etag() {
     let app = TestApp::spawn().await;
-    let credential = registered(&app, "acme", "c1").await;
+    let credential = app.registered("acme", "c1").await;
     let ds = app
         .get("/v1/agent/desired-state")
         .token(&credential)
@@ -223,7 +191,7 @@ async fn the_desired_state_resolves_the_version_and_answers_not_modified_for_its
 }
 
 async fn long_poll_wakes_on_change(waiter: &TestApp, writer: &TestApp) {
-    let credential = registered(writer, "acme", "c1").await;
+    let credential = writer.registered("acme", "c1").await;
     let etag = waiter
         .get("/v1/agent/desired-state")
         .token(&credential)
@@ -277,7 +245,7 @@ async fn a_change_written_through_one_replica_wakes_an_agent_waiting_on_another(
 #[tokio::test]
 async fn a_long_poll_without_a_change_answers_not_modified_after_the_wait() {
     let app = TestApp::spawn().await;
-    let credential = registered(&app, "acme", "c1").await;
+    let credential = app.registered("acme", "c1").await;
     let etag = app
         .get("/v1/agent/desired-state")
         .token(&credential)
@@ -299,7 +267,7 @@ async fn a_long_poll_without_a_change_answers_not_modified_after_the_wait() {
 async fn status_reports_show_up_as_health_and_unchanged_ones_only_beat() {
     let app = TestApp::spawn().await;
     let t = app.owner("acme");
-    let credential = registered(&app, "acme", "c1").await;
+    let credential = app.registered("acme", "c1").await;
     let put = |body: Value| {
         let credential = credential.clone();
         let app = &app;
@@ -389,10 +357,10 @@ async fn status_reports_show_up_as_health_and_unchanged_ones_only_beat() {
 
 #[tokio::test]
 async fn the_history_is_bounded() {
-    let mut config = meshfleet_api::config::AppConfig::default();
+    let mut config = meshfleet_tests::test_config();
     config.settings.status_history_keep = 5;
     let app = TestApp::spawn_with(config).await;
-    let credential = registered(&app, "acme", "c1").await;
+    let credential = app.registered("acme", "c1").await;
     for generation in 1..=12 {
         let r = app
             .req(Method::PUT, "/v1/agent/status")
@@ -416,7 +384,7 @@ async fn the_history_is_bounded() {
 async fn credentials_can_be_rotated_revoked_and_replaced() {
     let app = TestApp::spawn().await;
     let t = app.owner("acme");
-    let old = registered(&app, "acme", "c1").await;
+    let old = app.registered("acme", "c1").await;
     let rotated = app
         .req(Method::POST, "/v1/agent/credential/rotate")
         .token(&old)
@@ -449,8 +417,8 @@ async fn credentials_can_be_rotated_revoked_and_replaced() {
         .problem(409);
 
     // Re-registering with a new bootstrap token replaces the credential.
-    let token = bootstrap_token(&app, "acme", "c1").await;
-    let again = register_with(&app, &token).await;
+    let token = app.bootstrap_token("acme", "c1").await;
+    let again = app.register_with(&token).await;
     let newest = again.body["credential"].as_str().unwrap().to_string();
     app.get("/v1/agent/desired-state")
         .token(&new)
@@ -514,7 +482,7 @@ async fn credentials_can_be_rotated_revoked_and_replaced() {
 #[tokio::test]
 async fn deleting_a_cluster_ends_its_agents_access() {
     let app = TestApp::spawn().await;
-    let credential = registered(&app, "acme", "c1").await;
+    let credential = app.registered("acme", "c1").await;
     assert_eq!(
         app.delete("/v1/clusters/c1?force=true")
             .token(&app.owner("acme"))
@@ -565,7 +533,7 @@ async fn the_agent_manifest_installs_the_agent_with_a_fresh_working_token() {
         .unwrap()
         .trim_matches('"');
     assert_eq!(
-        register_with(&app, token).await.status,
+        app.register_with(token).await.status,
         201,
         "the embedded token registers"
     );
@@ -586,26 +554,26 @@ async fn the_agent_manifest_installs_the_agent_with_a_fresh_working_token() {
 async fn revoking_voids_unused_bootstrap_tokens_and_a_registration_voids_older_ones() {
     let app = TestApp::spawn().await;
     app.create("acme", "c1", &cluster_body("1.27.1")).await;
-    let leaked = bootstrap_token(&app, "acme", "c1").await;
-    let used = bootstrap_token(&app, "acme", "c1").await;
-    assert_eq!(register_with(&app, &used).await.status, 201);
-    register_with(&app, &leaked).await.problem(401);
+    let leaked = app.bootstrap_token("acme", "c1").await;
+    let used = app.bootstrap_token("acme", "c1").await;
+    assert_eq!(app.register_with(&used).await.status, 201);
+    app.register_with(&leaked).await.problem(401);
 
-    let leaked_again = bootstrap_token(&app, "acme", "c1").await;
+    let leaked_again = app.bootstrap_token("acme", "c1").await;
     let r = app
         .delete("/v1/clusters/c1/agent-credential")
         .token(&app.owner("acme"))
         .send()
         .await;
     assert_eq!(r.status, 204);
-    register_with(&app, &leaked_again).await.problem(401);
+    app.register_with(&leaked_again).await.problem(401);
 }
 
 #[tokio::test]
 async fn a_conditional_get_never_hides_a_status_change() {
     let app = TestApp::spawn().await;
     let t = app.owner("acme");
-    let credential = registered(&app, "acme", "c1").await;
+    let credential = app.registered("acme", "c1").await;
     let etag = app.get("/v1/clusters/c1").token(&t).send().await.etag();
     app.req(Method::PUT, "/v1/agent/status")
         .token(&credential)
@@ -626,7 +594,7 @@ async fn a_conditional_get_never_hides_a_status_change() {
 async fn nul_characters_are_the_clients_mistake_not_a_server_error() {
     let app = TestApp::spawn().await;
     let t = app.owner("acme");
-    let credential = registered(&app, "acme", "c1").await;
+    let credential = app.registered("acme", "c1").await;
     app.get("/v1/clusters/%00")
         .token(&t)
         .send()

@@ -8,6 +8,7 @@ mod clusters;
 mod concurrency;
 mod dashboard;
 mod fleet;
+mod limits;
 mod metrics;
 mod portal;
 mod problems;
