@@ -327,6 +327,11 @@ impl EmbeddedPg {
             .database(database)
     }
 
+    /// PostgreSQL's own log (its messages, errors with their statements).
+    pub fn log_file(&self) -> &Path {
+        &self.log
+    }
+
     /// Where PostgreSQL keeps its files.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

@@ -59,6 +59,14 @@ fn remove_stale_dirs(prefix: &str) {
     }
 }
 
+/// The log of the tests' private PostgreSQL (none with MESHFLEET_TEST_DATABASE_URL).
+pub fn database_server_log() -> Option<PathBuf> {
+    match server() {
+        DbServer::Embedded(pg) => Some(pg.log_file().to_path_buf()),
+        DbServer::External(_) => None,
+    }
+}
+
 fn server() -> &'static DbServer {
     static SERVER: OnceLock<DbServer> = OnceLock::new();
     SERVER.get_or_init(|| {

@@ -1,5 +1,6 @@
 //! Log lines: JSON lines carry the request id, tenant, cluster and trace id,
-//! and no token or credential ever appears in one. The process's subscriber
+//! and no token or credential ever appears in one, nor in an event, a
+//! problem detail, a metric, a stored row or PostgreSQL's log. The process's subscriber
 //! is installed once by `meshfleet::telemetry::init` (as the binary does, with
 //! MESHFLEET_LOG_FORMAT=json), writing into a buffer, so this is a test binary
 //! of its own.
@@ -59,6 +60,35 @@ fn captured() -> &'static Captured {
     })
 }
 
+/// Every row of every table of the app's database, as JSON lines.
+async fn every_stored_row(app: &TestApp) -> String {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        tables
+            .iter()
+            .any(|t| t == "agent_credentials" || t == "bootstrap_tokens"),
+        "{tables:?}"
+    );
+    let mut out = String::new();
+    for table in tables {
+        let rows: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT string_agg(row_to_json(t)::text, E'\\n') FROM \"{table}\" t"
+        )))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        out.push_str(&rows.unwrap_or_default());
+        out.push('\n');
+    }
+    out
+}
+
 fn lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -66,7 +96,8 @@ fn lines(text: &str) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_token_bootstrap_token_or_agent_credential_appears_in_any_log_line() {
+async fn no_token_bootstrap_token_or_agent_credential_appears_in_logs_events_problems_metrics_or_the_database()
+ {
     let logs = captured();
     let app = TestApp::spawn().await;
     let owner = app.owner("acme");
@@ -79,6 +110,11 @@ async fn no_token_bootstrap_token_or_agent_credential_appears_in_any_log_line() 
     secrets.push(forged.clone());
     let r = app.get("/v1/clusters").token(&forged).send().await;
     assert_eq!(r.status, 401);
+    // Every answer the service gave: problems must not echo what was sent.
+    let mut answers: Vec<String> = vec![r.text.clone()];
+    for header in ["www-authenticate", "retry-after"] {
+        answers.extend(r.header(header).map(str::to_string));
+    }
 
     // Bootstrap tokens: issued, in a manifest, registered, replayed, unknown.
     let issued = app
@@ -111,10 +147,14 @@ async fn no_token_bootstrap_token_or_agent_credential_appears_in_any_log_line() 
     assert_eq!(registered.status, 201, "{}", registered.text);
     let credential = registered.body["credential"].as_str().unwrap().to_string();
     secrets.push(credential.clone());
-    assert_eq!(register(token.clone()).await.status, 401, "used once");
+    let replayed = register(token.clone()).await;
+    assert_eq!(replayed.status, 401, "used once");
+    answers.push(replayed.text);
     let unknown = format!("{}0", &token[..token.len() - 1]);
     secrets.push(unknown.clone());
-    assert_eq!(register(unknown).await.status, 401);
+    let refused = register(unknown).await;
+    assert_eq!(refused.status, 401);
+    answers.push(refused.text);
 
     // The agent's credential on its routes, a wrong one, and a rotation.
     let ds = app
@@ -134,14 +174,13 @@ async fn no_token_bootstrap_token_or_agent_credential_appears_in_any_log_line() 
     assert_eq!(put.status, 204, "{}", put.text);
     let wrong = format!("{}0", &credential[..credential.len() - 1]);
     secrets.push(wrong.clone());
-    assert_eq!(
-        app.get("/v1/agent/desired-state")
-            .token(&wrong)
-            .send()
-            .await
-            .status,
-        401
-    );
+    let refused = app
+        .get("/v1/agent/desired-state")
+        .token(&wrong)
+        .send()
+        .await;
+    assert_eq!(refused.status, 401);
+    answers.push(refused.text);
     let rotated = app
         .req(Method::POST, "/v1/agent/credential/rotate")
         .token(&credential)
@@ -150,22 +189,25 @@ async fn no_token_bootstrap_token_or_agent_credential_appears_in_any_log_line() 
     assert_eq!(rotated.status, 200, "{}", rotated.text);
     secrets.push(rotated.body["credential"].as_str().unwrap().to_string());
     // A user token on an agent route and a credential on a user route.
-    assert_eq!(
-        app.get("/v1/agent/desired-state")
-            .token(&owner)
-            .send()
-            .await
-            .status,
-        401
-    );
-    assert_eq!(
-        app.get("/v1/clusters")
-            .token(&credential)
-            .send()
-            .await
-            .status,
-        401
-    );
+    let crossed = app
+        .get("/v1/agent/desired-state")
+        .token(&owner)
+        .send()
+        .await;
+    assert_eq!(crossed.status, 401);
+    answers.push(crossed.text);
+    let crossed = app.get("/v1/clusters").token(&credential).send().await;
+    assert_eq!(crossed.status, 401);
+    answers.push(crossed.text);
+    // A secret in the body of a bad request.
+    let bad = app
+        .put("/v1/clusters/quiet-1")
+        .token(&owner)
+        .json(&json!({"labels": {"env": credential}, "mesh": 7}))
+        .send()
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.text);
+    answers.push(bad.text);
 
     // A real agent registering over a simulated cluster, and running a while.
     app.create("acme", "quiet-2", &cluster_body("1.27.1")).await;
@@ -214,19 +256,43 @@ async fn no_token_bootstrap_token_or_agent_credential_appears_in_any_log_line() 
     let text = logs.text();
     let parsed = lines(&text);
     assert!(parsed.len() > 20, "too few log lines to judge: {text}");
+    let metrics = app.get("/metrics").send().await.text;
+    let events = app
+        .get("/v1/events?limit=500")
+        .token(&owner)
+        .send()
+        .await
+        .text;
+    assert!(events.contains("agent.registered"), "{events}");
+    let stored = every_stored_row(&app).await;
+    assert!(stored.contains("quiet-2"), "the dump has the clusters");
+    let pg_log = meshfleet_tests::database_server_log()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .unwrap_or_default();
+    let places = [
+        ("the logs", text.clone()),
+        ("an answer", answers.join("\n")),
+        ("/metrics", metrics),
+        ("the events", events),
+        ("a stored row (secrets are stored hashed)", stored),
+        ("PostgreSQL's log", pg_log),
+    ];
     for secret in &secrets {
         // Every secret, and its random part (the last dot-separated piece).
         let tail = secret.rsplit('.').next().unwrap();
         assert!(tail.len() >= 20, "{secret}");
         for needle in [secret.as_str(), tail] {
-            assert!(
-                !text.contains(needle),
-                "a secret appears in the logs: {needle}\n{}",
-                text.lines()
-                    .filter(|l| l.contains(needle))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
+            for (place, written) in &places {
+                assert!(
+                    !written.contains(needle),
+                    "a secret appears in {place}: {needle}\n{}",
+                    written
+                        .lines()
+                        .filter(|l| l.contains(needle))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
         }
     }
 
