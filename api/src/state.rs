@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use meshfleet_core::clock::SharedClock;
+use meshfleet_core::ops::heartbeat::Heartbeats;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Wakes long-polling agents (fed by this process's LISTEN connection).
     pub hub: Arc<Hub>,
+    /// Writes unchanged status reports in batches (one statement per batch).
+    pub heartbeats: Heartbeats,
     /// This process's request limits (token buckets per tenant and per agent).
     pub limits: Arc<Limits>,
     /// This process's request counters per route (the SLI's rates).
@@ -47,6 +50,7 @@ impl AppState {
         let (tx, rx) = watch::channel(false);
         let limits = Arc::new(Limits::new(config.tenant_rate, config.agent_rate));
         AppState {
+            heartbeats: Heartbeats::spawn(pool.clone()),
             limits,
             pool,
             verifier: Arc::new(verifier),

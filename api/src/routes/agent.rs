@@ -500,6 +500,7 @@ pub async fn put_status(
     report::validate_report(&report).map_err(ApiError::invalid)?;
     let recorded = record_report(
         &state.pool,
+        &state.heartbeats,
         &agent.tenant,
         agent.cluster_id,
         &agent.cluster_name,

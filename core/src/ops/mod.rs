@@ -4,6 +4,7 @@
 
 pub mod clusters;
 pub mod fleet;
+pub mod heartbeat;
 pub mod rollouts;
 pub mod spec;
 pub mod status;

@@ -10,10 +10,12 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::Actor;
+use super::heartbeat::Heartbeats;
 use crate::domain::health;
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 use crate::store::events::{self, NewEvent};
+use crate::store::status::Beat;
 use crate::store::{fleet, reconcile, rollouts, status};
 
 /// What a report turned into.
@@ -40,9 +42,11 @@ pub fn observed_versions(report: &StatusReport) -> Vec<String> {
 }
 
 /// Records a validated report of the agent of `cluster_id`.
+#[allow(clippy::too_many_arguments)]
 #[tracing::instrument(name = "status.record", skip_all, fields(cluster = cluster_name))]
 pub async fn record_report(
     pool: &PgPool,
+    heartbeats: &Heartbeats,
     tenant: &str,
     cluster_id: Uuid,
     cluster_name: &str,
@@ -52,7 +56,13 @@ pub async fn record_report(
 ) -> Result<Recorded> {
     let value = serde_json::to_value(report).map_err(|e| Error::Internal(e.to_string()))?;
     let report_hash = Sha256::digest(value.to_string().as_bytes()).to_vec();
-    if status::heartbeat_if_unchanged(pool, tenant, cluster_id, &report_hash, now).await? {
+    let beat = Beat {
+        tenant: tenant.to_string(),
+        cluster_id,
+        report_hash: report_hash.clone(),
+        at: now,
+    };
+    if heartbeats.beat(beat).await? {
         return Ok(Recorded::Heartbeat);
     }
     let actor = Actor::Agent(cluster_name.to_string()).name();

@@ -5,32 +5,58 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-/// The cheap heartbeat: only when the report is unchanged and the health
-/// stored with it was derived against the cluster's current generation.
-/// `false` means the full write is needed.
-pub async fn heartbeat_if_unchanged(
+/// One heartbeat of a batch.
+#[derive(Debug, Clone)]
+pub struct Beat {
+    pub tenant: String,
+    pub cluster_id: Uuid,
+    pub report_hash: Vec<u8>,
+    pub at: DateTime<Utc>,
+}
+
+/// The cheap heartbeat, for many reports in one statement: only when a
+/// report is unchanged and the health stored with it was derived against the
+/// cluster's current generation, and only while the agent is recorded as
+/// Connected (the first heartbeat after a gap takes the full path, which
+/// records its return). Returns the (tenant, cluster, report hash) of those
+/// recorded; the others need the full write. Rows are locked in key order, so two batches (two api
+/// replicas) cannot deadlock; the reconciler's sweep skips locked rows.
+pub async fn heartbeats_if_unchanged(
     db: impl PgExecutor<'_>,
-    tenant: &str,
-    cluster_id: Uuid,
-    report_hash: &[u8],
-    now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    // Only while the agent is recorded as Connected: the first heartbeat
-    // after a gap takes the full path, which records its return.
-    let done = sqlx::query(
-        "UPDATE cluster_status s SET last_heartbeat_at = $4
-         FROM clusters c
-         WHERE s.tenant_id = $1 AND s.cluster_id = $2 AND s.report_hash = $3
+    beats: &[Beat],
+) -> Result<Vec<(String, Uuid, Vec<u8>)>, sqlx::Error> {
+    let tenants: Vec<&str> = beats.iter().map(|b| b.tenant.as_str()).collect();
+    let ids: Vec<Uuid> = beats.iter().map(|b| b.cluster_id).collect();
+    let hashes: Vec<&[u8]> = beats.iter().map(|b| b.report_hash.as_slice()).collect();
+    let ats: Vec<DateTime<Utc>> = beats.iter().map(|b| b.at).collect();
+    sqlx::query_as(
+        "WITH b AS (
+             SELECT DISTINCT ON (tenant_id, cluster_id) *
+             FROM unnest($1::text[], $2::uuid[], $3::bytea[], $4::timestamptz[])
+                  AS b(tenant_id, cluster_id, report_hash, at)
+             ORDER BY tenant_id, cluster_id, at DESC),
+         due AS (
+             SELECT s.tenant_id, s.cluster_id, b.at
+             FROM cluster_status s
+             JOIN b ON b.tenant_id = s.tenant_id AND b.cluster_id = s.cluster_id
+                   AND b.report_hash = s.report_hash
+             JOIN clusters c ON c.tenant_id = s.tenant_id AND c.id = s.cluster_id
+                   AND c.generation = s.health_generation
+             WHERE s.connectivity = 'Connected'
+             ORDER BY s.tenant_id, s.cluster_id
+             FOR UPDATE OF s)
+         UPDATE cluster_status s SET last_heartbeat_at = GREATEST(s.last_heartbeat_at, due.at)
+         FROM due
+         WHERE s.tenant_id = due.tenant_id AND s.cluster_id = due.cluster_id
            AND s.connectivity = 'Connected'
-           AND c.tenant_id = s.tenant_id AND c.id = s.cluster_id AND c.generation = s.health_generation",
+         RETURNING s.tenant_id, s.cluster_id, s.report_hash",
     )
-    .bind(tenant)
-    .bind(cluster_id)
-    .bind(report_hash)
-    .bind(now)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(&hashes)
+    .bind(&ats)
+    .fetch_all(db)
+    .await
 }
 
 /// What a status write needs to know, read under the cluster's lock.

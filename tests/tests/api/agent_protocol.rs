@@ -619,3 +619,66 @@ async fn nul_characters_are_the_clients_mistake_not_a_server_error() {
         .await
         .problem(400);
 }
+
+/// Unchanged reports arriving together are written in one batch; a changed
+/// report among them (even of the same cluster, at the same moment) still
+/// takes the full write and is stored.
+#[tokio::test]
+async fn concurrent_heartbeats_are_recorded_together_and_a_change_among_them_is_stored() {
+    let app = TestApp::spawn().await;
+    let mut credentials = Vec::new();
+    for i in 0..20 {
+        let credential = app.registered("acme", &format!("hb-{i}")).await;
+        let first = app
+            .put("/v1/agent/status")
+            .token(&credential)
+            .json(&report(1, false))
+            .send()
+            .await;
+        assert_eq!(first.status, 204, "{}", first.text);
+        credentials.push(credential);
+    }
+    let before: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT max(last_heartbeat_at) FROM cluster_status")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut sends = Vec::new();
+    for credential in &credentials {
+        sends.push(
+            app.put("/v1/agent/status")
+                .token(credential)
+                .json(&report(1, false))
+                .send(),
+        );
+    }
+    sends.push(
+        app.put("/v1/agent/status")
+            .token(&credentials[0])
+            .json(&report(1, true))
+            .send(),
+    );
+    for r in futures::future::join_all(sends).await {
+        assert_eq!(r.status, 204, "{}", r.text);
+    }
+    let beaten: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM cluster_status WHERE last_heartbeat_at > $1")
+            .bind(before)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(beaten, 20, "every heartbeat was recorded");
+    let degraded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM cluster_status_history h
+         JOIN clusters c ON c.tenant_id = h.tenant_id AND c.id = h.cluster_id
+         WHERE c.name = 'hb-0' AND h.health <> 'Healthy'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        degraded, 1,
+        "the changed report was stored, not taken for a heartbeat"
+    );
+}
