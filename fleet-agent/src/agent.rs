@@ -40,9 +40,11 @@ use tracing::{Instrument, Span, debug, info, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::backend::{ClusterBackend, SecretData};
+use crate::bundle::Bundle;
 use crate::client::{Backoff, Poll, ServiceClient};
 use crate::error::{Error, Result};
-use crate::reconcile::{Outcome, ReconcileOptions, Trigger, condition, reconcile};
+use crate::reconcile::{Outcome, ReconcileOptions, Trigger, condition, reconcile_with};
+use crate::render::Directives;
 
 /// Everything the agent loop needs to know. [`AgentConfig::new`] gives the
 /// production defaults; tests and the fleet simulator set fields directly.
@@ -484,6 +486,7 @@ impl<B: ClusterBackend> Agent<B> {
     fn spawn_pass(
         &self,
         desired: DesiredState,
+        directives: Directives,
         trigger: Trigger,
         change: Option<&str>,
         progress: &watch::Sender<Vec<ComponentStatus>>,
@@ -513,7 +516,20 @@ impl<B: ClusterBackend> Agent<B> {
         );
         tokio::spawn(
             async move {
-                let out = reconcile(&backend, &desired, trigger, &opts, Some(&progress)).await;
+                // Release data of the desired version. Today the development
+                // bundle; a bundle fetched from the service (verified by
+                // digest) takes its place here.
+                let bundle = Bundle::development_shared(&desired.version);
+                let out = reconcile_with(
+                    &backend,
+                    &desired,
+                    &bundle,
+                    &directives,
+                    trigger,
+                    &opts,
+                    Some(&progress),
+                )
+                .await;
                 let facts = backend.facts().await.ok();
                 let span = Span::current();
                 span.record("converged", out.converged);
@@ -533,7 +549,7 @@ impl<B: ClusterBackend> Agent<B> {
         let session = Span::current();
         let mut facts = self.facts().await;
         let mut etag: Option<String> = None;
-        let mut desired: Option<DesiredState> = None;
+        let mut desired: Option<(DesiredState, Directives)> = None;
         let mut connected = false;
         let mut observed_generation: Option<i64> = None;
         let mut components: Vec<ComponentStatus> = Vec::new();
@@ -561,21 +577,21 @@ impl<B: ClusterBackend> Agent<B> {
                 _ = shutdown.as_mut() => break End::Shutdown,
 
                 res = &mut poll => match res {
-                    Ok(Poll::Changed { state, etag: new_etag, change }) => {
+                    Ok(Poll::Changed { state, directives, etag: new_etag, change }) => {
                         send_report |= !connected;
                         connected = true;
                         self.state.talked.store(true, Ordering::Relaxed);
                         backoff.reset();
                         etag = new_etag;
-                        if desired.as_ref() != Some(&*state) {
+                        if desired.as_ref().map(|(d, x)| (d, x)) != Some((&*state, &directives)) {
                             session.record("cluster", state.cluster_name.as_str());
                             info!(generation = state.generation, version = %state.version, "desired state changed");
                             if let Some(p) = pass.take() {
                                 p.abort();
                             }
-                            pass = Some(self.spawn_pass((*state).clone(), Trigger::Changed, change.as_deref(), &progress_tx));
+                            pass = Some(self.spawn_pass((*state).clone(), directives.clone(), Trigger::Changed, change.as_deref(), &progress_tx));
                             next_pass = None;
-                            desired = Some(*state);
+                            desired = Some((*state, directives));
                         }
                         poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, Duration::ZERO, &session);
                     }
@@ -609,8 +625,8 @@ impl<B: ClusterBackend> Agent<B> {
                 }, if pass.is_none() && next_pass.is_some() => {
                     let trigger = next_pass.map_or(Trigger::Resync, |(_, t)| t);
                     match (&desired, connected) {
-                        (Some(d), true) => {
-                            pass = Some(self.spawn_pass(d.clone(), trigger, None, &progress_tx));
+                        (Some((d, x)), true) => {
+                            pass = Some(self.spawn_pass(d.clone(), x.clone(), trigger, None, &progress_tx));
                             next_pass = None;
                         }
                         // Unreachable: leave the cluster as it is, look again later.

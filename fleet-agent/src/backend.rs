@@ -12,6 +12,7 @@ use meshfleet_model::ClusterFacts;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::ownership::{LiveCrd, NamespaceObject};
 use crate::render::Object;
 
 /// Identifies one Kubernetes object.
@@ -122,6 +123,18 @@ pub const MANAGED_KINDS: &[ManagedKind] = &[
         namespaced: false,
     },
     ManagedKind {
+        api_version: "rbac.authorization.k8s.io/v1",
+        kind: "Role",
+        plural: "roles",
+        namespaced: true,
+    },
+    ManagedKind {
+        api_version: "rbac.authorization.k8s.io/v1",
+        kind: "RoleBinding",
+        plural: "rolebindings",
+        namespaced: true,
+    },
+    ManagedKind {
         api_version: "v1",
         kind: "ConfigMap",
         plural: "configmaps",
@@ -140,9 +153,27 @@ pub const MANAGED_KINDS: &[ManagedKind] = &[
         namespaced: true,
     },
     ManagedKind {
+        api_version: "policy/v1",
+        kind: "PodDisruptionBudget",
+        plural: "poddisruptionbudgets",
+        namespaced: true,
+    },
+    ManagedKind {
+        api_version: "autoscaling/v2",
+        kind: "HorizontalPodAutoscaler",
+        plural: "horizontalpodautoscalers",
+        namespaced: true,
+    },
+    ManagedKind {
         api_version: "admissionregistration.k8s.io/v1",
         kind: "ValidatingWebhookConfiguration",
         plural: "validatingwebhookconfigurations",
+        namespaced: false,
+    },
+    ManagedKind {
+        api_version: "admissionregistration.k8s.io/v1",
+        kind: "MutatingWebhookConfiguration",
+        plural: "mutatingwebhookconfigurations",
         namespaced: false,
     },
     ManagedKind {
@@ -161,6 +192,86 @@ pub const MANAGED_KINDS: &[ManagedKind] = &[
         api_version: "security.istio.io/v1",
         kind: "PeerAuthentication",
         plural: "peerauthentications",
+        namespaced: true,
+    },
+];
+
+/// The kinds whose objects decide whether a namespace the agent created is
+/// empty of anything else ([`crate::ownership::namespace_is_empty`]): the
+/// managed kinds, the workloads' pods and ReplicaSets, Secrets, and the
+/// custom resources a tenant puts into `istio-system`. Kinds whose CRD is
+/// not installed are skipped.
+pub const NAMESPACE_CONTENT_KINDS: &[ManagedKind] = &[
+    ManagedKind {
+        api_version: "v1",
+        kind: "Pod",
+        plural: "pods",
+        namespaced: true,
+    },
+    ManagedKind {
+        api_version: "v1",
+        kind: "Secret",
+        plural: "secrets",
+        namespaced: true,
+    },
+    ManagedKind {
+        api_version: "apps/v1",
+        kind: "ReplicaSet",
+        plural: "replicasets",
+        namespaced: true,
+    },
+    ManagedKind {
+        api_version: "apps/v1",
+        kind: "StatefulSet",
+        plural: "statefulsets",
+        namespaced: true,
+    },
+    ManagedKind {
+        api_version: "security.istio.io/v1",
+        kind: "AuthorizationPolicy",
+        plural: "authorizationpolicies",
+        namespaced: true,
+    },
+    ManagedKind {
+        api_version: "security.istio.io/v1",
+        kind: "RequestAuthentication",
+        plural: "requestauthentications",
+        namespaced: true,
+    },
+    ManagedKind {
+        api_version: "telemetry.istio.io/v1",
+        kind: "Telemetry",
+        plural: "telemetries",
+        namespaced: true,
+    },
+    ManagedKind {
+        api_version: "networking.istio.io/v1",
+        kind: "Gateway",
+        plural: "gateways",
+        namespaced: true,
+    },
+    ManagedKind {
+        api_version: "networking.istio.io/v1",
+        kind: "ServiceEntry",
+        plural: "serviceentries",
+        namespaced: true,
+    },
+    ManagedKind {
+        api_version: "networking.istio.io/v1",
+        kind: "DestinationRule",
+        plural: "destinationrules",
+        namespaced: true,
+    },
+    ManagedKind {
+        api_version: "networking.istio.io/v1",
+        kind: "VirtualService",
+        plural: "virtualservices",
+        namespaced: true,
+    },
+    ManagedKind {
+        api_version: "networking.istio.io/v1alpha3",
+        kind: "EnvoyFilter",
+        plural: "envoyfilters",
         namespaced: true,
     },
 ];
@@ -248,7 +359,8 @@ pub type SecretData = BTreeMap<String, String>;
 /// (they share their state) and safe to use from several tasks.
 pub trait ClusterBackend: Clone + Send + Sync + 'static {
     /// Server-side apply of `object` under [`meshfleet_model::FIELD_MANAGER`],
-    /// forcing ownership of conflicting fields.
+    /// forcing ownership of conflicting fields — except for CRDs, which are
+    /// never forced (a conflict fails the apply).
     fn apply(&self, object: &Object) -> impl Future<Output = Result<Applied>> + Send;
 
     /// Deletes an object (background propagation). A missing object is not an error.
@@ -278,6 +390,23 @@ pub trait ClusterBackend: Clone + Send + Sync + 'static {
         name: &str,
         data: SecretData,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// A managed-kind object as it is in the cluster (with `status`); `None`
+    /// if it does not exist.
+    fn get_object(
+        &self,
+        reference: &ObjectRef,
+    ) -> impl Future<Output = Result<Option<serde_json::Value>>> + Send;
+
+    /// Every CRD in the cluster (metadata and field managers).
+    fn list_crds(&self) -> impl Future<Output = Result<Vec<LiveCrd>>> + Send;
+
+    /// The objects of [`MANAGED_KINDS`] and [`NAMESPACE_CONTENT_KINDS`] in
+    /// `namespace`, with their labels.
+    fn namespace_contents(
+        &self,
+        namespace: &str,
+    ) -> impl Future<Output = Result<Vec<NamespaceObject>>> + Send;
 
     /// Kubernetes version and node count.
     fn facts(&self) -> impl Future<Output = Result<ClusterFacts>> + Send;

@@ -11,6 +11,7 @@ use rand::Rng;
 use reqwest::{StatusCode, header};
 
 use crate::error::{Error, Result};
+use crate::render::Directives;
 
 /// Result of a long poll.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +21,8 @@ pub enum Poll {
     /// (`meshfleet-change-traceparent`), for the pass to continue.
     Changed {
         state: Box<DesiredState>,
+        /// Fields of the same document beyond [`DesiredState`].
+        directives: Directives,
         etag: Option<String>,
         change: Option<String>,
     },
@@ -130,9 +133,13 @@ impl ServiceClient {
                 };
                 let etag = text(header::ETAG.as_str());
                 let change = text(CHANGE_TRACEPARENT_HEADER);
-                let state: DesiredState = resp.json().await.map_err(unavailable)?;
+                let document: serde_json::Value = resp.json().await.map_err(unavailable)?;
+                let directives = Directives::from_document(&document);
+                let state: DesiredState = serde_json::from_value(document)
+                    .map_err(|e| Error::Unavailable(format!("decoding the desired state: {e}")))?;
                 Ok(Poll::Changed {
                     state: Box::new(state),
+                    directives,
                     etag,
                     change,
                 })

@@ -2,7 +2,8 @@
 //!
 //! Every apply is a server-side apply (`PATCH` with
 //! `application/apply-patch+yaml`, `fieldManager=meshfleet-agent`,
-//! `force=true`), preceded by a `GET` so that the agent can tell whether the
+//! `force=true` — but never `force` for a CRD: a field another manager owns
+//! makes the apply fail rather than change hands), preceded by a `GET` so that the agent can tell whether the
 //! live object changed (drift) — comparing the objects without `status`,
 //! `resourceVersion`, `generation` and `managedFields`, so that status updates of a
 //! Deployment do not count as drift.
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
@@ -23,10 +25,11 @@ use serde_json::Value;
 use tracing::debug;
 
 use crate::backend::{
-    Applied, ClusterBackend, MANAGED_KINDS, ManagedKind, ObjectRef, OwnedObject, SecretData,
-    WorkloadStatus,
+    Applied, ClusterBackend, MANAGED_KINDS, ManagedKind, NAMESPACE_CONTENT_KINDS, ObjectRef,
+    OwnedObject, SecretData, WorkloadStatus,
 };
 use crate::error::{Error, Result};
+use crate::ownership::{LiveCrd, NamespaceObject};
 use crate::render::{Object, VERSION_LABEL};
 
 /// A [`ClusterBackend`] over a kube-rs [`Client`].
@@ -125,7 +128,10 @@ impl ClusterBackend for KubeBackend {
         let api = self.api(&reference)?;
         let body = object.to_json()?;
         let before = api.get_opt(&reference.name).await?;
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        if reference.kind != "CustomResourceDefinition" {
+            params = params.force();
+        }
         let after = api
             .patch(&reference.name, &params, &Patch::Apply(&body))
             .await?;
@@ -235,6 +241,66 @@ impl ClusterBackend for KubeBackend {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         api.patch(name, &params, &Patch::Apply(&secret)).await?;
         Ok(())
+    }
+
+    async fn get_object(&self, reference: &ObjectRef) -> Result<Option<Value>> {
+        let api = self.api(reference)?;
+        match api.get_opt(&reference.name).await? {
+            Some(o) => Ok(Some(serde_json::to_value(o)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_crds(&self) -> Result<Vec<LiveCrd>> {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let list = api.list_metadata(&ListParams::default()).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|item| {
+                let name = item.name_any();
+                let mut crd = LiveCrd::named(&name);
+                crd.labels = item.labels().clone();
+                crd.annotations = item.annotations().clone();
+                crd.managers = item
+                    .metadata
+                    .managed_fields
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|m| m.subresource.as_deref().unwrap_or("").is_empty())
+                    .filter_map(|m| m.manager)
+                    .collect();
+                crd
+            })
+            .collect())
+    }
+
+    async fn namespace_contents(&self, namespace: &str) -> Result<Vec<NamespaceObject>> {
+        let mut out = Vec::new();
+        for kind in MANAGED_KINDS
+            .iter()
+            .chain(NAMESPACE_CONTENT_KINDS)
+            .filter(|k| k.namespaced)
+        {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), namespace, &api_resource(kind));
+            let Some(list) = ignore_not_found(api.list_metadata(&ListParams::default()).await)?
+            else {
+                continue;
+            };
+            for item in list.items {
+                out.push(NamespaceObject {
+                    reference: ObjectRef::new(
+                        kind.api_version,
+                        kind.kind,
+                        Some(namespace),
+                        &item.name_any(),
+                    ),
+                    labels: item.labels().clone(),
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn facts(&self) -> Result<ClusterFacts> {

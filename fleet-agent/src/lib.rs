@@ -9,7 +9,9 @@
 //! Layout:
 //! - [`config`]: environment/CLI configuration ([`config::Cli`]) and the
 //!   in-code [`AgentConfig`].
-//! - [`render`]: desired state → ordered steps of typed Kubernetes objects.
+//! - [`bundle`]: release data (CRDs, injection templates) behind one type.
+//! - [`render`]: desired state + bundle → ordered steps of typed Kubernetes objects.
+//! - [`ownership`]: what the agent may install, upgrade and delete.
 //! - [`backend`]: the narrow [`ClusterBackend`] trait; [`kube_backend`] is the
 //!   kube-rs implementation, [`sim`] a simulated cluster.
 //! - [`reconcile`]: one apply/wait/prune pass and its per-component outcome.
@@ -20,11 +22,13 @@
 
 pub mod agent;
 pub mod backend;
+pub mod bundle;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod health;
 pub mod kube_backend;
+pub mod ownership;
 pub mod reconcile;
 pub mod render;
 pub mod sim;
@@ -33,10 +37,11 @@ pub mod testing;
 
 pub use agent::{Agent, AgentConfig, AgentState};
 pub use backend::{Applied, ClusterBackend, ObjectRef, OwnedObject, WorkloadStatus};
+pub use bundle::Bundle;
 pub use error::{Error, Result};
 pub use kube_backend::KubeBackend;
-pub use reconcile::{Outcome, ReconcileOptions, Trigger, reconcile};
-pub use render::{Object, RenderedStep, Step, render};
+pub use reconcile::{Outcome, ReconcileOptions, Trigger, reconcile, reconcile_with};
+pub use render::{Directives, Object, RenderedStep, Step, render, render_with};
 pub use sim::{SimCluster, SimOp, SimOptions};
 
 /// This agent's version, reported in the cluster facts.

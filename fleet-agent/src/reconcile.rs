@@ -11,7 +11,15 @@
 //!   the API's message, the later ones pending. Nothing is pruned then.
 //! - Pruning (owned objects that are no longer rendered, such as the previous
 //!   istiod revision) happens only after every step is ready.
-//! - `mode: disabled` prunes everything owned in reverse step order.
+//! - The `crds` step applies only what [`crate::ownership::plan_crds`]
+//!   allows; CRDs it leaves alone are reported in the `crds` component's
+//!   conditions (`CrdOwnership`), not failed.
+//! - `istio-system` is applied (labelled) only if it does not exist yet or is
+//!   already the agent's: a namespace someone else created is never adopted.
+//! - A step is ready when its [`Check`]s hold: rollouts, waypoints
+//!   programmed by istiod, istiod's webhook serving.
+//! - `mode: disabled` removes what the agent owns in reverse step order
+//!   ([`render::plan_uninstall`]) and nothing else.
 //! - A periodic re-apply ([`Trigger::Resync`]) that changes a live object has
 //!   corrected drift; the objects are returned in [`Outcome::drifted`].
 
@@ -23,9 +31,16 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use serde_json::Value;
+
 use crate::backend::{ClusterBackend, ObjectRef, OwnedObject};
+use crate::bundle::Bundle;
 use crate::error::Error;
-use crate::render::{self, PruneAction, RenderedStep, Step, bare_namespace, plan_prune};
+use crate::ownership::{self, CrdDecision};
+use crate::render::{
+    self, Check, Directives, ISTIO_NAMESPACE, PruneAction, RenderedStep, Step, bare_namespace,
+    plan_prune,
+};
 
 /// Timing of a reconcile pass.
 #[derive(Debug, Clone)]
@@ -70,6 +85,9 @@ pub struct Outcome {
     pub drifted: Vec<ObjectRef>,
     /// Objects deleted (or released) by pruning.
     pub pruned: Vec<ObjectRef>,
+    /// Why an uninstall kept what it would otherwise have deleted (a
+    /// namespace holding others' objects).
+    pub kept: Vec<String>,
     /// Why the pass did not converge (also on the failing component).
     pub error: Option<String>,
     /// The reason of the failure: `ApplyFailed`, `RolloutTimeout`, `PruneFailed`.
@@ -125,10 +143,35 @@ fn publish(progress: Option<&watch::Sender<Vec<ComponentStatus>>>, components: &
     }
 }
 
-/// Runs one pass. Never panics on cluster errors: they end up in the outcome.
+/// Runs one pass with the development bundle of the desired version and no
+/// directives. Never panics on cluster errors: they end up in the outcome.
 pub async fn reconcile<B: ClusterBackend>(
     backend: &B,
     desired: &DesiredState,
+    trigger: Trigger,
+    opts: &ReconcileOptions,
+    progress: Option<&watch::Sender<Vec<ComponentStatus>>>,
+) -> Outcome {
+    let bundle = Bundle::development_shared(&desired.version);
+    reconcile_with(
+        backend,
+        desired,
+        &bundle,
+        &Directives::default(),
+        trigger,
+        opts,
+        progress,
+    )
+    .await
+}
+
+/// Runs one pass with the release data of `bundle` and the document's
+/// `directives`.
+pub async fn reconcile_with<B: ClusterBackend>(
+    backend: &B,
+    desired: &DesiredState,
+    bundle: &Bundle,
+    directives: &Directives,
     trigger: Trigger,
     opts: &ReconcileOptions,
     progress: Option<&watch::Sender<Vec<ComponentStatus>>>,
@@ -139,15 +182,16 @@ pub async fn reconcile<B: ClusterBackend>(
         components: Vec::new(),
         drifted: Vec::new(),
         pruned: Vec::new(),
+        kept: Vec::new(),
         error: None,
         reason: None,
     };
     if desired.mode == MeshMode::Disabled {
-        uninstall(backend, &mut out).await;
+        uninstall(backend, directives.purge_crds, &mut out).await;
         publish(progress, &out.components);
         return out;
     }
-    let steps = match render::render(desired) {
+    let steps = match render::render_with(desired, bundle, directives) {
         Ok(s) => s,
         Err(e) => {
             let message = e.to_string();
@@ -228,8 +272,17 @@ async fn run_step<B: ClusterBackend>(
     progress: Option<&watch::Sender<Vec<ComponentStatus>>>,
 ) -> Result<(), (&'static str, String)> {
     let name = step.step.name();
+    let mut notices = Vec::new();
+    let skip = match step.step {
+        Step::Crds => crds_to_skip(backend, step, &mut notices).await?,
+        Step::Istiod => foreign_namespace(backend, step).await?,
+        _ => Vec::new(),
+    };
     for object in &step.objects {
         let reference = object.reference();
+        if skip.contains(&reference) {
+            continue;
+        }
         match backend.apply(object).await {
             Ok(applied) => {
                 debug!(component = name, object = %reference, changed = applied.changed, "applied");
@@ -244,14 +297,19 @@ async fn run_step<B: ClusterBackend>(
             }
         }
     }
-    let workloads = step.workloads();
+    let checks = step.checks();
     let version = out.components[idx].desired_version.clone();
-    if workloads.is_empty() {
+    let ready_condition = |reason: &str| {
+        let mut c = vec![condition("Ready", "True", reason, None)];
+        c.extend(notices.iter().cloned());
+        c
+    };
+    if checks.is_empty() {
         let c = &mut out.components[idx];
         c.ready = true;
         c.observed_version = version;
-        c.message = None;
-        c.conditions = vec![condition("Ready", "True", "Applied", None)];
+        c.message = notices.first().and_then(|n| n.message.clone());
+        c.conditions = ready_condition("Applied");
         return Ok(());
     }
     let deadline = Instant::now() + opts.ready_timeout;
@@ -260,25 +318,16 @@ async fn run_step<B: ClusterBackend>(
         let (mut desired_n, mut ready_n) = (0, 0);
         let mut observed = Vec::new();
         let mut detail = None;
-        for w in &workloads {
-            match backend.workload_status(w).await {
-                Ok(Some(s)) => {
-                    desired_n += s.desired;
-                    ready_n += s.ready;
-                    observed.push(s.version.clone());
-                    if !s.is_ready() {
-                        all_ready = false;
-                        detail.get_or_insert_with(|| format!("{w}: {}", s.summary()));
-                    }
-                }
-                Ok(None) => {
-                    all_ready = false;
-                    detail.get_or_insert_with(|| format!("{w} does not exist"));
-                }
-                Err(e) => {
-                    all_ready = false;
-                    detail.get_or_insert_with(|| format!("reading {w}: {e}"));
-                }
+        for check in &checks {
+            let state = check_state(backend, check).await;
+            desired_n += state.desired;
+            ready_n += state.ready;
+            if let Some(v) = state.version {
+                observed.push(v);
+            }
+            if let Some(d) = state.waiting {
+                all_ready = false;
+                detail.get_or_insert(d);
             }
         }
         let c = &mut out.components[idx];
@@ -287,9 +336,9 @@ async fn run_step<B: ClusterBackend>(
         if all_ready {
             c.ready = true;
             // Every workload of the step runs one version once rolled out.
-            c.observed_version = observed.into_iter().next().flatten().or(version);
-            c.message = None;
-            c.conditions = vec![condition("Ready", "True", "RolledOut", None)];
+            c.observed_version = observed.into_iter().next().or(version);
+            c.message = notices.first().and_then(|n| n.message.clone());
+            c.conditions = ready_condition("RolledOut");
             return Ok(());
         }
         let detail = detail.unwrap_or_default();
@@ -311,6 +360,205 @@ async fn run_step<B: ClusterBackend>(
         publish(progress, &out.components);
         tokio::time::sleep(opts.poll_interval).await;
     }
+}
+
+/// What one readiness check found.
+#[derive(Debug, Default)]
+struct CheckState {
+    desired: i32,
+    ready: i32,
+    version: Option<String>,
+    /// Why it is not ready yet; `None` when ready.
+    waiting: Option<String>,
+}
+
+fn condition_of<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+    object
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+async fn check_state<B: ClusterBackend>(backend: &B, check: &Check) -> CheckState {
+    match check {
+        Check::Rollout(w) => rollout_state(backend, w).await,
+        Check::Waypoint {
+            gateway,
+            deployment,
+        } => {
+            let programmed = match backend.get_object(gateway).await {
+                Ok(Some(gw)) => match condition_of(&gw, "Programmed") {
+                    Some(c) if c["status"] == "True" => None,
+                    Some(c) => Some(format!(
+                        "{gateway} not programmed: {}",
+                        c["message"].as_str().or(c["reason"].as_str()).unwrap_or("")
+                    )),
+                    None => Some(format!("{gateway} not yet programmed by istiod")),
+                },
+                Ok(None) => Some(format!("{gateway} does not exist")),
+                Err(e) => Some(format!("reading {gateway}: {e}")),
+            };
+            let mut state = rollout_state(backend, deployment).await;
+            // The waypoint's proxies run the proxy image, not a version the
+            // agent labelled.
+            state.version = None;
+            if let Some(p) = programmed {
+                state.waiting = Some(p);
+            }
+            state
+        }
+        Check::WebhookServing(r) => {
+            let waiting = match backend.get_object(r).await {
+                Ok(Some(w)) => {
+                    let hooks = w["webhooks"].as_array().cloned().unwrap_or_default();
+                    let served = !hooks.is_empty()
+                        && hooks.iter().all(|h| {
+                            h.pointer("/clientConfig/caBundle")
+                                .and_then(Value::as_str)
+                                .is_some_and(|b| !b.is_empty())
+                        });
+                    (!served).then(|| {
+                        format!("{r}: istiod has not patched in its CA yet (webhook not serving)")
+                    })
+                }
+                Ok(None) => Some(format!("{r} does not exist")),
+                Err(e) => Some(format!("reading {r}: {e}")),
+            };
+            CheckState {
+                waiting,
+                ..CheckState::default()
+            }
+        }
+    }
+}
+
+async fn rollout_state<B: ClusterBackend>(backend: &B, w: &ObjectRef) -> CheckState {
+    match backend.workload_status(w).await {
+        Ok(Some(s)) => CheckState {
+            desired: s.desired,
+            ready: s.ready,
+            version: s.version.clone(),
+            waiting: (!s.is_ready()).then(|| format!("{w}: {}", s.summary())),
+        },
+        Ok(None) => CheckState {
+            waiting: Some(format!("{w} does not exist")),
+            ..CheckState::default()
+        },
+        Err(e) => CheckState {
+            waiting: Some(format!("reading {w}: {e}")),
+            ..CheckState::default()
+        },
+    }
+}
+
+/// The CRDs of the step the ownership rules leave alone; each reported as a
+/// `CrdOwnership` condition.
+async fn crds_to_skip<B: ClusterBackend>(
+    backend: &B,
+    step: &RenderedStep,
+    notices: &mut Vec<Condition>,
+) -> Result<Vec<ObjectRef>, (&'static str, String)> {
+    let live = backend
+        .list_crds()
+        .await
+        .map_err(|e| ("ApplyFailed", format!("listing CRDs: {e}")))?;
+    let wanted: Vec<ownership::CrdKey> = step
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            render::Object::CustomResourceDefinition(crd) => {
+                let family = crate::bundle::CrdFamily::of_group(&crd.spec.group)?;
+                let version = crd
+                    .metadata
+                    .annotations
+                    .as_ref()?
+                    .get(family.version_annotation())?
+                    .clone();
+                Some(ownership::CrdKey {
+                    name: crd.metadata.name.clone()?,
+                    family,
+                    version,
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    let mut skipped = Vec::new();
+    let mut by_reason: std::collections::BTreeMap<&'static str, Vec<String>> = Default::default();
+    for (name, decision) in ownership::plan_crds(&wanted, &live) {
+        if decision.applies() {
+            continue;
+        }
+        let what = match &decision {
+            CrdDecision::OwnedByOthers { managers } => {
+                format!("{name} (managed by {})", managers.join(", "))
+            }
+            CrdDecision::KeepNewer { live } => format!("{name} ({live} in the cluster)"),
+            CrdDecision::ProvidedByCluster { version } => match version {
+                Some(v) => format!("{name} (the cluster's Gateway API {v})"),
+                None => format!("{name} (the cluster's Gateway API)"),
+            },
+            _ => name.clone(),
+        };
+        if let Some(reason) = decision.reason() {
+            by_reason.entry(reason).or_default().push(what);
+        }
+        skipped.push(ObjectRef::new(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            &name,
+        ));
+    }
+    for (reason, items) in by_reason {
+        let message = match reason {
+            "OwnedByOtherManager" => format!(
+                "not applied, another field manager owns them: {}",
+                items.join("; ")
+            ),
+            "NewerInCluster" => format!("kept, never downgraded: {}", items.join("; ")),
+            _ => format!(
+                "not installed, the cluster provides them: {}",
+                items.join("; ")
+            ),
+        };
+        info!(%reason, %message, "CRDs left alone");
+        // Another manager's CRD is something to look at; a newer or
+        // platform-provided one is how it should be.
+        let status = if reason == "OwnedByOtherManager" {
+            "False"
+        } else {
+            "True"
+        };
+        notices.push(condition("CrdOwnership", status, reason, Some(message)));
+    }
+    Ok(skipped)
+}
+
+/// `istio-system` when it exists and is not the agent's: never adopted.
+async fn foreign_namespace<B: ClusterBackend>(
+    backend: &B,
+    step: &RenderedStep,
+) -> Result<Vec<ObjectRef>, (&'static str, String)> {
+    let ns = ObjectRef::new("v1", "Namespace", None, ISTIO_NAMESPACE);
+    if !step.objects.iter().any(|o| o.reference() == ns) {
+        return Ok(Vec::new());
+    }
+    let live = backend
+        .get_object(&ns)
+        .await
+        .map_err(|e| ("ApplyFailed", format!("reading {ns}: {e}")))?;
+    let ours = |v: &Value| {
+        v.pointer("/metadata/labels")
+            .and_then(|l| l.get(meshfleet_model::MANAGED_BY_LABEL))
+            .and_then(Value::as_str)
+            == Some(meshfleet_model::MANAGED_BY_VALUE)
+    };
+    Ok(match live {
+        Some(v) if !ours(&v) => vec![ns],
+        _ => Vec::new(),
+    })
 }
 
 /// Prunes owned objects that are not desired, in [`plan_prune`] order.
@@ -338,16 +586,37 @@ async fn prune<B: ClusterBackend>(
             }
             PruneAction::Release { reference } => {
                 info!(namespace = %reference.name, "releasing namespace");
-                backend
-                    .apply(&bare_namespace(&reference.name))
+                release(backend, reference, Step::Namespaces).await
+            }
+            PruneAction::DeleteIfEmpty { reference } => {
+                let component = Some(Step::Istiod.name().to_string());
+                let contents = backend
+                    .namespace_contents(&reference.name)
                     .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        (
-                            Some(Step::Namespaces.name().to_string()),
-                            format!("releasing {reference}: {e}"),
-                        )
-                    })
+                    .map_err(|e| (component.clone(), format!("listing {reference}: {e}")))?;
+                let foreign = ownership::foreign_objects(&contents);
+                if foreign.is_empty() {
+                    info!(namespace = %reference.name, "deleting the namespace the agent created");
+                    backend
+                        .delete(reference)
+                        .await
+                        .map_err(|e| (component, format!("deleting {reference}: {e}")))
+                } else {
+                    let held: Vec<String> = foreign.iter().take(5).map(|r| r.to_string()).collect();
+                    let note = format!(
+                        "{reference} kept: it holds {} object(s) the agent does not own ({}{})",
+                        foreign.len(),
+                        held.join(", "),
+                        if foreign.len() > held.len() {
+                            ", …"
+                        } else {
+                            ""
+                        }
+                    );
+                    info!(%note, "namespace kept");
+                    out.kept.push(note);
+                    release(backend, reference, Step::Istiod).await
+                }
             }
         };
         result?;
@@ -356,7 +625,24 @@ async fn prune<B: ClusterBackend>(
     Ok(())
 }
 
-async fn uninstall<B: ClusterBackend>(backend: &B, out: &mut Outcome) {
+async fn release<B: ClusterBackend>(
+    backend: &B,
+    reference: &ObjectRef,
+    step: Step,
+) -> Result<(), (Option<String>, String)> {
+    backend
+        .apply(&bare_namespace(&reference.name))
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            (
+                Some(step.name().to_string()),
+                format!("releasing {reference}: {e}"),
+            )
+        })
+}
+
+async fn uninstall<B: ClusterBackend>(backend: &B, purge_crds: bool, out: &mut Outcome) {
     out.components = Step::ALL
         .into_iter()
         .map(|s| ComponentStatus {
@@ -375,8 +661,30 @@ async fn uninstall<B: ClusterBackend>(backend: &B, out: &mut Outcome) {
             message: Some("mesh disabled: not installed".to_string()),
         })
         .collect();
-    match prune(backend, render::plan_uninstall, out).await {
-        Ok(()) => out.converged = true,
+    match prune(
+        backend,
+        |owned| render::plan_uninstall(owned, purge_crds),
+        out,
+    )
+    .await
+    {
+        Ok(()) => {
+            out.converged = true;
+            if let (Some(note), Some(c)) = (
+                out.kept.first().cloned(),
+                out.components
+                    .iter_mut()
+                    .find(|c| c.name == Step::Istiod.name()),
+            ) {
+                c.message = Some(note.clone());
+                c.conditions.push(condition(
+                    "NamespaceKept",
+                    "True",
+                    "HoldsOthersObjects",
+                    Some(note),
+                ));
+            }
+        }
         Err((component, message)) => {
             if let Some(c) = out
                 .components
@@ -394,6 +702,8 @@ async fn uninstall<B: ClusterBackend>(backend: &B, out: &mut Outcome) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::Bundle;
+    use crate::render::Directives;
     use crate::sim::{SimCluster, SimOp, SimOptions};
     use crate::testing::desired;
 
@@ -583,10 +893,26 @@ mod tests {
         assert_eq!(sim.get(&r).unwrap()["spec"]["replicas"], 2);
     }
 
+    fn disabled(d: &DesiredState) -> DesiredState {
+        let mut d = d.clone();
+        d.mode = MeshMode::Disabled;
+        d.generation += 1;
+        d
+    }
+
+    fn crd_ref(name: &str) -> ObjectRef {
+        ObjectRef::new(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            name,
+        )
+    }
+
     #[tokio::test]
     async fn disabled_uninstalls_in_reverse_order_and_releases_namespaces() {
         let sim = sim();
-        let mut d = desired("1.28.2");
+        let d = desired("1.28.2");
         assert!(
             reconcile(&sim, &d, Trigger::Changed, &fast(), None)
                 .await
@@ -596,9 +922,7 @@ mod tests {
         let ns = ObjectRef::new("v1", "Namespace", None, "shop");
         sim.mutate(&ns, |v| v["metadata"]["labels"]["team"] = "payments".into());
         sim.clear_ops();
-        d.mode = MeshMode::Disabled;
-        d.generation += 1;
-        let out = reconcile(&sim, &d, Trigger::Changed, &fast(), None).await;
+        let out = reconcile(&sim, &disabled(&d), Trigger::Changed, &fast(), None).await;
         assert!(out.converged, "{out:#?}");
         let ops = sim.ops();
         let pa = position(&ops, |op| op.reference().kind == "PeerAuthentication");
@@ -610,12 +934,21 @@ mod tests {
         let istiod = position(&ops, |op| {
             op.reference().name == "istiod-1-28-2" && op.reference().kind == "Deployment"
         });
-        assert!(pa < gw && gw < zt && zt < cni && cni < istiod, "{ops:#?}");
-        // CRDs (and so every custom resource in the cluster) stay, and no
-        // namespace is deleted: only the agent's labels leave them.
+        let system = position(
+            &ops,
+            |op| matches!(op, SimOp::Delete { reference } if reference.kind == "Namespace" && reference.name == "istio-system"),
+        );
+        assert!(
+            pa < gw && gw < zt && zt < cni && cni < istiod && istiod < system,
+            "{ops:#?}"
+        );
+        // CRDs (and so every custom resource in the cluster) stay; the
+        // enrolled namespaces lose only the agent's labels; istio-system,
+        // which the agent created and which is empty now, goes.
         assert!(
             !ops.iter().any(|op| matches!(op, SimOp::Delete { reference }
-                if reference.kind == "CustomResourceDefinition" || reference.kind == "Namespace")),
+                if reference.kind == "CustomResourceDefinition"
+                    || (reference.kind == "Namespace" && reference.name != "istio-system"))),
             "{ops:#?}"
         );
         let snap = sim.snapshot();
@@ -624,18 +957,8 @@ mod tests {
             .filter(|r| r.kind != "CustomResourceDefinition")
             .map(|r| r.name.as_str())
             .collect();
-        assert_eq!(
-            left,
-            ["istio-system", "payments", "shop"],
-            "{:#?}",
-            snap.keys()
-        );
+        assert_eq!(left, ["payments", "shop"], "{:#?}", snap.keys());
         assert!(snap.keys().any(|r| r.kind == "CustomResourceDefinition"));
-        assert!(
-            snap.keys()
-                .filter(|r| r.kind != "CustomResourceDefinition")
-                .all(|r| r.kind == "Namespace")
-        );
         let labels = snap[&ns]["metadata"]["labels"].as_object().unwrap();
         assert_eq!(labels.len(), 1);
         assert_eq!(labels["team"], "payments");
@@ -644,6 +967,287 @@ mod tests {
             snap[&payments]["metadata"].get("labels").is_none(),
             "{}",
             snap[&payments]
+        );
+    }
+
+    #[tokio::test]
+    async fn uninstalling_creates_nothing_and_deletes_only_what_the_agent_owns() {
+        let sim = sim();
+        // Nothing installed: nothing to do, nothing created.
+        let d = desired("1.28.2");
+        let out = reconcile(&sim, &disabled(&d), Trigger::Changed, &fast(), None).await;
+        assert!(out.converged);
+        assert!(sim.ops().is_empty(), "{:#?}", sim.ops());
+        assert!(sim.snapshot().is_empty());
+
+        assert!(
+            reconcile(&sim, &d, Trigger::Changed, &fast(), None)
+                .await
+                .converged
+        );
+        // The customer's policy, another controller's Gateway and a plug-in
+        // CA in istio-system.
+        let policy = ObjectRef::new(
+            "security.istio.io/v1",
+            "AuthorizationPolicy",
+            Some("shop"),
+            "allow-frontend",
+        );
+        sim.insert(policy.clone(), serde_json::json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": { "name": "allow-frontend", "namespace": "shop" }, "spec": { "action": "ALLOW" } }));
+        let ingress = ObjectRef::new(
+            "gateway.networking.k8s.io/v1",
+            "Gateway",
+            Some("edge"),
+            "public",
+        );
+        sim.insert(ingress.clone(), serde_json::json!({ "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": { "name": "public", "namespace": "edge" },
+            "spec": { "gatewayClassName": "gke-l7-global-external-managed", "listeners": [{ "name": "http", "port": 80, "protocol": "HTTP" }] } }));
+        let cacerts = ObjectRef::new("v1", "ConfigMap", Some("istio-system"), "customer-settings");
+        sim.insert(
+            cacerts.clone(),
+            serde_json::json!({ "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": "customer-settings", "namespace": "istio-system" } }),
+        );
+        sim.clear_ops();
+        let out = reconcile(&sim, &disabled(&d), Trigger::Changed, &fast(), None).await;
+        assert!(out.converged, "{out:#?}");
+        let ops = sim.ops();
+        for op in &ops {
+            match op {
+                SimOp::Delete { reference } => {
+                    assert_ne!(reference.kind, "CustomResourceDefinition");
+                    assert_ne!(
+                        reference.kind, "Namespace",
+                        "istio-system holds someone's object"
+                    );
+                }
+                // The only applies are the bare namespaces that release labels.
+                SimOp::Apply { reference, .. } => assert_eq!(reference.kind, "Namespace"),
+            }
+        }
+        let snap = sim.snapshot();
+        for kept in [&policy, &ingress, &cacerts] {
+            assert!(snap.contains_key(kept), "{kept} stays");
+        }
+        let system = ObjectRef::new("v1", "Namespace", None, "istio-system");
+        assert!(snap.contains_key(&system));
+        assert!(
+            snap[&system]["metadata"].get("labels").is_none(),
+            "released: {}",
+            snap[&system]
+        );
+        assert!(snap.keys().any(|r| r.kind == "CustomResourceDefinition"));
+        let istiod = out.components.iter().find(|c| c.name == "istiod").unwrap();
+        assert!(
+            istiod
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("customer-settings"),
+            "{istiod:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn purging_deletes_the_agents_crds_too() {
+        let sim = sim();
+        let d = desired("1.28.2");
+        assert!(
+            reconcile(&sim, &d, Trigger::Changed, &fast(), None)
+                .await
+                .converged
+        );
+        let bundle = Bundle::development("1.28.2");
+        let purge = Directives {
+            purge_crds: true,
+            ..Directives::default()
+        };
+        let out = reconcile_with(
+            &sim,
+            &disabled(&d),
+            &bundle,
+            &purge,
+            Trigger::Changed,
+            &fast(),
+            None,
+        )
+        .await;
+        assert!(out.converged, "{out:#?}");
+        assert!(
+            sim.snapshot()
+                .keys()
+                .all(|r| r.kind != "CustomResourceDefinition")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_existing_istio_system_is_never_adopted_nor_deleted() {
+        let sim = sim();
+        let system = ObjectRef::new("v1", "Namespace", None, "istio-system");
+        sim.insert(
+            system.clone(),
+            serde_json::json!({ "apiVersion": "v1", "kind": "Namespace",
+            "metadata": { "name": "istio-system", "labels": { "owner": "platform" } } }),
+        );
+        let d = desired("1.28.2");
+        assert!(
+            reconcile(&sim, &d, Trigger::Changed, &fast(), None)
+                .await
+                .converged
+        );
+        assert!(!sim.ops().iter().any(|op| op.reference() == &system));
+        let out = reconcile(&sim, &disabled(&d), Trigger::Changed, &fast(), None).await;
+        assert!(out.converged);
+        let live = sim.get(&system).expect("kept");
+        assert_eq!(
+            live["metadata"]["labels"],
+            serde_json::json!({ "owner": "platform" })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_crd_another_manager_owns_is_left_alone_and_reported() {
+        let sim = sim();
+        let ap = crd_ref("authorizationpolicies.security.istio.io");
+        sim.insert_managed_by(ap.clone(), serde_json::json!({ "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": { "name": ap.name, "labels": { "app": "istio-pilot" } },
+            "spec": { "group": "security.istio.io" } }), "helm");
+        // The platform's Gateway API.
+        let gw = crd_ref("gateways.gateway.networking.k8s.io");
+        sim.insert_managed_by(gw.clone(), serde_json::json!({ "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": { "name": gw.name, "annotations": { "gateway.networking.k8s.io/bundle-version": "v1.3.0" } },
+            "spec": { "group": "gateway.networking.k8s.io" } }), "addon-manager");
+        let out = reconcile(&sim, &desired("1.28.2"), Trigger::Changed, &fast(), None).await;
+        assert!(out.converged, "{out:#?}");
+        let ops = sim.ops();
+        assert!(
+            !ops.iter().any(|op| op.reference() == &ap),
+            "not force-applied"
+        );
+        assert!(
+            !ops.iter()
+                .any(|op| op.reference().kind == "CustomResourceDefinition"
+                    && op.reference().name.ends_with(".gateway.networking.k8s.io")),
+            "no Gateway API CRD while the cluster has some"
+        );
+        assert!(
+            ops.iter()
+                .any(|op| op.reference() == &crd_ref("peerauthentications.security.istio.io"))
+        );
+        let crds = out.components.iter().find(|c| c.name == "crds").unwrap();
+        assert!(crds.ready);
+        let owned = crds
+            .conditions
+            .iter()
+            .find(|c| c.reason.as_deref() == Some("OwnedByOtherManager"))
+            .unwrap();
+        assert_eq!(owned.type_, "CrdOwnership");
+        assert_eq!(owned.status, "False");
+        assert!(
+            owned
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("authorizationpolicies.security.istio.io (managed by helm)"),
+            "{owned:?}"
+        );
+        let provided = crds
+            .conditions
+            .iter()
+            .find(|c| c.reason.as_deref() == Some("ProvidedByCluster"))
+            .unwrap();
+        assert!(
+            provided.message.as_deref().unwrap().contains("v1.3.0"),
+            "{provided:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_newer_crd_is_not_downgraded() {
+        let sim = sim();
+        assert!(
+            reconcile(&sim, &desired("1.28.2"), Trigger::Changed, &fast(), None)
+                .await
+                .converged
+        );
+        sim.clear_ops();
+        // A rollback to 1.27.1 keeps the 1.28.2 CRDs.
+        let out = reconcile(&sim, &desired("1.27.1"), Trigger::Changed, &fast(), None).await;
+        assert!(out.converged, "{out:#?}");
+        assert!(
+            !sim.ops()
+                .iter()
+                .any(|op| op.reference().kind == "CustomResourceDefinition"
+                    && !op.reference().name.ends_with(".gateway.networking.k8s.io"))
+        );
+        let live = sim
+            .get(&crd_ref("authorizationpolicies.security.istio.io"))
+            .unwrap();
+        assert_eq!(
+            live["metadata"]["annotations"]["meshfleet.dev/release"],
+            "1.28.2"
+        );
+        let crds = out.components.iter().find(|c| c.name == "crds").unwrap();
+        assert!(
+            crds.conditions
+                .iter()
+                .any(|c| c.reason.as_deref() == Some("NewerInCluster"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waypoint_is_ready_only_once_istiod_has_programmed_it() {
+        let sim = sim();
+        sim.withhold_programmed("shop-waypoint");
+        let out = reconcile(&sim, &desired("1.28.2"), Trigger::Changed, &fast(), None).await;
+        assert!(!out.converged);
+        assert_eq!(out.reason, Some("RolloutTimeout"));
+        let wp = out
+            .components
+            .iter()
+            .find(|c| c.name == "waypoints")
+            .unwrap();
+        assert!(!wp.ready);
+        assert!(
+            wp.message.as_deref().unwrap().contains("not programmed"),
+            "{wp:?}"
+        );
+        // istiod built the Deployment, with the replicas of the parameters.
+        let dep = sim
+            .get(&ObjectRef::deployment("shop", "shop-waypoint"))
+            .unwrap();
+        assert_eq!(dep["spec"]["replicas"], 2);
+        sim.grant_programmed("shop-waypoint");
+        let out = reconcile(&sim, &desired("1.28.2"), Trigger::Retry, &fast(), None).await;
+        assert!(out.converged, "{out:#?}");
+        let wp = out
+            .components
+            .iter()
+            .find(|c| c.name == "waypoints")
+            .unwrap();
+        assert_eq!((wp.desired_replicas, wp.ready_replicas), (Some(2), Some(2)));
+    }
+
+    #[tokio::test]
+    async fn istiod_is_ready_only_once_its_webhook_serves() {
+        let sim = sim();
+        sim.withhold_programmed("istio-validator-1-28-2-istio-system");
+        let out = reconcile(&sim, &desired("1.28.2"), Trigger::Changed, &fast(), None).await;
+        assert!(!out.converged);
+        let istiod = out.components.iter().find(|c| c.name == "istiod").unwrap();
+        assert!(
+            istiod
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("webhook not serving"),
+            "{istiod:?}"
+        );
+        assert!(
+            sim.find("DaemonSet", Some("istio-system"), "istio-cni-node")
+                .is_none()
         );
     }
 

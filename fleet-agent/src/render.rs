@@ -1,37 +1,53 @@
-//! Renders a [`DesiredState`] into ordered steps of Kubernetes objects.
+//! Renders a [`DesiredState`] and the release data of its version (a
+//! [`Bundle`]) into ordered steps of Kubernetes objects.
 //!
-//! The steps follow the upstream ambient install/upgrade order (DESIGN §4):
+//! The steps follow the upstream ambient install/upgrade order (DESIGN §4);
+//! `fleet-agent/README.md` has the object-by-object parity table against
+//! upstream's charts.
 //!
-//! 1. `crds` — the Istio CRDs the mesh uses and the Gateway API `Gateway` /
-//!    `GatewayClass` CRDs. Their schemas are deliberately permissive
-//!    (`x-kubernetes-preserve-unknown-fields: true` on an `object` root): the
-//!    agent only needs the types to exist; field validation is left to istiod's
-//!    validating webhook. A real deployment would ship the upstream schemas here.
-//! 2. `istiod` — the `istio-system` namespace and one *revision* of the control
-//!    plane (`istiod-<revision>` and its ServiceAccount, RBAC, mesh ConfigMap
-//!    `istio-<revision>`, Service, revision-labelled validating webhook).
-//!    Objects are named by revision, so during an upgrade the new revision runs
-//!    beside the old one.
-//! 3. `istio-cni` — the `istio-cni-node` DaemonSet, upgraded in place.
+//! 1. `crds` — the bundle's Istio CRDs and Gateway API standard-channel CRDs,
+//!    with their validation schemas. Whether each is applied is decided per
+//!    pass by [`crate::ownership::plan_crds`] (absent or older only, never
+//!    over another field manager, Gateway API only when the cluster has none).
+//! 2. `istiod` — the `istio-system` namespace (only if the agent creates it)
+//!    and one *revision* of the control plane, named by revision so that
+//!    during an upgrade the new revision runs beside the old one: its
+//!    ServiceAccount, ClusterRoles (discovery, gateway deployment controller)
+//!    and bindings, namespaced Role/RoleBinding, mesh ConfigMap
+//!    `istio-<revision>`, injection-template ConfigMap
+//!    `istio-sidecar-injector-<revision>` (with the bundle's `waypoint`
+//!    template), Service, Deployment, PodDisruptionBudget (more than one
+//!    replica), optional HorizontalPodAutoscaler, revision-labelled
+//!    validating webhook.
+//! 3. `istio-cni` — the `istio-cni-config` ConfigMap and the `istio-cni-node`
+//!    DaemonSet, upgraded in place.
 //! 4. `ztunnel` — the `ztunnel` DaemonSet, upgraded in place one node at a time
 //!    (`maxUnavailable: 1`, `maxSurge: 0`), pointed at the new revision.
-//! 5. `waypoints` — a Gateway API `Gateway` per waypoint.
+//! 5. `waypoints` — the `default` revision tag (moved to the new revision
+//!    only now, after istiod, CNI and ztunnel), then a Gateway API `Gateway`
+//!    per waypoint, labelled `istio.io/rev: default` so that it follows the
+//!    tag across upgrades.
 //! 6. `namespaces` — the enrolment labels on the enrolled namespaces.
 //! 7. `policies` — mesh-wide `PeerAuthentication` for `mtls: strict`.
 //!
 //! Every object carries [`MANAGED_BY_LABEL`], [`COMPONENT_LABEL`] (the step)
 //! and [`CLUSTER_ID_LABEL`]; workloads also carry [`VERSION_LABEL`], from which
-//! the observed version is read back.
+//! the observed version is read back. Each step also says what "ready" means
+//! for it ([`RenderedStep::checks`]).
 //!
-//! `mode: disabled` renders nothing: everything owned is pruned, in the reverse
-//! step order ([`plan_prune`]).
+//! `mode: disabled` renders nothing: [`plan_uninstall`] removes what the agent
+//! owns, in the reverse step order, and nothing else.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Resource;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
@@ -39,11 +55,12 @@ use meshfleet_model::{
     COMPONENT_LABEL, DesiredState, DesiredWaypoint, LogLevel, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
     MeshMode, MtlsMode, TrafficType,
 };
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::backend::{ObjectRef, OwnedObject, kind_rank};
+use crate::bundle::Bundle;
 use crate::error::{Error, Result};
 
 /// Label with the cluster's id, on every object the agent owns.
@@ -60,6 +77,12 @@ pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
 pub const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
 /// Gateway label: which traffic a waypoint handles.
 pub const WAYPOINT_FOR_LABEL: &str = "istio.io/waypoint-for";
+/// Label of a revision-tag webhook naming its tag.
+pub const TAG_LABEL: &str = "istio.io/tag";
+/// The revision tag the agent manages; waypoints select it.
+pub const DEFAULT_TAG: &str = "default";
+/// Gateway class of waypoints.
+pub const WAYPOINT_CLASS: &str = "istio-waypoint";
 
 /// A step of the install, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -114,11 +137,16 @@ pub enum Object {
     ServiceAccount(ServiceAccount),
     ClusterRole(ClusterRole),
     ClusterRoleBinding(ClusterRoleBinding),
+    Role(Role),
+    RoleBinding(RoleBinding),
     ConfigMap(ConfigMap),
     Service(Service),
     Deployment(Deployment),
+    PodDisruptionBudget(PodDisruptionBudget),
+    HorizontalPodAutoscaler(HorizontalPodAutoscaler),
     DaemonSet(DaemonSet),
     ValidatingWebhookConfiguration(ValidatingWebhookConfiguration),
+    MutatingWebhookConfiguration(MutatingWebhookConfiguration),
     Dynamic(DynamicObject),
 }
 
@@ -130,11 +158,16 @@ macro_rules! typed_dispatch {
             Object::ServiceAccount($o) => $body,
             Object::ClusterRole($o) => $body,
             Object::ClusterRoleBinding($o) => $body,
+            Object::Role($o) => $body,
+            Object::RoleBinding($o) => $body,
             Object::ConfigMap($o) => $body,
             Object::Service($o) => $body,
             Object::Deployment($o) => $body,
+            Object::PodDisruptionBudget($o) => $body,
+            Object::HorizontalPodAutoscaler($o) => $body,
             Object::DaemonSet($o) => $body,
             Object::ValidatingWebhookConfiguration($o) => $body,
+            Object::MutatingWebhookConfiguration($o) => $body,
             Object::Dynamic($dyn) => $dbody,
         }
     };
@@ -176,6 +209,34 @@ impl Object {
     }
 }
 
+/// What "ready" means for one thing a step rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// A Deployment or DaemonSet the agent applied: rolled out (for a
+    /// DaemonSet: desired == updated == ready, i.e. on every node it
+    /// schedules to; with `operator: Exists` tolerations, every node).
+    Rollout(ObjectRef),
+    /// A waypoint: istiod has programmed its `Gateway` (`Programmed=True`)
+    /// and the Deployment istiod built for it has its ready replicas.
+    Waypoint {
+        gateway: ObjectRef,
+        deployment: ObjectRef,
+    },
+    /// istiod's validating webhook answers: istiod has patched its serving
+    /// CA into every webhook of the configuration, which it does once its
+    /// webhook server runs (the closest the API shows without calling it).
+    WebhookServing(ObjectRef),
+}
+
+impl Check {
+    pub fn subject(&self) -> &ObjectRef {
+        match self {
+            Check::Rollout(r) | Check::WebhookServing(r) => r,
+            Check::Waypoint { gateway, .. } => gateway,
+        }
+    }
+}
+
 /// The objects of one step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenderedStep {
@@ -192,15 +253,97 @@ impl RenderedStep {
             .filter(ObjectRef::is_workload)
             .collect()
     }
+
+    /// What must hold before the step counts as ready, in order: rollouts,
+    /// then waypoints, then webhooks.
+    pub fn checks(&self) -> Vec<Check> {
+        let refs: Vec<ObjectRef> = self.objects.iter().map(Object::reference).collect();
+        let mut out: Vec<Check> = refs
+            .iter()
+            .filter(|r| r.is_workload())
+            .cloned()
+            .map(Check::Rollout)
+            .collect();
+        out.extend(
+            refs.iter()
+                .filter(|r| r.kind == "Gateway" && r.api_version.starts_with("gateway.networking"))
+                .map(|g| Check::Waypoint {
+                    gateway: g.clone(),
+                    // istiod names a waypoint's Deployment after its Gateway.
+                    deployment: ObjectRef::deployment(
+                        g.namespace.as_deref().unwrap_or_default(),
+                        &g.name,
+                    ),
+                }),
+        );
+        out.extend(
+            refs.iter()
+                .filter(|r| r.kind == "ValidatingWebhookConfiguration")
+                .cloned()
+                .map(Check::WebhookServing),
+        );
+        out
+    }
 }
 
-/// Renders the desired state into its steps, in apply order. Empty for
+/// istiod's HorizontalPodAutoscaler bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Autoscale {
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+}
+
+/// Fields of the desired-state document the agent understands beyond
+/// [`DesiredState`] (which has no place for them yet). The service sends
+/// none of them today; each defaults to the safe behaviour.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Directives {
+    /// `mode: disabled` also deletes the CRDs the agent installed — and with
+    /// them every custom resource of their kinds in the cluster. Default
+    /// `false`: CRDs stay.
+    #[serde(default)]
+    pub purge_crds: bool,
+    /// Scale istiod with an HPA between these bounds instead of the fixed
+    /// `istiodReplicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istiod_autoscale: Option<Autoscale>,
+}
+
+impl Directives {
+    /// The directives of a desired-state document (unknown fields ignored,
+    /// malformed ones fall back to the defaults).
+    pub fn from_document(document: &Value) -> Directives {
+        serde_json::from_value(document.clone()).unwrap_or_default()
+    }
+}
+
+/// Renders the desired state into its steps, in apply order, with the
+/// development bundle of its version and no directives. Empty for
 /// `mode: disabled`.
 pub fn render(desired: &DesiredState) -> Result<Vec<RenderedStep>> {
+    render_with(
+        desired,
+        &Bundle::development_shared(&desired.version),
+        &Directives::default(),
+    )
+}
+
+/// Renders the desired state with the release data of `bundle`.
+pub fn render_with(
+    desired: &DesiredState,
+    bundle: &Bundle,
+    directives: &Directives,
+) -> Result<Vec<RenderedStep>> {
     if desired.mode == MeshMode::Disabled {
         return Ok(Vec::new());
     }
-    let r = Renderer { d: desired };
+    let r = Renderer {
+        d: desired,
+        bundle,
+        directives,
+    };
     Step::ALL
         .into_iter()
         .map(|step| {
@@ -239,22 +382,58 @@ pub enum PruneAction {
     /// belongs to its users), but re-applied bare so that server-side apply
     /// removes the labels the agent set on it.
     Release { reference: ObjectRef },
+    /// A namespace the agent created (`istio-system`): deleted if it holds
+    /// nothing but the mesh's residue once everything else is gone,
+    /// otherwise released.
+    DeleteIfEmpty { reference: ObjectRef },
 }
 
 impl PruneAction {
     pub fn reference(&self) -> &ObjectRef {
         match self {
-            PruneAction::Delete { reference, .. } | PruneAction::Release { reference } => reference,
+            PruneAction::Delete { reference, .. }
+            | PruneAction::Release { reference }
+            | PruneAction::DeleteIfEmpty { reference } => reference,
         }
     }
+}
+
+fn is_crd(r: &ObjectRef) -> bool {
+    r.kind == "CustomResourceDefinition"
 }
 
 /// Plans the pruning of owned objects that are not in `desired`: by component
 /// in reverse step order (policies first, CRDs last; unknown components first),
 /// and inside a component in reverse [`crate::backend::MANAGED_KINDS`] order
-/// (workloads before their RBAC, a Namespace after what it holds). With nothing
-/// desired (`mode: disabled`) this is the uninstall, in reverse order.
+/// (workloads before their RBAC, a Namespace after what it holds).
+///
+/// CRDs are never pruned: deleting one deletes every custom resource of its
+/// kind in the cluster. Only [`plan_uninstall`] with `purge_crds` does.
 pub fn plan_prune(desired: &BTreeSet<ObjectRef>, owned: &[OwnedObject]) -> Vec<PruneAction> {
+    sorted_stale(desired, owned)
+        .into_iter()
+        .filter(|o| !is_crd(&o.reference))
+        .map(|o| {
+            if o.reference.kind == "Namespace"
+                && o.component.as_deref() == Some(Step::Namespaces.name())
+            {
+                PruneAction::Release {
+                    reference: o.reference.clone(),
+                }
+            } else {
+                PruneAction::Delete {
+                    reference: o.reference.clone(),
+                    component: o.component.clone(),
+                }
+            }
+        })
+        .collect()
+}
+
+fn sorted_stale<'a>(
+    desired: &BTreeSet<ObjectRef>,
+    owned: &'a [OwnedObject],
+) -> Vec<&'a OwnedObject> {
     let mut stale: Vec<&OwnedObject> = owned
         .iter()
         .filter(|o| !desired.contains(&o.reference))
@@ -278,45 +457,37 @@ pub fn plan_prune(desired: &BTreeSet<ObjectRef>, owned: &[OwnedObject]) -> Vec<P
     });
     stale.dedup();
     stale
-        .into_iter()
-        .map(|o| {
-            if o.reference.kind == "Namespace"
-                && o.component.as_deref() == Some(Step::Namespaces.name())
-            {
-                PruneAction::Release {
-                    reference: o.reference.clone(),
-                }
-            } else {
-                PruneAction::Delete {
-                    reference: o.reference.clone(),
-                    component: o.component.clone(),
-                }
-            }
-        })
-        .collect()
 }
 
 /// What uninstalling does (`mode: disabled`, and so every cluster deletion):
-/// the prune of everything the agent owns, in reverse order, except what
-/// would destroy what others own. CRDs stay: deleting one deletes every
-/// custom resource of its kind in the cluster (the customer's policies, other
-/// controllers' Gateways). Namespaces are released (the agent's labels
-/// removed), never deleted: `istio-system` may hold objects of others.
-pub fn plan_uninstall(owned: &[OwnedObject]) -> Vec<PruneAction> {
-    plan_prune(&BTreeSet::new(), owned)
+/// delete what the agent owns (its label), in reverse order, and nothing
+/// else. Enrolled namespaces are released (the agent's labels removed); the
+/// namespace the agent created is deleted only if it ends up empty of
+/// anything else ([`PruneAction::DeleteIfEmpty`]). CRDs stay — and with them
+/// the customer's policies and other controllers' Gateways — unless
+/// `purge_crds`; then the agent's own CRDs go last.
+pub fn plan_uninstall(owned: &[OwnedObject], purge_crds: bool) -> Vec<PruneAction> {
+    let mut plan: Vec<PruneAction> = plan_prune(&BTreeSet::new(), owned)
         .into_iter()
-        .filter_map(|action| match action {
-            PruneAction::Delete { reference, .. }
-                if reference.kind == "CustomResourceDefinition" =>
-            {
-                None
-            }
+        .map(|action| match action {
             PruneAction::Delete { reference, .. } if reference.kind == "Namespace" => {
-                Some(PruneAction::Release { reference })
+                PruneAction::DeleteIfEmpty { reference }
             }
-            other => Some(other),
+            other => other,
         })
-        .collect()
+        .collect();
+    if purge_crds {
+        plan.extend(
+            sorted_stale(&BTreeSet::new(), owned)
+                .into_iter()
+                .filter(|o| is_crd(&o.reference))
+                .map(|o| PruneAction::Delete {
+                    reference: o.reference.clone(),
+                    component: o.component.clone(),
+                }),
+        );
+    }
+    plan
 }
 
 /// A bare Namespace (name only), applied to release the agent's labels.
@@ -325,116 +496,6 @@ pub fn bare_namespace(name: &str) -> Object {
     ns.metadata.name = Some(name.to_string());
     Object::Namespace(ns)
 }
-
-/// One CRD the agent installs (permissive schema, see the module docs).
-struct CrdSpec {
-    group: &'static str,
-    kind: &'static str,
-    plural: &'static str,
-    /// Served versions; the last one is the storage version.
-    versions: &'static [&'static str],
-    namespaced: bool,
-}
-
-const ISTIO_NETWORKING: &[&str] = &["v1alpha3", "v1beta1", "v1"];
-const ISTIO_SECURITY: &[&str] = &["v1beta1", "v1"];
-const GATEWAY_API: &[&str] = &["v1beta1", "v1"];
-
-/// Istio's CRDs that istiod watches in ambient mode, and the Gateway API
-/// `GatewayClass`/`Gateway` CRDs (waypoints are Gateways).
-const CRDS: &[CrdSpec] = &[
-    CrdSpec {
-        group: "networking.istio.io",
-        kind: "DestinationRule",
-        plural: "destinationrules",
-        versions: ISTIO_NETWORKING,
-        namespaced: true,
-    },
-    CrdSpec {
-        group: "networking.istio.io",
-        kind: "Gateway",
-        plural: "gateways",
-        versions: ISTIO_NETWORKING,
-        namespaced: true,
-    },
-    CrdSpec {
-        group: "networking.istio.io",
-        kind: "ServiceEntry",
-        plural: "serviceentries",
-        versions: ISTIO_NETWORKING,
-        namespaced: true,
-    },
-    CrdSpec {
-        group: "networking.istio.io",
-        kind: "Sidecar",
-        plural: "sidecars",
-        versions: ISTIO_NETWORKING,
-        namespaced: true,
-    },
-    CrdSpec {
-        group: "networking.istio.io",
-        kind: "VirtualService",
-        plural: "virtualservices",
-        versions: ISTIO_NETWORKING,
-        namespaced: true,
-    },
-    CrdSpec {
-        group: "networking.istio.io",
-        kind: "WorkloadEntry",
-        plural: "workloadentries",
-        versions: ISTIO_NETWORKING,
-        namespaced: true,
-    },
-    CrdSpec {
-        group: "networking.istio.io",
-        kind: "WorkloadGroup",
-        plural: "workloadgroups",
-        versions: ISTIO_NETWORKING,
-        namespaced: true,
-    },
-    CrdSpec {
-        group: "security.istio.io",
-        kind: "AuthorizationPolicy",
-        plural: "authorizationpolicies",
-        versions: ISTIO_SECURITY,
-        namespaced: true,
-    },
-    CrdSpec {
-        group: "security.istio.io",
-        kind: "PeerAuthentication",
-        plural: "peerauthentications",
-        versions: ISTIO_SECURITY,
-        namespaced: true,
-    },
-    CrdSpec {
-        group: "security.istio.io",
-        kind: "RequestAuthentication",
-        plural: "requestauthentications",
-        versions: ISTIO_SECURITY,
-        namespaced: true,
-    },
-    CrdSpec {
-        group: "telemetry.istio.io",
-        kind: "Telemetry",
-        plural: "telemetries",
-        versions: &["v1alpha1", "v1"],
-        namespaced: true,
-    },
-    CrdSpec {
-        group: "gateway.networking.k8s.io",
-        kind: "GatewayClass",
-        plural: "gatewayclasses",
-        versions: GATEWAY_API,
-        namespaced: false,
-    },
-    CrdSpec {
-        group: "gateway.networking.k8s.io",
-        kind: "Gateway",
-        plural: "gateways",
-        versions: GATEWAY_API,
-        namespaced: true,
-    },
-];
 
 fn typed<T: DeserializeOwned>(what: &str, value: Value) -> Result<T> {
     serde_json::from_value(value).map_err(|source| Error::Render {
@@ -469,8 +530,29 @@ fn env_field(name: &str, path: &str) -> Value {
     json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": path } } })
 }
 
+fn env_resource(name: &str, resource: &str) -> Value {
+    json!({ "name": name, "valueFrom": { "resourceFieldRef": { "resource": resource, "divisor": "1" } } })
+}
+
+/// Tolerations of the node agents (istio-cni, ztunnel), as upstream: every
+/// `NoSchedule` and `NoExecute` taint and `CriticalAddonsOnly`.
+fn node_agent_tolerations() -> Value {
+    json!([
+        { "effect": "NoSchedule", "operator": "Exists" },
+        { "key": "CriticalAddonsOnly", "operator": "Exists" },
+        { "effect": "NoExecute", "operator": "Exists" }
+    ])
+}
+
+const RBAC: &str = "rbac.authorization.k8s.io";
+const CRUD: &[&str] = &[
+    "get", "watch", "list", "update", "patch", "create", "delete",
+];
+
 struct Renderer<'a> {
     d: &'a DesiredState,
+    bundle: &'a Bundle,
+    directives: &'a Directives,
 }
 
 impl Renderer<'_> {
@@ -514,59 +596,196 @@ impl Renderer<'_> {
         m
     }
 
+    /// The bundle's CRDs with the agent's labels added (the family's version
+    /// annotation comes with the bundle).
     fn crds(&self) -> Result<Vec<Object>> {
-        CRDS.iter()
+        self.bundle
+            .crds()
+            .iter()
             .map(|c| {
-                let name = format!("{}.{}", c.plural, c.group);
-                let storage = c.versions.last().copied().unwrap_or("v1");
-                let versions: Vec<Value> = c
-                    .versions
-                    .iter()
-                    .map(|v| {
-                        json!({
-                            "name": v,
-                            "served": true,
-                            "storage": *v == storage,
-                            "schema": { "openAPIV3Schema": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": true
-                            }},
-                            "subresources": { "status": {} }
-                        })
-                    })
-                    .collect();
-                let singular = c.kind.to_lowercase();
-                let crd: CustomResourceDefinition = typed(
-                    &name,
-                    json!({
-                        "apiVersion": "apiextensions.k8s.io/v1",
-                        "kind": "CustomResourceDefinition",
-                        "metadata": self.meta(Step::Crds, &name, None, &[]),
-                        "spec": {
-                            "group": c.group,
-                            "names": {
-                                "kind": c.kind,
-                                "listKind": format!("{}List", c.kind),
-                                "plural": c.plural,
-                                "singular": singular,
-                            },
-                            "scope": if c.namespaced { "Namespaced" } else { "Cluster" },
-                            "versions": versions,
-                        }
-                    }),
-                )?;
+                let mut crd = c.crd.clone();
+                let labels: BTreeMap<String, String> =
+                    typed("crd labels", self.labels(Step::Crds, &[]))?;
+                crd.metadata
+                    .labels
+                    .get_or_insert_with(BTreeMap::new)
+                    .extend(labels);
                 Ok(Object::CustomResourceDefinition(crd))
             })
             .collect()
+    }
+
+    fn rbac_rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
+        json!({ "apiGroups": groups, "resources": resources, "verbs": verbs })
+    }
+
+    /// istiod's cluster-wide permissions in ambient mode (upstream's
+    /// `istiod-clusterrole`, with `pilotCertProvider: istiod`, no analysis,
+    /// no node taint controller).
+    fn istiod_cluster_rules() -> Value {
+        let rule = Self::rbac_rule;
+        let read = &["get", "watch", "list"][..];
+        let istio_groups = &[
+            "config.istio.io",
+            "security.istio.io",
+            "networking.istio.io",
+            "authentication.istio.io",
+            "rbac.istio.io",
+            "telemetry.istio.io",
+            "extensions.istio.io",
+        ][..];
+        json!([
+            rule(
+                &["admissionregistration.k8s.io"],
+                &["mutatingwebhookconfigurations"],
+                &["get", "list", "watch", "update", "patch"]
+            ),
+            rule(
+                &["admissionregistration.k8s.io"],
+                &["validatingwebhookconfigurations"],
+                &["get", "list", "watch", "update"]
+            ),
+            rule(istio_groups, &["*"], read),
+            rule(&["networking.istio.io"], &["workloadentries"], CRUD),
+            rule(
+                &["networking.istio.io"],
+                &["workloadentries/status", "serviceentries/status"],
+                CRUD
+            ),
+            rule(
+                &["security.istio.io"],
+                &["authorizationpolicies/status"],
+                CRUD
+            ),
+            rule(&[""], &["services/status"], CRUD),
+            rule(
+                &["apiextensions.k8s.io"],
+                &["customresourcedefinitions"],
+                &["get", "list", "watch"]
+            ),
+            rule(
+                &[""],
+                &["pods", "nodes", "services", "namespaces", "endpoints"],
+                &["get", "list", "watch"]
+            ),
+            rule(
+                &["discovery.k8s.io"],
+                &["endpointslices"],
+                &["get", "list", "watch"]
+            ),
+            rule(
+                &["networking.k8s.io"],
+                &["ingresses", "ingressclasses"],
+                &["get", "list", "watch"]
+            ),
+            rule(
+                &["networking.k8s.io"],
+                &["ingresses/status"],
+                &["get", "update", "patch"]
+            ),
+            rule(
+                &[""],
+                &["configmaps"],
+                &["create", "get", "list", "watch", "update"]
+            ),
+            rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+            rule(
+                &["authorization.k8s.io"],
+                &["subjectaccessreviews"],
+                &["create"]
+            ),
+            rule(
+                &["gateway.networking.k8s.io", "gateway.networking.x-k8s.io"],
+                &["*"],
+                read
+            ),
+            rule(
+                &["gateway.networking.x-k8s.io"],
+                &["xbackendtrafficpolicies/status", "xlistenersets/status"],
+                &["update", "patch"]
+            ),
+            rule(
+                &["gateway.networking.k8s.io"],
+                &[
+                    "backendtlspolicies/status",
+                    "gatewayclasses/status",
+                    "gateways/status",
+                    "grpcroutes/status",
+                    "httproutes/status",
+                    "referencegrants/status",
+                    "tcproutes/status",
+                    "tlsroutes/status",
+                    "udproutes/status",
+                ],
+                &["update", "patch"]
+            ),
+            rule(
+                &["gateway.networking.k8s.io"],
+                &["gatewayclasses"],
+                &["create", "update", "patch", "delete"]
+            ),
+            rule(&["inference.networking.k8s.io"], &["inferencepools"], read),
+            rule(
+                &["inference.networking.k8s.io"],
+                &["inferencepools/status"],
+                &["update", "patch"]
+            ),
+            rule(&[""], &["secrets"], read),
+            rule(
+                &["multicluster.x-k8s.io"],
+                &["serviceexports"],
+                &["get", "watch", "list", "create", "delete"]
+            ),
+            rule(&["multicluster.x-k8s.io"], &["serviceimports"], read),
+        ])
+    }
+
+    /// What istiod's gateway deployment controller writes for every waypoint
+    /// (from the `waypoint` template), in the waypoints' namespaces.
+    fn gateway_controller_rules() -> Value {
+        let rule = Self::rbac_rule;
+        json!([
+            rule(&["apps"], &["deployments"], CRUD),
+            rule(&["autoscaling"], &["horizontalpodautoscalers"], CRUD),
+            rule(&["policy"], &["poddisruptionbudgets"], CRUD),
+            rule(&[""], &["services"], CRUD),
+            rule(&[""], &["serviceaccounts"], CRUD),
+        ])
+    }
+
+    /// A ClusterRole and its binding to `subject` (a ServiceAccount in
+    /// `istio-system`).
+    fn cluster_role(
+        &self,
+        step: Step,
+        name: &str,
+        subject: &str,
+        labels: &[(&str, &str)],
+        rules: Value,
+    ) -> Result<[Object; 2]> {
+        Ok([
+            Object::ClusterRole(typed(
+                name,
+                json!({ "apiVersion": format!("{RBAC}/v1"), "kind": "ClusterRole",
+                        "metadata": self.meta(step, name, None, labels), "rules": rules }),
+            )?),
+            Object::ClusterRoleBinding(typed(
+                name,
+                json!({
+                    "apiVersion": format!("{RBAC}/v1"), "kind": "ClusterRoleBinding",
+                    "metadata": self.meta(step, name, None, labels),
+                    "roleRef": { "apiGroup": RBAC, "kind": "ClusterRole", "name": name },
+                    "subjects": [{ "kind": "ServiceAccount", "name": subject, "namespace": ISTIO_NAMESPACE }]
+                }),
+            )?),
+        ])
     }
 
     fn istiod(&self) -> Result<Vec<Object>> {
         let s = Step::Istiod;
         let rev = self.rev();
         let name = self.istiod_name();
-        let version = self.d.version.as_str();
         let rev_labels: &[(&str, &str)] = &[(REVISION_LABEL, rev), ("app", "istiod")];
-        let cluster_role = format!("{name}-{ISTIO_NAMESPACE}");
         let mut out = Vec::new();
 
         out.push(Object::Namespace(typed(
@@ -579,45 +798,44 @@ impl Renderer<'_> {
             json!({ "apiVersion": "v1", "kind": "ServiceAccount",
                     "metadata": self.meta(s, &name, Some(ISTIO_NAMESPACE), rev_labels) }),
         )?));
-        out.push(Object::ClusterRole(typed(
-            "istiod cluster role",
+        out.extend(self.cluster_role(
+            s,
+            &format!("istiod-clusterrole-{rev}-{ISTIO_NAMESPACE}"),
+            &name,
+            rev_labels,
+            Self::istiod_cluster_rules(),
+        )?);
+        out.extend(self.cluster_role(
+            s,
+            &format!("istiod-gateway-controller-{rev}-{ISTIO_NAMESPACE}"),
+            &name,
+            rev_labels,
+            Self::gateway_controller_rules(),
+        )?);
+        let rule = Self::rbac_rule;
+        out.push(Object::Role(typed(
+            "istiod role",
             json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                "metadata": self.meta(s, &cluster_role, None, rev_labels),
+                "apiVersion": format!("{RBAC}/v1"), "kind": "Role",
+                "metadata": self.meta(s, &name, Some(ISTIO_NAMESPACE), rev_labels),
                 "rules": [
-                    { "apiGroups": ["", "discovery.k8s.io"],
-                      "resources": ["pods", "nodes", "services", "namespaces", "endpoints", "endpointslices", "configmaps"],
-                      "verbs": ["get", "list", "watch"] },
-                    { "apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "update", "patch", "delete"] },
-                    { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"] },
-                    { "apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] },
-                    { "apiGroups": [""], "resources": ["services"], "verbs": ["create", "update", "patch", "delete"] },
-                    { "apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] },
-                    { "apiGroups": ["autoscaling", "policy"], "resources": ["horizontalpodautoscalers", "poddisruptionbudgets"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] },
-                    { "apiGroups": ["networking.istio.io", "security.istio.io", "telemetry.istio.io", "extensions.istio.io"],
-                      "resources": ["*"], "verbs": ["get", "list", "watch"] },
-                    { "apiGroups": ["networking.istio.io", "security.istio.io", "telemetry.istio.io"],
-                      "resources": ["*/status"], "verbs": ["update", "patch"] },
-                    { "apiGroups": ["gateway.networking.k8s.io"], "resources": ["*"], "verbs": ["get", "list", "watch", "update", "patch"] },
-                    { "apiGroups": ["admissionregistration.k8s.io"],
-                      "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
-                      "verbs": ["get", "list", "watch", "update", "patch"] },
-                    { "apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["get", "list", "watch"] },
-                    { "apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"] },
-                    { "apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"] },
-                    { "apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests", "certificatesigningrequests/approval", "certificatesigningrequests/status"],
-                      "verbs": ["get", "list", "watch", "create", "update", "delete"] },
-                    { "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] },
-                    { "apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"] }
+                    // The readiness probe of its webhook: a server dry-run create.
+                    rule(&["networking.istio.io"], &["gateways"], &["create"]),
+                    // Its self-signed CA (istio-ca-secret).
+                    rule(&[""], &["secrets"], &["create", "get", "watch", "list", "update", "delete"]),
+                    // The status controller's distribution report.
+                    rule(&[""], &["configmaps"], &["delete"]),
+                    // Leader election of its controllers.
+                    rule(&["coordination.k8s.io"], &["leases"], &["get", "update", "patch", "create"])
                 ]
             }),
         )?));
-        out.push(Object::ClusterRoleBinding(typed(
-            "istiod cluster role binding",
+        out.push(Object::RoleBinding(typed(
+            "istiod role binding",
             json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                "metadata": self.meta(s, &cluster_role, None, rev_labels),
-                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role },
+                "apiVersion": format!("{RBAC}/v1"), "kind": "RoleBinding",
+                "metadata": self.meta(s, &name, Some(ISTIO_NAMESPACE), rev_labels),
+                "roleRef": { "apiGroup": RBAC, "kind": "Role", "name": name },
                 "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": ISTIO_NAMESPACE }]
             }),
         )?));
@@ -629,11 +847,22 @@ impl Renderer<'_> {
                 "data": { "mesh": self.mesh_config()?, "meshNetworks": "networks: {}" }
             }),
         )?));
+        out.push(Object::ConfigMap(typed(
+            "istiod injection templates",
+            json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": self.meta(s, &format!("istio-sidecar-injector-{rev}"), Some(ISTIO_NAMESPACE), &[(REVISION_LABEL, rev)]),
+                "data": {
+                    "config": self.bundle.injection_config()?,
+                    "values": self.injection_values()?
+                }
+            }),
+        )?));
         out.push(Object::Service(typed(
             "istiod service",
             json!({
                 "apiVersion": "v1", "kind": "Service",
-                "metadata": self.meta(s, &name, Some(ISTIO_NAMESPACE), rev_labels),
+                "metadata": self.meta(s, &name, Some(ISTIO_NAMESPACE), &[(REVISION_LABEL, rev), ("app", "istiod"), ("istio", "pilot")]),
                 "spec": {
                     "selector": { "app": "istiod", REVISION_LABEL: rev },
                     "ports": [
@@ -645,65 +874,43 @@ impl Renderer<'_> {
                 }
             }),
         )?));
-        let pod_labels = json!({ "app": "istiod", "istio": "pilot", REVISION_LABEL: rev, VERSION_LABEL: version });
         out.push(Object::Deployment(typed(
             "istiod deployment",
-            json!({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": self.meta(s, &name, Some(ISTIO_NAMESPACE), &[(REVISION_LABEL, rev), ("app", "istiod"), (VERSION_LABEL, version)]),
-                "spec": {
-                    "replicas": self.d.istiod_replicas,
-                    "selector": { "matchLabels": { "app": "istiod", REVISION_LABEL: rev } },
-                    "strategy": { "rollingUpdate": { "maxSurge": "100%", "maxUnavailable": "25%" } },
-                    "template": {
-                        "metadata": { "labels": pod_labels },
-                        "spec": {
-                            "serviceAccountName": name,
-                            "securityContext": { "fsGroup": 1337 },
-                            "containers": [{
-                                "name": "discovery",
-                                "image": self.d.images.istiod,
-                                "args": ["discovery", "--monitoringAddr=:15014", "--log_output_level=default:info",
-                                         "--domain", "cluster.local", "--keepaliveMaxServerConnectionAge", "30m"],
-                                "ports": [
-                                    { "containerPort": 8080, "protocol": "TCP" },
-                                    { "containerPort": 15010, "protocol": "TCP" },
-                                    { "containerPort": 15012, "protocol": "TCP" },
-                                    { "containerPort": 15017, "protocol": "TCP" }
-                                ],
-                                "readinessProbe": { "httpGet": { "path": "/ready", "port": 8080 },
-                                                    "initialDelaySeconds": 1, "periodSeconds": 3, "timeoutSeconds": 5 },
-                                "env": [
-                                    env("REVISION", rev),
-                                    env("PILOT_ENABLE_AMBIENT", "true"),
-                                    env("PILOT_CERT_PROVIDER", "istiod"),
-                                    env("ISTIOD_CUSTOM_HOST", &format!("{name}.{ISTIO_NAMESPACE}.svc")),
-                                    env_field("POD_NAME", "metadata.name"),
-                                    env_field("POD_NAMESPACE", "metadata.namespace"),
-                                    env_field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-                                    env("KUBECONFIG", "/var/run/secrets/remote/config"),
-                                    env("CLUSTER_ID", "Kubernetes")
-                                ],
-                                "resources": { "requests": { "cpu": "500m", "memory": "2048Mi" } },
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                                    "runAsNonRoot": true, "runAsUser": 1337, "runAsGroup": 1337,
-                                    "capabilities": { "drop": ["ALL"] }
-                                },
-                                "volumeMounts": [
-                                    { "name": "config-volume", "mountPath": "/etc/istio/config" },
-                                    { "name": "local-certs", "mountPath": "/var/run/secrets/istio-dns" }
-                                ]
-                            }],
-                            "volumes": [
-                                { "name": "config-volume", "configMap": { "name": format!("istio-{rev}") } },
-                                { "name": "local-certs", "emptyDir": { "medium": "Memory" } }
-                            ]
-                        }
-                    }
-                }
-            }),
+            self.istiod_deployment()?,
         )?));
+        let autoscale = self.directives.istiod_autoscale;
+        let min_replicas = autoscale.map_or(self.d.istiod_replicas, |a| a.min_replicas);
+        if min_replicas > 1 {
+            // Upstream renders the PDB only then: with one replica
+            // `minAvailable: 1` would block every node drain.
+            out.push(Object::PodDisruptionBudget(typed(
+                "istiod pod disruption budget",
+                json!({
+                    "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                    "metadata": self.meta(s, &name, Some(ISTIO_NAMESPACE), &[(REVISION_LABEL, rev), ("app", "istiod"), ("istio", "pilot")]),
+                    "spec": {
+                        "minAvailable": 1,
+                        "selector": { "matchLabels": { "app": "istiod", REVISION_LABEL: rev } }
+                    }
+                }),
+            )?));
+        }
+        if let Some(a) = autoscale {
+            out.push(Object::HorizontalPodAutoscaler(typed(
+                "istiod autoscaler",
+                json!({
+                    "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                    "metadata": self.meta(s, &name, Some(ISTIO_NAMESPACE), rev_labels),
+                    "spec": {
+                        "minReplicas": a.min_replicas,
+                        "maxReplicas": a.max_replicas.max(a.min_replicas),
+                        "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": name },
+                        "metrics": [{ "type": "Resource", "resource": { "name": "cpu",
+                            "target": { "type": "Utilization", "averageUtilization": 80 } } }]
+                    }
+                }),
+            )?));
+        }
         out.push(Object::ValidatingWebhookConfiguration(typed(
             "istiod validating webhook",
             json!({
@@ -728,6 +935,111 @@ impl Renderer<'_> {
             }),
         )?));
         Ok(out)
+    }
+
+    fn istiod_deployment(&self) -> Result<Value> {
+        let rev = self.rev();
+        let name = self.istiod_name();
+        let version = self.d.version.as_str();
+        let pod_labels = json!({ "app": "istiod", "istio": "pilot", REVISION_LABEL: rev, VERSION_LABEL: version,
+                                 "sidecar.istio.io/inject": "false" });
+        let mut spec = json!({
+            "selector": { "matchLabels": { "app": "istiod", REVISION_LABEL: rev } },
+            "strategy": { "rollingUpdate": { "maxSurge": "100%", "maxUnavailable": "25%" } },
+            "template": {
+                "metadata": { "labels": pod_labels, "annotations": { "prometheus.io/port": "15014", "prometheus.io/scrape": "true" } },
+                "spec": {
+                    "serviceAccountName": name,
+                    // Scheduled before istio-cni is ready on a node.
+                    "tolerations": [{ "key": "cni.istio.io/not-ready", "operator": "Exists" }],
+                    "securityContext": { "fsGroup": 1337 },
+                    "containers": [{
+                        "name": "discovery",
+                        "image": self.d.images.istiod,
+                        "args": ["discovery", "--monitoringAddr=:15014", "--log_output_level=default:info",
+                                 "--domain", "cluster.local", "--keepaliveMaxServerConnectionAge", "30m"],
+                        "ports": [
+                            { "containerPort": 8080, "name": "http-debug", "protocol": "TCP" },
+                            { "containerPort": 15010, "name": "grpc-xds", "protocol": "TCP" },
+                            { "containerPort": 15012, "name": "tls-xds", "protocol": "TCP" },
+                            { "containerPort": 15017, "name": "https-webhooks", "protocol": "TCP" },
+                            { "containerPort": 15014, "name": "http-monitoring", "protocol": "TCP" }
+                        ],
+                        "readinessProbe": { "httpGet": { "path": "/ready", "port": 8080 },
+                                            "initialDelaySeconds": 1, "periodSeconds": 3, "timeoutSeconds": 5 },
+                        "env": [
+                            env("REVISION", rev),
+                            env("PILOT_CERT_PROVIDER", "istiod"),
+                            env_field("POD_NAME", "metadata.name"),
+                            env_field("POD_NAMESPACE", "metadata.namespace"),
+                            env_field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+                            env("KUBECONFIG", "/var/run/secrets/remote/config"),
+                            env("CA_TRUSTED_NODE_ACCOUNTS", &format!("{ISTIO_NAMESPACE}/ztunnel")),
+                            env("PILOT_ENABLE_AMBIENT", "true"),
+                            env("ISTIOD_CUSTOM_HOST", &format!("{name}.{ISTIO_NAMESPACE}.svc")),
+                            env("PILOT_ENABLE_ANALYSIS", "false"),
+                            env("CLUSTER_ID", "Kubernetes"),
+                            env_resource("GOMEMLIMIT", "limits.memory"),
+                            env_resource("GOMAXPROCS", "limits.cpu"),
+                            env("PLATFORM", "")
+                        ],
+                        "resources": { "requests": { "cpu": "500m", "memory": "2048Mi" } },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                            "runAsNonRoot": true, "runAsUser": 1337, "runAsGroup": 1337,
+                            "capabilities": { "drop": ["ALL"] }
+                        },
+                        "volumeMounts": [
+                            { "name": "istio-token", "mountPath": "/var/run/secrets/tokens", "readOnly": true },
+                            { "name": "local-certs", "mountPath": "/var/run/secrets/istio-dns" },
+                            { "name": "cacerts", "mountPath": "/etc/cacerts", "readOnly": true },
+                            { "name": "istio-kubeconfig", "mountPath": "/var/run/secrets/remote", "readOnly": true }
+                        ]
+                    }],
+                    "volumes": [
+                        { "name": "local-certs", "emptyDir": { "medium": "Memory" } },
+                        { "name": "istio-token", "projected": { "sources": [{ "serviceAccountToken": {
+                            "audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token" } }] } },
+                        // A plug-in CA, if the operator provides one.
+                        { "name": "cacerts", "secret": { "secretName": "cacerts", "optional": true } },
+                        { "name": "istio-kubeconfig", "secret": { "secretName": "istio-kubeconfig", "optional": true } }
+                    ]
+                }
+            }
+        });
+        // With an HPA the replica count is the HPA's: not applied, so that
+        // server-side apply does not fight it.
+        if self.directives.istiod_autoscale.is_none() {
+            spec["replicas"] = self.d.istiod_replicas.into();
+        }
+        Ok(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": self.meta(Step::Istiod, &name, Some(ISTIO_NAMESPACE), &[(REVISION_LABEL, rev), ("app", "istiod"), ("istio", "pilot"), (VERSION_LABEL, version)]),
+            "spec": spec
+        }))
+    }
+
+    /// The `values` key of the injection-template ConfigMap: the per-install
+    /// settings the bundle's templates read as `.Values` (upstream's value
+    /// names).
+    fn injection_values(&self) -> Result<String> {
+        let values = json!({
+            "revision": self.rev(),
+            "global": {
+                "istioNamespace": ISTIO_NAMESPACE,
+                "caAddress": self.istiod_address(),
+                "pilotCertProvider": "istiod",
+                "logging": { "level": "default:info" },
+                "multiCluster": { "clusterName": "Kubernetes" },
+                "proxy": {
+                    "image": self.d.images.proxy,
+                    "clusterDomain": "cluster.local",
+                    "logLevel": "warning",
+                    "componentLogLevel": "misc:error"
+                }
+            }
+        });
+        Ok(serde_json::to_string_pretty(&values)?)
     }
 
     /// The mesh config istiod reads from `istio-<revision>` (JSON, which is YAML).
@@ -758,86 +1070,122 @@ impl Renderer<'_> {
         let version = self.d.version.as_str();
         let name = "istio-cni";
         let app: &[(&str, &str)] = &[("app", "istio-cni-node")];
-        Ok(vec![
-            Object::ServiceAccount(typed(
-                "istio-cni service account",
-                json!({ "apiVersion": "v1", "kind": "ServiceAccount",
-                        "metadata": self.meta(s, name, Some(ISTIO_NAMESPACE), app) }),
-            )?),
-            Object::ClusterRole(typed(
-                "istio-cni cluster role",
-                json!({
-                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                    "metadata": self.meta(s, name, None, app),
-                    "rules": [
-                        { "apiGroups": [""], "resources": ["pods", "nodes", "namespaces"], "verbs": ["get", "list", "watch"] },
-                        { "apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch", "update"] },
-                        { "apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": ["istio-cni-node"], "verbs": ["get"] }
-                    ]
-                }),
-            )?),
-            Object::ClusterRoleBinding(typed(
-                "istio-cni cluster role binding",
-                json!({
-                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                    "metadata": self.meta(s, name, None, app),
-                    "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
-                    "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": ISTIO_NAMESPACE }]
-                }),
-            )?),
-            Object::DaemonSet(typed(
-                "istio-cni daemonset",
-                json!({
-                    "apiVersion": "apps/v1", "kind": "DaemonSet",
-                    "metadata": self.meta(s, "istio-cni-node", Some(ISTIO_NAMESPACE), &[("app", "istio-cni-node"), (VERSION_LABEL, version)]),
-                    "spec": {
-                        "selector": { "matchLabels": { "app": "istio-cni-node" } },
-                        // In place, never canaried (DESIGN §4).
-                        "updateStrategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 1 } },
-                        "template": {
-                            "metadata": { "labels": { "app": "istio-cni-node", VERSION_LABEL: version } },
-                            "spec": {
-                                "serviceAccountName": name,
-                                "hostNetwork": true,
-                                "priorityClassName": "system-node-critical",
-                                "tolerations": [{ "operator": "Exists" }],
-                                "terminationGracePeriodSeconds": 5,
-                                "containers": [{
-                                    "name": "install-cni",
-                                    "image": self.d.images.cni,
-                                    "command": ["install-cni"],
-                                    "args": ["--log_output_level=info"],
-                                    "env": [
-                                        env("AMBIENT_ENABLED", "true"),
-                                        env("CNI_NET_DIR", "/etc/cni/net.d"),
-                                        env("CHAINED_CNI_PLUGIN", "true"),
-                                        env("REPAIR_ENABLED", "true"),
-                                        env_field("NODE_NAME", "spec.nodeName"),
-                                        env_field("POD_NAME", "metadata.name"),
-                                        env_field("POD_NAMESPACE", "metadata.namespace")
-                                    ],
-                                    "readinessProbe": { "httpGet": { "path": "/readyz", "port": 8000 } },
-                                    "resources": { "requests": { "cpu": "100m", "memory": "100Mi" } },
-                                    "securityContext": { "privileged": true, "runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": false },
-                                    "volumeMounts": [
-                                        { "name": "cni-bin-dir", "mountPath": "/host/opt/cni/bin" },
-                                        { "name": "cni-net-dir", "mountPath": "/host/etc/cni/net.d" },
-                                        { "name": "cni-socket-dir", "mountPath": "/var/run/istio-cni" },
-                                        { "name": "cni-netns-dir", "mountPath": "/host/proc", "readOnly": true }
-                                    ]
-                                }],
-                                "volumes": [
-                                    { "name": "cni-bin-dir", "hostPath": { "path": "/opt/cni/bin" } },
-                                    { "name": "cni-net-dir", "hostPath": { "path": "/etc/cni/net.d" } },
-                                    { "name": "cni-socket-dir", "hostPath": { "path": "/var/run/istio-cni" } },
-                                    { "name": "cni-netns-dir", "hostPath": { "path": "/proc", "type": "Directory" } }
+        let rule = Self::rbac_rule;
+        let mut out = vec![Object::ServiceAccount(typed(
+            "istio-cni service account",
+            json!({ "apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": self.meta(s, name, Some(ISTIO_NAMESPACE), app) }),
+        )?)];
+        // Upstream's three ClusterRoles (base, repair, ambient) in one.
+        out.extend(self.cluster_role(
+            s,
+            name,
+            name,
+            app,
+            json!([
+                rule(&[""], &["pods", "nodes", "namespaces"], &["get", "list", "watch"]),
+                rule(&[""], &["events"], &["create", "patch"]),
+                rule(&[""], &["pods/status"], &["patch", "update"]),
+                { "apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": ["istio-cni-node"], "verbs": ["get"] }
+            ]),
+        )?);
+        out.push(Object::ConfigMap(typed(
+            "istio-cni config",
+            json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": self.meta(s, "istio-cni-config", Some(ISTIO_NAMESPACE), app),
+                "data": {
+                    "CURRENT_AGENT_VERSION": version,
+                    "AMBIENT_ENABLED": "true",
+                    "AMBIENT_ENABLEMENT_SELECTOR": "- podSelector:\n    matchLabels:\n      istio.io/dataplane-mode: ambient\n- podSelector:\n    matchExpressions:\n    - key: istio.io/dataplane-mode\n      operator: NotIn\n      values:\n      - none\n  namespaceSelector:\n    matchLabels:\n      istio.io/dataplane-mode: ambient\n",
+                    "AMBIENT_DNS_CAPTURE": "true",
+                    "AMBIENT_IPV6": "true",
+                    "AMBIENT_RECONCILE_POD_RULES_ON_STARTUP": "false",
+                    "ISTIO_OWNED_CNI_CONFIG": "false",
+                    "CHAINED_CNI_PLUGIN": "true",
+                    "EXCLUDE_NAMESPACES": "kube-system",
+                    "REPAIR_ENABLED": "true",
+                    "REPAIR_LABEL_PODS": "false",
+                    "REPAIR_DELETE_PODS": "false",
+                    "REPAIR_REPAIR_PODS": "true",
+                    "REPAIR_INIT_CONTAINER_NAME": "istio-validation",
+                    "REPAIR_BROKEN_POD_LABEL_KEY": "cni.istio.io/uninitialized",
+                    "REPAIR_BROKEN_POD_LABEL_VALUE": "true",
+                    "NATIVE_NFTABLES": "false"
+                }
+            }),
+        )?));
+        out.push(Object::DaemonSet(typed(
+            "istio-cni daemonset",
+            json!({
+                "apiVersion": "apps/v1", "kind": "DaemonSet",
+                "metadata": self.meta(s, "istio-cni-node", Some(ISTIO_NAMESPACE), &[("app", "istio-cni-node"), (VERSION_LABEL, version)]),
+                "spec": {
+                    "selector": { "matchLabels": { "app": "istio-cni-node" } },
+                    // In place, never canaried (DESIGN §4).
+                    "updateStrategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 1 } },
+                    "template": {
+                        "metadata": {
+                            "labels": { "app": "istio-cni-node", VERSION_LABEL: version, "sidecar.istio.io/inject": "false",
+                                        "istio.io/dataplane-mode": "none" },
+                            "annotations": { "sidecar.istio.io/inject": "false",
+                                             "prometheus.io/port": "15014", "prometheus.io/scrape": "true", "prometheus.io/path": "/metrics",
+                                             "container.apparmor.security.beta.kubernetes.io/install-cni": "unconfined" }
+                        },
+                        "spec": {
+                            "serviceAccountName": name,
+                            "nodeSelector": { "kubernetes.io/os": "linux" },
+                            "priorityClassName": "system-node-critical",
+                            "tolerations": node_agent_tolerations(),
+                            "terminationGracePeriodSeconds": 5,
+                            "containers": [{
+                                "name": "install-cni",
+                                "image": self.d.images.cni,
+                                "command": ["install-cni"],
+                                "args": ["--log_output_level=info"],
+                                "envFrom": [{ "configMapRef": { "name": "istio-cni-config" } }],
+                                "env": [
+                                    env_field("REPAIR_NODE_NAME", "spec.nodeName"),
+                                    env("REPAIR_RUN_AS_DAEMON", "true"),
+                                    env("REPAIR_SIDECAR_ANNOTATION", "sidecar.istio.io/status"),
+                                    env("ALLOW_SWITCH_TO_HOST_NS", "true"),
+                                    env_field("NODE_NAME", "spec.nodeName"),
+                                    env_resource("GOMEMLIMIT", "limits.memory"),
+                                    env_resource("GOMAXPROCS", "limits.cpu"),
+                                    env_field("POD_NAME", "metadata.name"),
+                                    env_field("POD_NAMESPACE", "metadata.namespace")
+                                ],
+                                "ports": [{ "containerPort": 15014, "name": "metrics", "protocol": "TCP" }],
+                                "readinessProbe": { "httpGet": { "path": "/readyz", "port": 8000 } },
+                                "resources": { "requests": { "cpu": "100m", "memory": "100Mi" } },
+                                "securityContext": {
+                                    "privileged": false, "runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": false,
+                                    "capabilities": { "drop": ["ALL"],
+                                                      "add": ["NET_ADMIN", "NET_RAW", "SYS_PTRACE", "SYS_ADMIN", "DAC_OVERRIDE"] }
+                                },
+                                "volumeMounts": [
+                                    { "name": "cni-bin-dir", "mountPath": "/host/opt/cni/bin" },
+                                    { "name": "cni-host-procfs", "mountPath": "/host/proc", "readOnly": true },
+                                    { "name": "cni-net-dir", "mountPath": "/host/etc/cni/net.d" },
+                                    { "name": "cni-socket-dir", "mountPath": "/var/run/istio-cni" },
+                                    { "name": "cni-netns-dir", "mountPath": "/host/var/run/netns", "mountPropagation": "HostToContainer" },
+                                    { "name": "cni-ztunnel-sock-dir", "mountPath": "/var/run/ztunnel" }
                                 ]
-                            }
+                            }],
+                            "volumes": [
+                                { "name": "cni-bin-dir", "hostPath": { "path": "/opt/cni/bin" } },
+                                { "name": "cni-host-procfs", "hostPath": { "path": "/proc", "type": "Directory" } },
+                                { "name": "cni-ztunnel-sock-dir", "hostPath": { "path": "/var/run/ztunnel", "type": "DirectoryOrCreate" } },
+                                { "name": "cni-net-dir", "hostPath": { "path": "/etc/cni/net.d" } },
+                                { "name": "cni-socket-dir", "hostPath": { "path": "/var/run/istio-cni" } },
+                                { "name": "cni-netns-dir", "hostPath": { "path": "/var/run/netns", "type": "DirectoryOrCreate" } }
+                            ]
                         }
                     }
-                }),
-            )?),
-        ])
+                }
+            }),
+        )?));
+        Ok(out)
     }
 
     fn ztunnel(&self) -> Result<Vec<Object>> {
@@ -866,32 +1214,43 @@ impl Renderer<'_> {
                         // roll node by node (DESIGN §4).
                         "updateStrategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 1, "maxSurge": 0 } },
                         "template": {
-                            "metadata": { "labels": { "app": "ztunnel", VERSION_LABEL: version, "sidecar.istio.io/inject": "false" } },
+                            "metadata": {
+                                "labels": { "app": "ztunnel", VERSION_LABEL: version, "sidecar.istio.io/inject": "false",
+                                            "istio.io/dataplane-mode": "none" },
+                                "annotations": { "sidecar.istio.io/inject": "false", REVISION_LABEL: self.rev() }
+                            },
                             "spec": {
                                 "serviceAccountName": "ztunnel",
+                                "nodeSelector": { "kubernetes.io/os": "linux" },
                                 "priorityClassName": "system-node-critical",
-                                "tolerations": [{ "operator": "Exists" }],
+                                "tolerations": node_agent_tolerations(),
                                 "terminationGracePeriodSeconds": 30,
                                 "containers": [{
                                     "name": "istio-proxy",
                                     "image": self.d.images.ztunnel,
                                     "args": ["proxy", "ztunnel"],
                                     "env": [
-                                        env("RUST_LOG", log_level(self.d.ztunnel_log_level)),
                                         env("CA_ADDRESS", &ca),
                                         env("XDS_ADDRESS", &ca),
+                                        env("RUST_LOG", log_level(self.d.ztunnel_log_level)),
+                                        env("RUST_BACKTRACE", "1"),
                                         env("ISTIO_META_CLUSTER_ID", "Kubernetes"),
-                                        env_field("NODE_NAME", "spec.nodeName"),
+                                        env("INPOD_ENABLED", "true"),
+                                        env("TERMINATION_GRACE_PERIOD_SECONDS", "30"),
                                         env_field("POD_NAME", "metadata.name"),
                                         env_field("POD_NAMESPACE", "metadata.namespace"),
+                                        env_field("NODE_NAME", "spec.nodeName"),
                                         env_field("INSTANCE_IP", "status.podIP"),
-                                        env_field("SERVICE_ACCOUNT", "spec.serviceAccountName")
+                                        env_field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+                                        json!({ "name": "ZTUNNEL_CPU_LIMIT", "valueFrom": { "resourceFieldRef": { "resource": "limits.cpu" } } })
                                     ],
                                     "ports": [{ "containerPort": 15020, "name": "ztunnel-stats", "protocol": "TCP" }],
                                     "readinessProbe": { "httpGet": { "path": "/healthz/ready", "port": 15021 } },
                                     "resources": { "requests": requests },
                                     "securityContext": {
-                                        "allowPrivilegeEscalation": false, "privileged": false,
+                                        // Upstream allows escalation (for setns); ztunnel
+                                        // runs as root with only these capabilities.
+                                        "allowPrivilegeEscalation": true, "privileged": false,
                                         "readOnlyRootFilesystem": true, "runAsGroup": 1337, "runAsNonRoot": false, "runAsUser": 0,
                                         "capabilities": { "drop": ["ALL"], "add": ["NET_ADMIN", "SYS_ADMIN", "NET_RAW"] }
                                     },
@@ -917,6 +1276,23 @@ impl Renderer<'_> {
         ])
     }
 
+    /// The `default` revision tag: istiod counts a Gateway labelled
+    /// `istio.io/rev: default` (or unlabelled) as its own while this
+    /// webhook configuration's `istio.io/rev` names its revision. It holds no
+    /// webhook (the mesh is ambient: pods are never injected), so it never
+    /// intercepts a pod.
+    fn revision_tag(&self) -> Result<Object> {
+        Ok(Object::MutatingWebhookConfiguration(typed(
+            "revision tag",
+            json!({
+                "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                "metadata": self.meta(Step::Waypoints, &format!("istio-revision-tag-{DEFAULT_TAG}"), None,
+                    &[(TAG_LABEL, DEFAULT_TAG), (REVISION_LABEL, self.rev()), ("app", "sidecar-injector")]),
+                "webhooks": []
+            }),
+        )?))
+    }
+
     fn waypoints(&self) -> Result<Vec<Object>> {
         let ar = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "Gateway"),
@@ -925,7 +1301,7 @@ impl Renderer<'_> {
         let mut wps: Vec<&DesiredWaypoint> = self.d.waypoints.iter().collect();
         wps.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         wps.dedup_by(|a, b| a.namespace == b.namespace && a.name == b.name);
-        let mut out = Vec::new();
+        let mut out = vec![self.revision_tag()?];
         for w in wps {
             let params = format!("{}-waypoint-params", w.name);
             // Istio reads Deployment overrides for the waypoint it deploys
@@ -945,12 +1321,14 @@ impl Renderer<'_> {
                 Some(&w.namespace),
                 &[
                     (WAYPOINT_FOR_LABEL, traffic_type(w.traffic_type)),
-                    (REVISION_LABEL, self.rev()),
+                    // Follows the tag, so an upgrade moves it to the new
+                    // revision when the tag moves.
+                    (REVISION_LABEL, DEFAULT_TAG),
                 ],
             );
             let mut gw = DynamicObject::new(&w.name, &ar).within(&w.namespace).data(json!({
                 "spec": {
-                    "gatewayClassName": "istio-waypoint",
+                    "gatewayClassName": WAYPOINT_CLASS,
                     "infrastructure": { "parametersRef": { "group": "", "kind": "ConfigMap", "name": params } },
                     "listeners": [{ "name": "mesh", "port": 15008, "protocol": "HBONE" }]
                 }
@@ -1083,18 +1461,22 @@ mod tests {
     }
 
     #[test]
-    fn disabled_renders_nothing_and_prunes_in_reverse_step_order() {
+    fn disabled_renders_nothing_and_uninstalls_in_reverse_step_order_keeping_crds() {
         let mut d = desired("1.28.2");
         let owned: Vec<OwnedObject> = crate::testing::owned_objects(&render(&d).unwrap());
         d.mode = MeshMode::Disabled;
         assert!(render(&d).unwrap().is_empty());
-        let plan = plan_prune(&BTreeSet::new(), &owned);
-        assert_eq!(plan.len(), owned.len());
+        let plan = plan_uninstall(&owned, false);
+        let crds = owned.iter().filter(|o| is_crd(&o.reference)).count();
+        assert!(crds > 0);
+        assert_eq!(plan.len(), owned.len() - crds, "everything but the CRDs");
+        assert!(plan.iter().all(|a| !is_crd(a.reference())));
         let components: Vec<String> = plan
             .iter()
             .map(|a| match a {
                 PruneAction::Delete { component, .. } => component.clone().unwrap(),
                 PruneAction::Release { .. } => "namespaces".to_string(),
+                PruneAction::DeleteIfEmpty { .. } => "istiod".to_string(),
             })
             .collect();
         let mut order: Vec<String> = components.clone();
@@ -1108,33 +1490,203 @@ mod tests {
                 "ztunnel",
                 "istio-cni",
                 "istiod",
-                "crds"
             ]
         );
         // Inside istiod: the Deployment goes before its ServiceAccount, the
-        // Namespace last.
-        let istiod: Vec<&ObjectRef> = plan
+        // Namespace last — and only if it is empty by then.
+        let istiod: Vec<&PruneAction> = plan
             .iter()
-            .filter(
-                |a| matches!(a, PruneAction::Delete { component: Some(c), .. } if c == "istiod"),
-            )
-            .map(PruneAction::reference)
+            .filter(|a| {
+                matches!(a, PruneAction::Delete { component: Some(c), .. } if c == "istiod")
+                    || matches!(a, PruneAction::DeleteIfEmpty { .. })
+            })
             .collect();
-        assert_eq!(istiod.last().unwrap().kind, "Namespace");
-        let dep = istiod.iter().position(|r| r.kind == "Deployment").unwrap();
+        assert_eq!(
+            istiod.last(),
+            Some(&&PruneAction::DeleteIfEmpty {
+                reference: ObjectRef::new("v1", "Namespace", None, ISTIO_NAMESPACE)
+            })
+        );
+        let dep = istiod
+            .iter()
+            .position(|a| a.reference().kind == "Deployment")
+            .unwrap();
         let sa = istiod
             .iter()
-            .position(|r| r.kind == "ServiceAccount")
+            .position(|a| a.reference().kind == "ServiceAccount")
             .unwrap();
         assert!(dep < sa);
         // Enrolled namespaces are released, never deleted.
         assert!(plan.iter().all(|a| match a {
-            PruneAction::Delete {
-                reference,
-                component,
-            } => reference.kind != "Namespace" || component.as_deref() == Some("istiod"),
-            PruneAction::Release { reference } => reference.kind == "Namespace",
+            PruneAction::Delete { reference, .. } => reference.kind != "Namespace",
+            PruneAction::Release { reference } | PruneAction::DeleteIfEmpty { reference } =>
+                reference.kind == "Namespace",
         }));
+        // Purging adds the agent's CRDs, last.
+        let purge = plan_uninstall(&owned, true);
+        assert_eq!(purge.len(), owned.len());
+        assert!(purge[plan.len()..].iter().all(|a| is_crd(a.reference())));
+    }
+
+    #[test]
+    fn pruning_never_deletes_a_crd() {
+        let d = desired("1.28.2");
+        let owned: Vec<OwnedObject> = crate::testing::owned_objects(&render(&d).unwrap());
+        // A CRD the bundle no longer has, and a stale Deployment.
+        let mut owned = owned;
+        owned.push(OwnedObject {
+            reference: ObjectRef::new(
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                None,
+                "old.networking.istio.io",
+            ),
+            component: Some("crds".into()),
+        });
+        owned.push(OwnedObject {
+            reference: ObjectRef::deployment(ISTIO_NAMESPACE, "istiod-1-27-1"),
+            component: Some("istiod".into()),
+        });
+        let plan = plan_prune(&desired_refs(&render(&d).unwrap()), &owned);
+        assert_eq!(
+            plan,
+            [PruneAction::Delete {
+                reference: ObjectRef::deployment(ISTIO_NAMESPACE, "istiod-1-27-1"),
+                component: Some("istiod".into())
+            }]
+        );
+    }
+
+    #[test]
+    fn istiod_has_its_role_pdb_injection_templates_and_an_optional_hpa() {
+        let d = desired("1.28.2");
+        let steps = render(&d).unwrap();
+        let refs: Vec<ObjectRef> = steps[1].objects.iter().map(Object::reference).collect();
+        let has = |kind: &str, name: &str| refs.iter().any(|r| r.kind == kind && r.name == name);
+        assert!(has("Role", "istiod-1-28-2") && has("RoleBinding", "istiod-1-28-2"));
+        assert!(has("PodDisruptionBudget", "istiod-1-28-2"));
+        assert!(has("ConfigMap", "istio-sidecar-injector-1-28-2"));
+        assert!(has(
+            "ClusterRole",
+            "istiod-gateway-controller-1-28-2-istio-system"
+        ));
+        assert!(!refs.iter().any(|r| r.kind == "HorizontalPodAutoscaler"));
+        let cm = steps[1]
+            .objects
+            .iter()
+            .find(|o| o.reference().name == "istio-sidecar-injector-1-28-2")
+            .unwrap()
+            .to_json()
+            .unwrap();
+        let config: Value = serde_json::from_str(cm["data"]["config"].as_str().unwrap()).unwrap();
+        assert!(
+            config["templates"]["waypoint"]
+                .as_str()
+                .unwrap()
+                .contains("kind: Deployment")
+        );
+        let values: Value = serde_json::from_str(cm["data"]["values"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            values["global"]["proxy"]["image"],
+            "docker.io/istio/proxyv2:1.28.2"
+        );
+        assert_eq!(
+            values["global"]["caAddress"],
+            "istiod-1-28-2.istio-system.svc:15012"
+        );
+
+        // One replica: no PDB (it would block node drains).
+        let mut one = d.clone();
+        one.istiod_replicas = 1;
+        let steps = render(&one).unwrap();
+        assert!(
+            !steps[1]
+                .objects
+                .iter()
+                .any(|o| o.reference().kind == "PodDisruptionBudget")
+        );
+
+        // With an HPA the Deployment leaves the replica count to it.
+        let directives = Directives {
+            istiod_autoscale: Some(Autoscale {
+                min_replicas: 2,
+                max_replicas: 5,
+            }),
+            ..Directives::default()
+        };
+        let steps = render_with(&one, &Bundle::development("1.28.2"), &directives).unwrap();
+        let hpa = steps[1]
+            .objects
+            .iter()
+            .find(|o| o.reference().kind == "HorizontalPodAutoscaler")
+            .unwrap()
+            .to_json()
+            .unwrap();
+        assert_eq!(hpa["spec"]["maxReplicas"], 5);
+        let dep = steps[1]
+            .objects
+            .iter()
+            .find(|o| o.reference().kind == "Deployment")
+            .unwrap()
+            .to_json()
+            .unwrap();
+        assert!(dep["spec"].get("replicas").is_none(), "{}", dep["spec"]);
+        assert!(
+            steps[1]
+                .objects
+                .iter()
+                .any(|o| o.reference().kind == "PodDisruptionBudget")
+        );
+    }
+
+    #[test]
+    fn waypoints_follow_the_default_tag_and_wait_for_istiod() {
+        let d = desired("1.28.2");
+        let steps = render(&d).unwrap();
+        let wp = &steps[4];
+        let tag = wp.objects[0].to_json().unwrap();
+        assert_eq!(tag["kind"], "MutatingWebhookConfiguration");
+        assert_eq!(tag["metadata"]["labels"][TAG_LABEL], DEFAULT_TAG);
+        assert_eq!(tag["metadata"]["labels"][REVISION_LABEL], "1-28-2");
+        assert_eq!(tag["webhooks"], json!([]));
+        let gw = wp
+            .objects
+            .iter()
+            .find(|o| o.reference().kind == "Gateway")
+            .unwrap();
+        assert_eq!(gw.labels()[REVISION_LABEL], DEFAULT_TAG);
+        assert_eq!(
+            wp.checks(),
+            vec![Check::Waypoint {
+                gateway: gw.reference(),
+                deployment: ObjectRef::deployment("shop", "shop-waypoint"),
+            }]
+        );
+        // istiod's step waits for its rollout, then for its webhook.
+        let checks = steps[1].checks();
+        assert!(matches!(&checks[0], Check::Rollout(r) if r.name == "istiod-1-28-2"));
+        assert!(
+            matches!(&checks[1], Check::WebhookServing(r) if r.kind == "ValidatingWebhookConfiguration")
+        );
+    }
+
+    #[test]
+    fn directives_come_from_the_desired_state_document() {
+        let doc = json!({ "clusterName": "c", "purgeCrds": true,
+                          "istiodAutoscale": { "minReplicas": 2, "maxReplicas": 4 } });
+        let d = Directives::from_document(&doc);
+        assert!(d.purge_crds);
+        assert_eq!(
+            d.istiod_autoscale,
+            Some(Autoscale {
+                min_replicas: 2,
+                max_replicas: 4
+            })
+        );
+        assert_eq!(
+            Directives::from_document(&json!({ "clusterName": "c" })),
+            Directives::default()
+        );
     }
 
     #[test]

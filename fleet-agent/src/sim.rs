@@ -13,32 +13,47 @@
 //! - Deployments and DaemonSets that become ready `ready_after` their last
 //!   spec change (a DaemonSet wants one pod per node), unless broken with
 //!   [`SimCluster::break_workload`];
+//! - the parts of istiod the agent waits for: a waypoint `Gateway` gets its
+//!   Deployment (replicas from its parameters ConfigMap) when applied, and
+//!   `Programmed=True` `ready_after` its last change; a validating webhook
+//!   configuration gets its `caBundle` `ready_after` its last change — unless
+//!   withheld with [`SimCluster::withhold_programmed`]. Deleting a waypoint
+//!   `Gateway` deletes its Deployment (owner references);
+//! - field managers as far as the ownership rules need them: objects
+//!   [`SimCluster::insert`]ed by someone else carry that manager
+//!   ([`SimCluster::insert_managed_by`]), and the agent's applies its own;
 //! - injected apply failures with an API-style message
 //!   ([`SimCluster::fail_apply`]);
 //! - Secrets, so that a new agent over the same `SimCluster` is a restart that
 //!   finds its credential.
 //!
 //! What it does not model: namespace existence (objects may be applied into a
-//! namespace that was never created), admission, CRD schemas, garbage
-//! collection of dependents, and waypoint Deployments created by istiod.
+//! namespace that was never created), admission, CRD schemas, conflicts of
+//! non-forced applies, and garbage collection other than of waypoints.
 //!
 //! Cheap by design (one mutex, a few dozen small JSON values): the fleet
 //! simulator runs thousands in one process. Clones share the same cluster.
 //! Time is [`tokio::time::Instant`], so a paused Tokio clock drives it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use meshfleet_model::{COMPONENT_LABEL, ClusterFacts, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use serde_json::Value;
+use meshfleet_model::{
+    COMPONENT_LABEL, ClusterFacts, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+};
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::backend::{
     Applied, ClusterBackend, MANAGED_KINDS, ObjectRef, OwnedObject, SecretData, WorkloadStatus,
 };
 use crate::error::{Error, Result};
-use crate::render::{Object, VERSION_LABEL};
+use crate::ownership::{LiveCrd, NamespaceObject};
+use crate::render::{Object, VERSION_LABEL, WAYPOINT_CLASS};
+
+/// Label istiod puts on what it builds for a Gateway.
+const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 /// How a simulated cluster behaves.
 #[derive(Debug, Clone)]
@@ -93,6 +108,8 @@ struct SimObject {
     /// Carries the managed-by label; its component label.
     owned: bool,
     component: Option<Box<str>>,
+    /// The field manager of whoever else created or changed it.
+    other_manager: Option<Box<str>>,
     resource_version: u64,
     generation: i64,
     spec_changed_at: Instant,
@@ -113,6 +130,7 @@ impl SimObject {
             applied: applied.unwrap_or_else(|| Arc::from("null")),
             owned: false,
             component: None,
+            other_manager: None,
             resource_version: rv,
             generation: 1,
             spec_changed_at: Instant::now(),
@@ -157,6 +175,7 @@ struct Inner {
     secrets: BTreeMap<(String, String), SecretData>,
     apply_failures: Vec<(String, String, String)>,
     broken: HashMap<String, String>,
+    withheld: HashSet<String>,
     next_rv: u64,
     ops: VecDeque<SimOp>,
     unreachable: Option<String>,
@@ -184,6 +203,7 @@ impl SimCluster {
                 secrets: BTreeMap::new(),
                 apply_failures: Vec::new(),
                 broken: HashMap::new(),
+                withheld: HashSet::new(),
                 next_rv: 1,
                 ops: VecDeque::new(),
                 unreachable: None,
@@ -219,6 +239,17 @@ impl SimCluster {
 
     pub fn heal_workload(&self, name: &str) {
         self.lock().broken.remove(name);
+    }
+
+    /// The Gateway or webhook configuration `name` (any namespace) is never
+    /// programmed by the simulated istiod: no `Programmed=True`, no
+    /// `caBundle`.
+    pub fn withhold_programmed(&self, name: &str) {
+        self.lock().withheld.insert(name.to_string());
+    }
+
+    pub fn grant_programmed(&self, name: &str) {
+        self.lock().withheld.remove(name);
     }
 
     /// Every call fails as if the API server were down (`None` heals it).
@@ -271,15 +302,20 @@ impl SimCluster {
             .collect()
     }
 
-    /// Creates an object as someone else would (not owned by the agent unless
-    /// it carries the managed-by label).
+    /// Creates an object as someone else would (field manager `kubectl`;
+    /// not owned by the agent unless it carries the managed-by label).
     pub fn insert(&self, reference: ObjectRef, object: Value) {
+        self.insert_managed_by(reference, object, "kubectl");
+    }
+
+    /// Creates an object as the field manager `manager` would.
+    pub fn insert_managed_by(&self, reference: ObjectRef, object: Value, manager: &str) {
         let mut inner = self.lock();
         let rv = inner.next_rv;
         inner.next_rv += 1;
-        inner
-            .objects
-            .insert(reference, SimObject::new(&object, None, rv));
+        let mut o = SimObject::new(&object, None, rv);
+        o.other_manager = Some(manager.into());
+        inner.objects.insert(reference, o);
     }
 
     /// What the agent did, oldest first (the last 1024 operations).
@@ -456,6 +492,9 @@ impl ClusterBackend for SimCluster {
         if applied.changed {
             inner.next_rv += 1;
         }
+        if is_waypoint(&reference, &new) {
+            deploy_waypoint(&mut inner, &reference, &new);
+        }
         push_op(
             &mut inner,
             SimOp::Apply {
@@ -469,7 +508,20 @@ impl ClusterBackend for SimCluster {
     async fn delete(&self, reference: &ObjectRef) -> Result<()> {
         self.check_reachable()?;
         let mut inner = self.lock();
-        inner.objects.remove(reference);
+        if let Some(gone) = inner.objects.remove(reference)
+            && is_waypoint(reference, &gone.value())
+        {
+            // Owner references: what istiod built for the Gateway goes too.
+            let deployment = ObjectRef::deployment(
+                reference.namespace.as_deref().unwrap_or_default(),
+                &reference.name,
+            );
+            if inner.objects.get(&deployment).is_some_and(|d| {
+                label(&d.value(), GATEWAY_NAME_LABEL) == Some(reference.name.as_str())
+            }) {
+                inner.objects.remove(&deployment);
+            }
+        }
         if reference.kind == "Namespace" {
             // Deleting a namespace deletes what is in it.
             inner
@@ -550,6 +602,95 @@ impl ClusterBackend for SimCluster {
         Ok(())
     }
 
+    async fn get_object(&self, reference: &ObjectRef) -> Result<Option<Value>> {
+        self.check_reachable()?;
+        let inner = self.lock();
+        let Some(obj) = inner.objects.get(reference) else {
+            return Ok(None);
+        };
+        let mut live = render_live(obj);
+        let programmed = !inner.withheld.contains(&reference.name)
+            && obj.spec_changed_at.elapsed() >= inner.opts.ready_after;
+        if is_waypoint(reference, &live) {
+            let (status, reason) = if programmed {
+                ("True", "Programmed")
+            } else {
+                ("False", "Pending")
+            };
+            live["status"] = json!({ "conditions": [
+                { "type": "Accepted", "status": "True", "reason": "Accepted" },
+                { "type": "Programmed", "status": status, "reason": reason,
+                  "message": if programmed { "Resource programmed" } else { "Waiting for the waypoint deployment" } }
+            ] });
+        }
+        if reference.kind == "ValidatingWebhookConfiguration"
+            && programmed
+            && let Some(hooks) = live.get_mut("webhooks").and_then(Value::as_array_mut)
+        {
+            for h in hooks {
+                h["clientConfig"]["caBundle"] = "c2ltdWxhdGVkIENB".into();
+            }
+        }
+        Ok(Some(live))
+    }
+
+    async fn list_crds(&self) -> Result<Vec<LiveCrd>> {
+        self.check_reachable()?;
+        let inner = self.lock();
+        Ok(inner
+            .objects
+            .iter()
+            .filter(|(r, _)| r.kind == "CustomResourceDefinition")
+            .map(|(r, o)| {
+                // Only what the rules read: no Value tree of the schemas.
+                #[derive(serde::Deserialize, Default)]
+                #[serde(default)]
+                struct Meta {
+                    labels: BTreeMap<String, String>,
+                    annotations: BTreeMap<String, String>,
+                }
+                #[derive(serde::Deserialize, Default)]
+                #[serde(default)]
+                struct Spec {
+                    group: String,
+                }
+                #[derive(serde::Deserialize, Default)]
+                #[serde(default)]
+                struct Head {
+                    metadata: Meta,
+                    spec: Spec,
+                }
+                let head: Head = serde_json::from_str(&o.live).unwrap_or_default();
+                let mut crd = LiveCrd::named(&r.name);
+                if !head.spec.group.is_empty() {
+                    crd.group = head.spec.group;
+                }
+                crd.labels = head.metadata.labels;
+                crd.annotations = head.metadata.annotations;
+                if &*o.applied != "null" {
+                    crd.managers.push(FIELD_MANAGER.to_string());
+                }
+                crd.managers
+                    .extend(o.other_manager.as_deref().map(str::to_string));
+                crd
+            })
+            .collect())
+    }
+
+    async fn namespace_contents(&self, namespace: &str) -> Result<Vec<NamespaceObject>> {
+        self.check_reachable()?;
+        let inner = self.lock();
+        Ok(inner
+            .objects
+            .iter()
+            .filter(|(r, _)| r.namespace.as_deref() == Some(namespace))
+            .map(|(r, o)| NamespaceObject {
+                reference: r.clone(),
+                labels: string_map(o.value().pointer("/metadata/labels")),
+            })
+            .collect())
+    }
+
     async fn facts(&self) -> Result<ClusterFacts> {
         self.check_reachable()?;
         let inner = self.lock();
@@ -559,6 +700,69 @@ impl ClusterBackend for SimCluster {
             agent_version: None,
             platform: Some("simulated".to_string()),
         })
+    }
+}
+
+fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn is_waypoint(reference: &ObjectRef, object: &Value) -> bool {
+    reference.kind == "Gateway"
+        && reference
+            .api_version
+            .starts_with("gateway.networking.k8s.io/")
+        && object
+            .pointer("/spec/gatewayClassName")
+            .and_then(Value::as_str)
+            == Some(WAYPOINT_CLASS)
+}
+
+/// What istiod's gateway deployment controller does for a waypoint: a
+/// Deployment named after the Gateway, its replicas from the parameters
+/// ConfigMap's `deployment` overlay.
+fn deploy_waypoint(inner: &mut Inner, gateway: &ObjectRef, object: &Value) {
+    let ns = gateway.namespace.clone().unwrap_or_default();
+    let replicas = object
+        .pointer("/spec/infrastructure/parametersRef/name")
+        .and_then(Value::as_str)
+        .and_then(|params| {
+            let cm = inner
+                .objects
+                .get(&ObjectRef::new("v1", "ConfigMap", Some(&ns), params))?
+                .value();
+            let overlay: Value =
+                serde_json::from_str(cm.pointer("/data/deployment")?.as_str()?).ok()?;
+            overlay.pointer("/spec/replicas")?.as_i64()
+        })
+        .unwrap_or(1);
+    let reference = ObjectRef::deployment(&ns, &gateway.name);
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": gateway.name, "namespace": ns,
+                      "labels": { GATEWAY_NAME_LABEL: gateway.name, "gateway.istio.io/managed": "istio.io-mesh-controller" } },
+        "spec": { "replicas": replicas, "selector": { "matchLabels": { GATEWAY_NAME_LABEL: gateway.name } } }
+    });
+    let rv = inner.next_rv;
+    match inner.objects.get_mut(&reference) {
+        Some(existing) => {
+            let before = existing.value();
+            if existing.replace(&before, &deployment, to_text(&deployment), rv) {
+                inner.next_rv += 1;
+            }
+        }
+        None => {
+            inner.next_rv += 1;
+            let mut o = SimObject::new(&deployment, None, rv);
+            o.other_manager = Some("istiod".into());
+            inner.objects.insert(reference, o);
+        }
     }
 }
 

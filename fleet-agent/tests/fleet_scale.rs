@@ -55,5 +55,5 @@ async fn a_thousand_simulated_clusters_converge() {
             a.saturating_sub(b) / N as u64
         );
     }
-    assert_eq!(sims[N - 1].snapshot().len(), 32);
+    assert_eq!(sims[N - 1].snapshot().len(), 47);
 }

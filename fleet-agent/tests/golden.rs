@@ -11,8 +11,9 @@
 
 use std::path::PathBuf;
 
+use meshfleet_agent::Bundle;
 use meshfleet_agent::OwnedObject;
-use meshfleet_agent::render::{plan_uninstall, render};
+use meshfleet_agent::render::{Autoscale, Directives, Step, plan_uninstall, render, render_with};
 use meshfleet_agent::testing::desired;
 use meshfleet_model::{
     DesiredWaypoint, LogLevel, MeshMode, MtlsMode, OutboundMode, OutboundTrafficPolicy, TrafficType,
@@ -52,19 +53,62 @@ fn check(name: &str, actual: &Value) {
     }
 }
 
+/// The rendering; the CRDs (the same for every spec of a version, and long)
+/// only by name and labels — `crds-<version>.json` has them whole.
 fn rendered(d: &meshfleet_model::DesiredState) -> Value {
-    let steps = render(d).unwrap();
+    rendered_with(d, &Directives::default())
+}
+
+fn rendered_with(d: &meshfleet_model::DesiredState, directives: &Directives) -> Value {
+    let steps = render_with(d, &Bundle::development(&d.version), directives).unwrap();
     Value::Array(
         steps
             .iter()
             .map(|s| {
-                json!({
-                    "step": s.step.name(),
-                    "objects": s.objects.iter().map(|o| o.to_json().unwrap()).collect::<Vec<_>>(),
-                })
+                let objects: Vec<Value> = s
+                    .objects
+                    .iter()
+                    .map(|o| {
+                        let j = o.to_json().unwrap();
+                        if s.step == Step::Crds {
+                            json!({ "kind": j["kind"], "metadata": j["metadata"] })
+                        } else {
+                            j
+                        }
+                    })
+                    .collect();
+                json!({ "step": s.step.name(), "objects": objects })
             })
             .collect(),
     )
+}
+
+/// The development bundle's CRDs, whole (schemas included).
+#[test]
+fn development_bundle_crds() {
+    let d = desired("1.28.2");
+    let steps = render(&d).unwrap();
+    let crds: Vec<Value> = steps[0]
+        .objects
+        .iter()
+        .map(|o| o.to_json().unwrap())
+        .collect();
+    check("crds-1.28.2", &Value::Array(crds));
+}
+
+/// istiod scaled by an HPA (a directive of the desired-state document).
+#[test]
+fn ambient_with_istiod_autoscaling() {
+    let d = desired("1.26.2");
+    let directives = Directives {
+        istiod_autoscale: Some(Autoscale {
+            min_replicas: 2,
+            max_replicas: 5,
+        }),
+        ..Directives::default()
+    };
+    let steps = rendered_with(&d, &directives);
+    check("ambient-autoscale", &steps[1]);
 }
 
 #[test]
@@ -113,7 +157,8 @@ fn ambient_permissive_without_waypoints() {
 }
 
 /// `mode: disabled` renders nothing; the golden file is the uninstall over
-/// what the strict install owns: reverse order, CRDs kept, namespaces released.
+/// what the strict install owns: reverse order, CRDs kept, enrolled namespaces
+/// released, istio-system deleted only if empty.
 #[test]
 fn disabled_uninstalls_in_reverse_order() {
     let installed = desired("1.28.2");
@@ -122,7 +167,7 @@ fn disabled_uninstalls_in_reverse_order() {
     let mut d = installed.clone();
     d.mode = MeshMode::Disabled;
     assert!(render(&d).unwrap().is_empty());
-    let plan = plan_uninstall(&owned);
+    let plan = plan_uninstall(&owned, false);
     assert!(
         plan.iter()
             .all(|a| a.reference().kind != "CustomResourceDefinition"),
