@@ -1,7 +1,9 @@
 //! The kube-rs backend against a mock API server (wiremock): the exact
 //! requests it makes — server-side apply parameters and bodies, their order,
-//! readiness read from Deployment/DaemonSet status, pruning DELETEs — for a
-//! whole reconcile pass.
+//! readiness read from Deployment/DaemonSet status, a waypoint Gateway's
+//! `Programmed` condition and istiod's webhook CA, pruning DELETEs — for a
+//! whole reconcile pass; and what it never sends: a forced apply of a CRD
+//! another manager owns, a DELETE of a CRD or of an object without its label.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,14 +18,18 @@ use serde_json::{Value, json};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-/// A tiny in-memory API server: objects by path, SSA patches stored as sent,
-/// label-selector lists, and Deployment/DaemonSet status that turns ready
-/// after `not_ready_reads` reads.
+/// A tiny in-memory API server: objects by path, SSA patches stored as sent
+/// (with the field manager in `managedFields`), label-selector lists, and
+/// Deployment/DaemonSet status that turns ready after `not_ready_reads`
+/// reads. As istiod would: a waypoint Gateway gets its Deployment when
+/// applied and `Programmed=True` after `not_programmed_reads` reads; a
+/// validating webhook configuration gets its `caBundle`.
 #[derive(Clone, Default)]
 struct FakeApi {
     objects: Arc<Mutex<BTreeMap<String, Value>>>,
     status_reads: Arc<Mutex<HashMap<String, u32>>>,
     not_ready_reads: u32,
+    not_programmed_reads: u32,
     next_rv: Arc<Mutex<u64>>,
 }
 
@@ -163,11 +169,46 @@ impl Respond for FakeApi {
                         ResponseTemplate::new(200)
                             .set_body_json(self.with_status(&path, &p.plural, o))
                     }
+                    Some(mut o)
+                        if p.plural == "gateways" && p.prefix.contains("gateway.networking") =>
+                    {
+                        let reads = {
+                            let mut r = self.status_reads.lock().unwrap();
+                            let n = r.entry(path.clone()).or_default();
+                            *n += 1;
+                            *n
+                        };
+                        let programmed = if reads > self.not_programmed_reads {
+                            "True"
+                        } else {
+                            "False"
+                        };
+                        o["status"] = json!({ "conditions": [
+                            { "type": "Accepted", "status": "True", "reason": "Accepted", "message": "" },
+                            { "type": "Programmed", "status": programmed, "reason": "Pending",
+                              "message": "Deployment waiting for replicas" }
+                        ] });
+                        ResponseTemplate::new(200).set_body_json(o)
+                    }
+                    Some(mut o) if p.plural == "validatingwebhookconfigurations" => {
+                        // istiod patches its CA in (under its own manager).
+                        for h in o["webhooks"].as_array_mut().into_iter().flatten() {
+                            h["clientConfig"]["caBundle"] = "ZmFrZSBDQQ==".into();
+                        }
+                        self.objects.lock().unwrap().insert(path.clone(), o.clone());
+                        ResponseTemplate::new(200).set_body_json(o)
+                    }
                     Some(o) => ResponseTemplate::new(200).set_body_json(o),
                 }
             }
             "PATCH" => {
                 let mut body: Value = serde_json::from_slice(&req.body).unwrap();
+                let manager = req
+                    .url
+                    .query_pairs()
+                    .find(|(k, _)| k == "fieldManager")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
                 let rv = {
                     let mut n = self.next_rv.lock().unwrap();
                     *n += 1;
@@ -182,13 +223,53 @@ impl Respond for FakeApi {
                     let m = v["metadata"].as_object_mut().unwrap();
                     m.remove("resourceVersion");
                     m.remove("generation");
+                    m.remove("managedFields");
                     v
                 };
                 let previous = objects.get(&path).cloned();
+                // The managers: the previous ones plus this one.
+                let mut managers: Vec<Value> = previous
+                    .as_ref()
+                    .and_then(|p| p["metadata"]["managedFields"].as_array().cloned())
+                    .unwrap_or_default();
+                if !managers.iter().any(|m| m["manager"] == manager.as_str()) {
+                    managers.push(
+                        json!({ "manager": manager, "operation": "Apply", "apiVersion": "v1" }),
+                    );
+                }
+                body["metadata"]["managedFields"] = Value::Array(managers);
+                // Server-side apply keeps the fields other managers own.
+                if p.plural == "validatingwebhookconfigurations"
+                    && let Some(prev) = &previous
+                {
+                    for (i, h) in body["webhooks"]
+                        .as_array_mut()
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                    {
+                        if let Some(ca) = prev["webhooks"][i]["clientConfig"].get("caBundle") {
+                            h["clientConfig"]["caBundle"] = ca.clone();
+                        }
+                    }
+                }
                 if let Some(prev) = &previous
                     && strip(prev) == strip(&body)
                 {
                     return ResponseTemplate::new(200).set_body_json(prev);
+                }
+                if p.plural == "gateways" && body["spec"]["gatewayClassName"] == "istio-waypoint" {
+                    // istiod's gateway deployment controller.
+                    let ns = p.namespace.clone().unwrap_or_default();
+                    let name = p.name.clone().unwrap_or_default();
+                    objects.insert(
+                        format!("/apis/apps/v1/namespaces/{ns}/deployments/{name}"),
+                        json!({ "apiVersion": "apps/v1", "kind": "Deployment",
+                                "metadata": { "name": name, "namespace": ns, "generation": 1,
+                                              "labels": { "gateway.networking.k8s.io/gateway-name": name },
+                                              "managedFields": [{ "manager": "pilot-discovery", "operation": "Apply" }] },
+                                "spec": { "replicas": 2 } }),
+                    );
                 }
                 let generation = match &previous {
                     None => 1,
@@ -290,7 +371,8 @@ async fn a_pass_is_server_side_apply_in_order_then_readiness_then_pruning() {
         .filter(|r| r.method.as_str() == "PATCH")
         .collect();
 
-    // 1. Every write is a forced server-side apply under our field manager.
+    // 1. Every write is a server-side apply under our field manager,
+    //    forced — except for CRDs, which are never forced.
     for p in &patches {
         let q: HashMap<String, String> = p.url.query_pairs().into_owned().collect();
         assert_eq!(
@@ -299,9 +381,10 @@ async fn a_pass_is_server_side_apply_in_order_then_readiness_then_pruning() {
             "{}",
             p.url
         );
+        let is_crd = p.url.path().contains("/customresourcedefinitions/");
         assert_eq!(
             q.get("force").map(String::as_str),
-            Some("true"),
+            if is_crd { None } else { Some("true") },
             "{}",
             p.url
         );
@@ -534,4 +617,215 @@ async fn secrets_and_facts() {
     let facts = backend.facts().await.unwrap();
     assert_eq!(facts.kubernetes_version.as_deref(), Some("v1.33.1"));
     assert_eq!(facts.node_count, Some(2));
+}
+
+fn crd_path(name: &str) -> String {
+    format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+}
+
+#[tokio::test]
+async fn a_crd_another_manager_owns_is_not_force_applied() {
+    let fake = FakeApi::default();
+    // A previous Istio install by Helm owns AuthorizationPolicy.
+    let ap = crd_path("authorizationpolicies.security.istio.io");
+    fake.insert(&ap, json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": { "name": "authorizationpolicies.security.istio.io", "labels": { "app": "istio-pilot" },
+                      "managedFields": [{ "manager": "helm", "operation": "Update", "apiVersion": "apiextensions.k8s.io/v1" }] },
+        "spec": { "group": "security.istio.io" }
+    }));
+    let (server, backend) = setup(fake.clone()).await;
+    let out = reconcile(
+        &backend,
+        &desired("1.28.2"),
+        Trigger::Changed,
+        &opts(),
+        None,
+    )
+    .await;
+    assert!(out.converged, "{out:#?}");
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.method.as_str() == "PATCH" && r.url.path() == ap),
+        "no apply at all, let alone a forced one"
+    );
+    let crd_patches: Vec<&Request> = requests
+        .iter()
+        .filter(|r| {
+            r.method.as_str() == "PATCH" && r.url.path().contains("/customresourcedefinitions/")
+        })
+        .collect();
+    assert_eq!(crd_patches.len(), 18, "the other CRDs are installed");
+    assert!(
+        crd_patches
+            .iter()
+            .all(|r| !r.url.query().unwrap_or("").contains("force"))
+    );
+    // The live CRD is untouched and the conflict is in the status.
+    assert_eq!(
+        fake.objects.lock().unwrap()[&ap]["metadata"]["labels"],
+        json!({ "app": "istio-pilot" })
+    );
+    let crds = out.components.iter().find(|c| c.name == "crds").unwrap();
+    let c = crds
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "CrdOwnership")
+        .unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("False", Some("OwnedByOtherManager"))
+    );
+    assert!(
+        c.message.as_deref().unwrap().contains("managed by helm"),
+        "{c:?}"
+    );
+}
+
+#[tokio::test]
+async fn uninstall_sends_no_delete_for_crds_or_objects_without_the_agents_label() {
+    let fake = FakeApi::default();
+    let (server, backend) = setup(fake.clone()).await;
+    let d = desired("1.28.2");
+    assert!(
+        reconcile(&backend, &d, Trigger::Changed, &opts(), None)
+            .await
+            .converged
+    );
+    // The customer's policy, a foreign Gateway, and a ConfigMap of theirs in
+    // istio-system.
+    let policy = "/apis/security.istio.io/v1/namespaces/shop/authorizationpolicies/allow-frontend";
+    fake.insert(
+        policy,
+        json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": { "name": "allow-frontend", "namespace": "shop" }, "spec": {} }),
+    );
+    let foreign_gw = "/apis/gateway.networking.k8s.io/v1/namespaces/edge/gateways/public";
+    fake.insert(foreign_gw, json!({ "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": { "name": "public", "namespace": "edge" }, "spec": { "gatewayClassName": "other" } }));
+    let theirs = "/api/v1/namespaces/istio-system/configmaps/customer-settings";
+    fake.insert(
+        theirs,
+        json!({ "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "customer-settings", "namespace": "istio-system" } }),
+    );
+    let before = server.received_requests().await.unwrap().len();
+
+    let mut off = d.clone();
+    off.mode = meshfleet_model::MeshMode::Disabled;
+    let out = reconcile(&backend, &off, Trigger::Changed, &opts(), None).await;
+    assert!(out.converged, "{out:#?}");
+    let requests = server.received_requests().await.unwrap();
+    let deletes: Vec<&str> = requests[before..]
+        .iter()
+        .filter(|r| r.method.as_str() == "DELETE")
+        .map(|r| r.url.path())
+        .collect();
+    assert!(!deletes.is_empty());
+    for path in &deletes {
+        assert!(!path.contains("/customresourcedefinitions/"), "{path}");
+        assert_ne!(
+            *path, "/api/v1/namespaces/istio-system",
+            "it holds someone's ConfigMap"
+        );
+        assert!(![policy, foreign_gw, theirs].contains(path), "{path}");
+    }
+    // Every DELETE was of an object that carried the agent's label: the
+    // istiod Deployment among them, and nothing else survived of the agent's.
+    assert!(deletes.contains(&"/apis/apps/v1/namespaces/istio-system/deployments/istiod-1-28-2"));
+    let objects = fake.objects.lock().unwrap();
+    for p in [policy, foreign_gw, theirs] {
+        assert!(objects.contains_key(p), "{p} stays");
+    }
+    assert!(
+        objects
+            .keys()
+            .any(|k| k.contains("/customresourcedefinitions/"))
+    );
+    assert!(
+        objects
+            .iter()
+            .all(|(k, o)| k.contains("/customresourcedefinitions/")
+                || o["metadata"]["labels"]["app.kubernetes.io/managed-by"] != "meshfleet-agent"
+                || k.ends_with("/namespaces/shop")
+                || k.ends_with("/namespaces/payments")),
+        "{:#?}",
+        objects.keys()
+    );
+    // The only writes were bare namespaces releasing the agent's labels.
+    for r in requests[before..]
+        .iter()
+        .filter(|r| r.method.as_str() == "PATCH")
+    {
+        assert!(r.url.path().starts_with("/api/v1/namespaces/"), "{}", r.url);
+        let body: Value = r.body_json().unwrap();
+        assert!(body["metadata"].get("labels").is_none(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn waypoint_readiness_waits_for_the_gateways_programmed_condition() {
+    let fake = FakeApi {
+        not_programmed_reads: 3,
+        ..FakeApi::default()
+    };
+    let (server, backend) = setup(fake.clone()).await;
+    let out = reconcile(
+        &backend,
+        &desired("1.28.2"),
+        Trigger::Changed,
+        &opts(),
+        None,
+    )
+    .await;
+    assert!(out.converged, "{out:#?}");
+    let requests = server.received_requests().await.unwrap();
+    let gw = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/gateways/shop-waypoint";
+    let gw_patch = requests
+        .iter()
+        .position(|r| r.method.as_str() == "PATCH" && r.url.path() == gw)
+        .unwrap();
+    let next_step = requests
+        .iter()
+        .position(|r| r.method.as_str() == "PATCH" && r.url.path() == "/api/v1/namespaces/shop")
+        .unwrap();
+    let window = &requests[gw_patch..next_step];
+    let gw_reads = window
+        .iter()
+        .filter(|r| r.method.as_str() == "GET" && r.url.path() == gw)
+        .count();
+    assert_eq!(gw_reads, 4, "three times not programmed, then programmed");
+    assert!(
+        window.iter().any(|r| r.method.as_str() == "GET"
+            && r.url.path() == "/apis/apps/v1/namespaces/shop/deployments/shop-waypoint"),
+        "and the Deployment istiod built is read"
+    );
+
+    // Never programmed: the pass stops at the waypoints, saying why.
+    let fake = FakeApi {
+        not_programmed_reads: u32::MAX,
+        ..FakeApi::default()
+    };
+    let (_server, backend) = setup(fake).await;
+    let short = ReconcileOptions {
+        poll_interval: Duration::from_millis(5),
+        ready_timeout: Duration::from_millis(200),
+    };
+    let out = reconcile(&backend, &desired("1.28.2"), Trigger::Changed, &short, None).await;
+    assert_eq!(out.reason, Some("RolloutTimeout"));
+    let wp = out
+        .components
+        .iter()
+        .find(|c| c.name == "waypoints")
+        .unwrap();
+    assert!(!wp.ready);
+    assert!(
+        wp.message
+            .as_deref()
+            .unwrap()
+            .contains("not programmed: Deployment waiting for replicas"),
+        "{wp:?}"
+    );
 }
