@@ -241,6 +241,24 @@ impl ClusterBackend for Probe {
         self.sim.delete(reference).await
     }
 
+    async fn get_object(
+        &self,
+        reference: &ObjectRef,
+    ) -> meshfleet_agent::Result<Option<serde_json::Value>> {
+        self.sim.get_object(reference).await
+    }
+
+    async fn list_crds(&self) -> meshfleet_agent::Result<Vec<meshfleet_agent::ownership::LiveCrd>> {
+        self.sim.list_crds().await
+    }
+
+    async fn namespace_contents(
+        &self,
+        namespace: &str,
+    ) -> meshfleet_agent::Result<Vec<meshfleet_agent::ownership::NamespaceObject>> {
+        self.sim.namespace_contents(namespace).await
+    }
+
     async fn list_owned(&self) -> meshfleet_agent::Result<Vec<OwnedObject>> {
         self.sim.list_owned().await
     }

@@ -354,6 +354,20 @@ async fn deleting_a_cluster_with_a_connected_agent_uninstalls_the_mesh_first() {
         json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
                "metadata": {"name": "allow-frontend", "namespace": "shop"}, "spec": {}}),
     );
+    // another controller's Gateway (e.g. the platform's ingress)
+    let ingress = meshfleet_agent::ObjectRef::new(
+        "gateway.networking.k8s.io/v1",
+        "Gateway",
+        Some("edge"),
+        "public",
+    );
+    agent.sim.insert(
+        ingress.clone(),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "public", "namespace": "edge"},
+               "spec": {"gatewayClassName": "gke-l7-global-external-managed",
+                        "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}),
+    );
     let t = app.owner("acme");
     let r = app.delete("/v1/clusters/c1").token(&t).send().await;
     assert_eq!(r.status, 202, "{}", r.text);
@@ -394,6 +408,24 @@ async fn deleting_a_cluster_with_a_connected_agent_uninstalls_the_mesh_first() {
     assert!(
         snapshot.contains_key(&policy),
         "the customer's AuthorizationPolicy stays"
+    );
+    assert!(snapshot.contains_key(&ingress), "the foreign Gateway stays");
+    assert!(
+        snapshot.keys().any(|r| r.kind == "CustomResourceDefinition"
+            && r.name == "gateways.gateway.networking.k8s.io"),
+        "and so does its CRD"
+    );
+    assert!(
+        !snapshot
+            .keys()
+            .any(|r| r.kind == "Namespace" && r.name == "istio-system"),
+        "istio-system, created by the agent and empty, is gone"
+    );
+    assert!(
+        !snapshot
+            .keys()
+            .any(|r| r.kind == "Deployment" && r.name == "shop-waypoint"),
+        "so is the waypoint istiod deployed"
     );
     assert!(
         snapshot
