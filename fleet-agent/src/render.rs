@@ -1065,6 +1065,53 @@ impl Renderer<'_> {
         Ok(serde_json::to_string_pretty(&m)?)
     }
 
+    /// The minor of the desired version (`1.26.2` → 26).
+    fn minor(&self) -> u32 {
+        self.d
+            .version
+            .split('.')
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(u32::MAX)
+    }
+
+    /// istio-cni's settings (its container's environment), under the key
+    /// names of the desired version's chart: `EXCLUDED_NAMESPACES` became
+    /// `EXCLUDE_NAMESPACES` in 1.26; the enablement selector, Istio-owned CNI
+    /// config and native nftables keys exist from 1.27.
+    fn cni_config(&self) -> Value {
+        let minor = self.minor();
+        let mut data = json!({
+            "CURRENT_AGENT_VERSION": self.d.version,
+            "AMBIENT_ENABLED": "true",
+            "AMBIENT_DNS_CAPTURE": "true",
+            "AMBIENT_IPV6": "true",
+            "CHAINED_CNI_PLUGIN": "true",
+            "REPAIR_ENABLED": "true",
+            "REPAIR_LABEL_PODS": "false",
+            "REPAIR_DELETE_PODS": "false",
+            "REPAIR_REPAIR_PODS": "true",
+            "REPAIR_INIT_CONTAINER_NAME": "istio-validation",
+            "REPAIR_BROKEN_POD_LABEL_KEY": "cni.istio.io/uninitialized",
+            "REPAIR_BROKEN_POD_LABEL_VALUE": "true"
+        });
+        let excluded = if minor >= 26 {
+            "EXCLUDE_NAMESPACES"
+        } else {
+            "EXCLUDED_NAMESPACES"
+        };
+        data[excluded] = "kube-system".into();
+        if minor >= 25 {
+            data["AMBIENT_RECONCILE_POD_RULES_ON_STARTUP"] = "false".into();
+        }
+        if minor >= 27 {
+            data["AMBIENT_ENABLEMENT_SELECTOR"] = "- podSelector:\n    matchLabels:\n      istio.io/dataplane-mode: ambient\n- podSelector:\n    matchExpressions:\n    - key: istio.io/dataplane-mode\n      operator: NotIn\n      values:\n      - none\n  namespaceSelector:\n    matchLabels:\n      istio.io/dataplane-mode: ambient\n".into();
+            data["ISTIO_OWNED_CNI_CONFIG"] = "false".into();
+            data["NATIVE_NFTABLES"] = "false".into();
+        }
+        data
+    }
+
     fn istio_cni(&self) -> Result<Vec<Object>> {
         let s = Step::IstioCni;
         let version = self.d.version.as_str();
@@ -1094,25 +1141,7 @@ impl Renderer<'_> {
             json!({
                 "apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": self.meta(s, "istio-cni-config", Some(ISTIO_NAMESPACE), app),
-                "data": {
-                    "CURRENT_AGENT_VERSION": version,
-                    "AMBIENT_ENABLED": "true",
-                    "AMBIENT_ENABLEMENT_SELECTOR": "- podSelector:\n    matchLabels:\n      istio.io/dataplane-mode: ambient\n- podSelector:\n    matchExpressions:\n    - key: istio.io/dataplane-mode\n      operator: NotIn\n      values:\n      - none\n  namespaceSelector:\n    matchLabels:\n      istio.io/dataplane-mode: ambient\n",
-                    "AMBIENT_DNS_CAPTURE": "true",
-                    "AMBIENT_IPV6": "true",
-                    "AMBIENT_RECONCILE_POD_RULES_ON_STARTUP": "false",
-                    "ISTIO_OWNED_CNI_CONFIG": "false",
-                    "CHAINED_CNI_PLUGIN": "true",
-                    "EXCLUDE_NAMESPACES": "kube-system",
-                    "REPAIR_ENABLED": "true",
-                    "REPAIR_LABEL_PODS": "false",
-                    "REPAIR_DELETE_PODS": "false",
-                    "REPAIR_REPAIR_PODS": "true",
-                    "REPAIR_INIT_CONTAINER_NAME": "istio-validation",
-                    "REPAIR_BROKEN_POD_LABEL_KEY": "cni.istio.io/uninitialized",
-                    "REPAIR_BROKEN_POD_LABEL_VALUE": "true",
-                    "NATIVE_NFTABLES": "false"
-                }
+                "data": self.cni_config()
             }),
         )?));
         out.push(Object::DaemonSet(typed(
@@ -1667,6 +1696,34 @@ mod tests {
         assert!(matches!(&checks[0], Check::Rollout(r) if r.name == "istiod-1-28-2"));
         assert!(
             matches!(&checks[1], Check::WebhookServing(r) if r.kind == "ValidatingWebhookConfiguration")
+        );
+    }
+
+    #[test]
+    fn the_cni_config_uses_the_key_names_of_the_version() {
+        let cni = |v: &str| {
+            let steps = render(&desired(v)).unwrap();
+            steps[2]
+                .objects
+                .iter()
+                .find(|o| o.reference().name == "istio-cni-config")
+                .unwrap()
+                .to_json()
+                .unwrap()["data"]
+                .clone()
+        };
+        let old = cni("1.25.2");
+        assert_eq!(old["EXCLUDED_NAMESPACES"], "kube-system");
+        assert!(old.get("EXCLUDE_NAMESPACES").is_none());
+        assert!(old.get("AMBIENT_ENABLEMENT_SELECTOR").is_none());
+        let new = cni("1.28.2");
+        assert_eq!(new["EXCLUDE_NAMESPACES"], "kube-system");
+        assert!(new.get("EXCLUDED_NAMESPACES").is_none());
+        assert!(
+            new["AMBIENT_ENABLEMENT_SELECTOR"]
+                .as_str()
+                .unwrap()
+                .contains("istio.io/dataplane-mode")
         );
     }
 
