@@ -80,7 +80,7 @@ pub struct BundleCrd {
     /// The Istio release (Istio CRDs) or the Gateway API version (`v1.4.0`).
     pub version: String,
     /// The CRD as released (no meshfleet labels yet; the renderer adds them).
-    pub crd: CustomResourceDefinition,
+    pub crd: Arc<CustomResourceDefinition>,
 }
 
 impl BundleCrd {
@@ -160,7 +160,7 @@ impl Bundle {
                 Ok(BundleCrd {
                     family,
                     version,
-                    crd,
+                    crd: Arc::new(crd),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -187,7 +187,7 @@ impl Bundle {
                 };
                 BundleCrd {
                     family,
-                    crd: spec.build(family, &version),
+                    crd: Arc::new(spec.build(family, &version)),
                     version,
                 }
             })
@@ -1053,7 +1053,7 @@ mod tests {
     fn a_fetched_bundle_fills_the_same_type() {
         let dev = Bundle::development("1.27.1");
         let crds: Vec<CustomResourceDefinition> =
-            dev.crds().iter().map(|c| c.crd.clone()).collect();
+            dev.crds().iter().map(|c| (*c.crd).clone()).collect();
         let mut templates = BTreeMap::new();
         templates.insert("waypoint".to_string(), "kind: Deployment".to_string());
         let b = Bundle::from_parts(
@@ -1067,7 +1067,7 @@ mod tests {
         .unwrap();
         assert_eq!(b.crds(), dev.crds());
         assert_eq!(b.template("waypoint"), Some("kind: Deployment"));
-        let mut foreign = dev.crds()[0].crd.clone();
+        let mut foreign = (*dev.crds()[0].crd).clone();
         foreign.spec.group = "example.com".into();
         assert!(
             Bundle::from_parts(

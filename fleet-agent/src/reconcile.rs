@@ -467,7 +467,8 @@ async fn crds_to_skip<B: ClusterBackend>(
         .objects
         .iter()
         .filter_map(|o| match o {
-            render::Object::CustomResourceDefinition(crd) => {
+            render::Object::CustomResourceDefinition(c) => {
+                let crd = &c.crd;
                 let family = crate::bundle::CrdFamily::of_group(&crd.spec.group)?;
                 let version = crd
                     .metadata

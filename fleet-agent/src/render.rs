@@ -39,6 +39,7 @@
 //! owns, in the reverse step order, and nothing else.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -132,7 +133,7 @@ impl Step {
 /// `PeerAuthentication`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
-    CustomResourceDefinition(CustomResourceDefinition),
+    CustomResourceDefinition(LabelledCrd),
     Namespace(Namespace),
     ServiceAccount(ServiceAccount),
     ClusterRole(ClusterRole),
@@ -150,10 +151,34 @@ pub enum Object {
     Dynamic(DynamicObject),
 }
 
+/// A CRD of the bundle with the agent's labels. The CRD itself (schemas
+/// included, the bulk of a rendering) is shared with the bundle, not copied:
+/// a fleet simulator renders for thousands of clusters at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelledCrd {
+    pub crd: Arc<CustomResourceDefinition>,
+    /// Added to the CRD's own labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl LabelledCrd {
+    fn all_labels(&self) -> BTreeMap<String, String> {
+        let mut l = self.crd.metadata.labels.clone().unwrap_or_default();
+        l.extend(self.labels.clone());
+        l
+    }
+
+    fn to_json(&self) -> Result<Value> {
+        let mut v = serde_json::to_value(&*self.crd)?;
+        v["metadata"]["labels"] = serde_json::to_value(self.all_labels())?;
+        Ok(v)
+    }
+}
+
 macro_rules! typed_dispatch {
-    ($self:expr, $o:ident => $body:expr, $dyn:ident => $dbody:expr) => {
+    ($self:expr, $o:ident => $body:expr, $crd:ident => $cbody:expr, $dyn:ident => $dbody:expr) => {
         match $self {
-            Object::CustomResourceDefinition($o) => $body,
+            Object::CustomResourceDefinition($crd) => $cbody,
             Object::Namespace($o) => $body,
             Object::ServiceAccount($o) => $body,
             Object::ClusterRole($o) => $body,
@@ -185,7 +210,7 @@ fn typed_ref<K: Resource<DynamicType = ()>>(o: &K) -> ObjectRef {
 impl Object {
     /// Which object this is.
     pub fn reference(&self) -> ObjectRef {
-        typed_dispatch!(self, o => typed_ref(o), d => {
+        typed_dispatch!(self, o => typed_ref(o), c => typed_ref(&*c.crd), d => {
             let types = d.types.clone().unwrap_or_default();
             ObjectRef {
                 api_version: types.api_version,
@@ -199,13 +224,17 @@ impl Object {
     /// The labels of the object.
     pub fn labels(&self) -> BTreeMap<String, String> {
         typed_dispatch!(self, o => o.meta().labels.clone().unwrap_or_default(),
+            c => c.all_labels(),
             d => d.metadata.labels.clone().unwrap_or_default())
     }
 
     /// The object as the JSON body of a server-side apply (with `apiVersion`
     /// and `kind`).
     pub fn to_json(&self) -> Result<Value> {
-        Ok(typed_dispatch!(self, o => serde_json::to_value(o)?, d => serde_json::to_value(d)?))
+        Ok(
+            typed_dispatch!(self, o => serde_json::to_value(o)?, c => c.to_json()?,
+            d => serde_json::to_value(d)?),
+        )
     }
 }
 
@@ -603,14 +632,10 @@ impl Renderer<'_> {
             .crds()
             .iter()
             .map(|c| {
-                let mut crd = c.crd.clone();
-                let labels: BTreeMap<String, String> =
-                    typed("crd labels", self.labels(Step::Crds, &[]))?;
-                crd.metadata
-                    .labels
-                    .get_or_insert_with(BTreeMap::new)
-                    .extend(labels);
-                Ok(Object::CustomResourceDefinition(crd))
+                Ok(Object::CustomResourceDefinition(LabelledCrd {
+                    crd: c.crd.clone(),
+                    labels: typed("crd labels", self.labels(Step::Crds, &[]))?,
+                }))
             })
             .collect()
     }
