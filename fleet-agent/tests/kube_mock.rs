@@ -91,13 +91,16 @@ impl FakeApi {
             .insert(path.to_string(), object);
     }
 
+    /// How often `path` has been read, this read included.
+    fn count_read(&self, path: &str) -> u32 {
+        let mut r = self.status_reads.lock().unwrap();
+        let n = r.entry(path.to_string()).or_default();
+        *n += 1;
+        *n
+    }
+
     fn with_status(&self, path: &str, plural: &str, mut obj: Value) -> Value {
-        let reads = {
-            let mut r = self.status_reads.lock().unwrap();
-            let n = r.entry(path.to_string()).or_default();
-            *n += 1;
-            *n
-        };
+        let reads = self.count_read(path);
         let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1);
         let ready = reads > self.not_ready_reads;
         obj["status"] = match plural {
@@ -172,12 +175,7 @@ impl Respond for FakeApi {
                     Some(mut o)
                         if p.plural == "gateways" && p.prefix.contains("gateway.networking") =>
                     {
-                        let reads = {
-                            let mut r = self.status_reads.lock().unwrap();
-                            let n = r.entry(path.clone()).or_default();
-                            *n += 1;
-                            *n
-                        };
+                        let reads = self.count_read(&path);
                         let programmed = if reads > self.not_programmed_reads {
                             "True"
                         } else {
