@@ -101,3 +101,35 @@ fn the_agent_holds_every_permission_of_the_cluster_roles_it_creates() {
         missing.join("\n")
     );
 }
+
+#[test]
+fn the_agent_may_do_what_it_does_with_every_kind_it_touches() {
+    use meshfleet_agent::backend::{MANAGED_KINDS, NAMESPACE_CONTENT_KINDS};
+    let rules = agent_rules();
+    let mut missing = Vec::new();
+    let mut need = |group: &str, resource: &str, verb: &str| {
+        if !covers(&rules, group, resource, verb) {
+            missing.push(format!("{group}/{resource} {verb}"));
+        }
+    };
+    // Applied (get before, patch; create when new), pruned by label (list,
+    // delete), read back (get).
+    for k in MANAGED_KINDS {
+        for verb in ["get", "list", "create", "patch", "delete"] {
+            need(k.group(), k.plural, verb);
+        }
+    }
+    // Listed to decide whether istio-system is empty.
+    for k in NAMESPACE_CONTENT_KINDS {
+        need(k.group(), k.plural, "list");
+    }
+    // Rollout status, cluster facts.
+    need("apps", "deployments", "get");
+    need("apps", "daemonsets", "get");
+    need("", "nodes", "list");
+    assert!(
+        missing.is_empty(),
+        "deploy/agent/rbac.yaml lacks:\n{}",
+        missing.join("\n")
+    );
+}
