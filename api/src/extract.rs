@@ -12,7 +12,7 @@ use meshfleet_model::AGENT_CREDENTIAL_PREFIX;
 use crate::agent_auth::{self, AgentPrincipal};
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::limits::retry_after_secs;
+use crate::limits::{REFUSAL_DELAY_CAP, retry_after_secs};
 use crate::state::AppState;
 
 /// Reads the bearer token of a request.
@@ -38,7 +38,11 @@ pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 
 /// A request over its limit: 429 with `Retry-After`, counted by `kind`
 /// (`tenant` | `agent`; the metric never carries a tenant or cluster name).
-pub fn limited(
+/// The answer is held for the wait (at most [`REFUSAL_DELAY_CAP`]): a caller
+/// that honours `Retry-After` loses nothing, and one that ignores it at full
+/// speed is paced by its own connections instead of taking the CPU other
+/// tenants need.
+pub async fn limited(
     check: Result<(), std::time::Duration>,
     kind: &'static str,
     who: impl FnOnce() -> String,
@@ -48,6 +52,7 @@ pub fn limited(
     };
     metrics::counter!("meshfleet_rate_limited_total", "kind" => kind).increment(1);
     let retry_after_secs = retry_after_secs(wait);
+    tokio::time::sleep(wait.min(REFUSAL_DELAY_CAP)).await;
     tracing::info!(kind, retry_after_secs, "request over its rate limit");
     Err(ApiError::TooManyRequests {
         detail: format!(
@@ -77,7 +82,8 @@ impl FromRequestParts<AppState> for Principal {
             state.limits.tenant.check(principal.tenant.as_str()),
             "tenant",
             || format!("tenant `{}`", principal.tenant),
-        )?;
+        )
+        .await?;
         tracing::debug!(sub = %principal.sub, tenant = %principal.tenant, "authenticated");
         Ok(principal)
     }
@@ -111,7 +117,8 @@ impl FromRequestParts<AppState> for AgentPrincipal {
         tracing::debug!(%tenant, cluster = %cluster_name, "agent authenticated");
         limited(state.limits.agent.check(&cluster_id), "agent", || {
             format!("the agent of cluster `{cluster_name}`")
-        })?;
+        })
+        .await?;
         Ok(AgentPrincipal {
             tenant,
             cluster_id,

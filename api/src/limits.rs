@@ -156,6 +156,9 @@ impl Limits {
     }
 }
 
+/// Longest a refusal is held before it is sent (see `extract::limited`).
+pub const REFUSAL_DELAY_CAP: Duration = Duration::from_secs(1);
+
 /// Whole seconds to put in `Retry-After` (at least 1).
 pub fn retry_after_secs(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)

@@ -243,7 +243,8 @@ pub async fn register(
     // Registration attempts count against the agent's bucket of the cluster they name.
     crate::extract::limited(state.limits.agent.check(&id), "agent", || {
         "registration for this cluster".to_string()
-    })?;
+    })
+    .await?;
     let mut tx = state.pool.begin().await?;
     let name = db::key_share_cluster(&mut tx, &tenant, id)
         .await?

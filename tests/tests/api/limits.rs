@@ -21,8 +21,14 @@ async fn a_tenant_over_its_rate_gets_429_with_retry_after_and_other_tenants_do_n
         let r = app.get("/v1/clusters").token(&noisy).send().await;
         assert_eq!(r.status, 200, "request {i} is within the burst: {}", r.text);
     }
+    let asked = std::time::Instant::now();
     let over = app.get("/v1/clusters").token(&noisy).send().await;
     let problem = over.problem(429);
+    assert!(
+        asked.elapsed() >= std::time::Duration::from_millis(900),
+        "a refusal is held for the wait, at most a second: {:?}",
+        asked.elapsed()
+    );
     assert!(
         problem["detail"]
             .as_str()
