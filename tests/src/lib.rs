@@ -28,6 +28,7 @@ use tokio::sync::OnceCell;
 pub mod agents;
 pub mod otlp;
 pub mod reconciler;
+pub mod up;
 
 const TEMPLATE: &str = "meshfleet_template";
 

@@ -8,16 +8,14 @@
 //!
 //!   bench/noisy-neighbour.sh [--seconds 10] [--noisy-connections 32]
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use meshfleet_tests::up::Up;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -33,88 +31,6 @@ struct Args {
     /// Requests per second of the quiet tenant.
     #[arg(long, default_value_t = 25)]
     quiet_rate: u32,
-}
-
-struct Up {
-    child: Child,
-    base: String,
-    data: PathBuf,
-}
-
-impl Up {
-    async fn start(bin: &Path, limits_on: bool) -> Up {
-        let data = std::env::temp_dir().join(format!(
-            "meshfleet-noisy-{}-{}",
-            std::process::id(),
-            u8::from(limits_on)
-        ));
-        let _ = std::fs::remove_dir_all(&data);
-        let mut cmd = Command::new(bin);
-        cmd.args(["up", "--port", "0", "--data-dir"])
-            .arg(&data)
-            .env("MESHFLEET_LOG", "warn")
-            .env_remove("DATABASE_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        if !limits_on {
-            cmd.env("MESHFLEET_TENANT_RATE_LIMIT", "0");
-        }
-        let mut child = cmd.spawn().expect("start meshfleet up");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut base = None;
-        let found = tokio::time::timeout(Duration::from_secs(120), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.trim().strip_prefix("API") {
-                    let url = rest.trim();
-                    base = Some(url.trim_end_matches("/v1/clusters").to_string());
-                }
-                if line.contains("export TOKEN=") {
-                    return;
-                }
-            }
-        })
-        .await;
-        assert!(found.is_ok(), "meshfleet up did not start within 120 s");
-        // keep draining its output so that it never blocks on a full pipe
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Up {
-            child,
-            base: base.expect("the banner names the API"),
-            data,
-        }
-    }
-
-    async fn token(&self, bin: &Path, tenant: &str) -> String {
-        let out = Command::new(bin)
-            .args(["token", "--tenant", tenant, "--role", "owner", "--data-dir"])
-            .arg(&self.data)
-            .output()
-            .await
-            .expect("meshfleet token");
-        assert!(out.status.success(), "meshfleet token failed");
-        String::from_utf8(out.stdout)
-            .expect("utf-8")
-            .trim()
-            .to_string()
-    }
-
-    async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill")
-                .args(["-INT", &pid.to_string()])
-                .status()
-                .await;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
-        let location = self.data.join("pg-location");
-        if let Ok(pg) = std::fs::read_to_string(&location)
-            && pg.trim().starts_with("/var/lib/meshfleet/pg-")
-        {
-            let _ = std::fs::remove_dir_all(pg.trim());
-        }
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -195,9 +111,14 @@ struct Run {
 }
 
 async fn run(args: &Args, limits_on: bool) -> Run {
-    let up = Up::start(&args.meshfleet, limits_on).await;
-    let quiet_token = up.token(&args.meshfleet, "quiet").await;
-    let noisy_token = up.token(&args.meshfleet, "noisy").await;
+    let env: &[(&str, &str)] = if limits_on {
+        &[]
+    } else {
+        &[("MESHFLEET_TENANT_RATE_LIMIT", "0")]
+    };
+    let up = Up::start(&args.meshfleet, "noisy", env).await;
+    let quiet_token = up.token("quiet").await;
+    let noisy_token = up.token("noisy").await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.noisy_connections + 8)
         .timeout(Duration::from_secs(30))
