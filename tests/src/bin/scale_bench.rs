@@ -266,7 +266,7 @@ async fn main() {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     let i = (n % agents) as usize;
                     let change = i < changing;
-                    let body = if change && (n / agents) % 2 == 0 {
+                    let body = if change && (n / agents).is_multiple_of(2) {
                         &flipped
                     } else {
                         &same
