@@ -138,12 +138,31 @@ pub struct AgentState {
     passes: AtomicU64,
     last_sync: Mutex<Option<DateTime<Utc>>>,
     last_report: Mutex<Option<StatusReport>>,
+    /// Why the agent has stopped applying (its credential was refused).
+    stopped: Mutex<Option<String>>,
 }
 
 impl AgentState {
-    /// Ready once it holds a credential and has talked to the service.
+    /// Ready once it holds a credential and has talked to the service, and
+    /// not after the service refused its credential.
     pub fn is_ready(&self) -> bool {
-        self.has_credential.load(Ordering::Relaxed) && self.talked.load(Ordering::Relaxed)
+        self.has_credential.load(Ordering::Relaxed)
+            && self.talked.load(Ordering::Relaxed)
+            && self.stopped().is_none()
+    }
+
+    /// Why the agent has stopped applying, if it has: the service refused
+    /// its credential (revoked, or expired) and no new bootstrap token
+    /// worked yet. `/readyz` says so.
+    pub fn stopped(&self) -> Option<String> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_stopped(&self, why: Option<String>) {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = why;
     }
 
     pub fn has_credential(&self) -> bool {
@@ -185,8 +204,11 @@ struct Session {
 
 enum End {
     Shutdown,
-    /// The service rejected this credential.
-    Unauthorized(String),
+    /// The service rejected this credential (with the service's detail).
+    Unauthorized {
+        credential: String,
+        detail: String,
+    },
 }
 
 type PollFuture = Pin<Box<dyn Future<Output = Result<Poll>> + Send>>;
@@ -302,6 +324,7 @@ impl<B: ClusterBackend> Agent<B> {
                 s = self.connect(&http, &mut backoff, &mut tried_tokens, rejected.as_deref()) => s,
             };
             self.state.has_credential.store(true, Ordering::Relaxed);
+            self.state.set_stopped(None);
             let span = tracing::info_span!(
                 parent: None,
                 "agent.session",
@@ -318,7 +341,7 @@ impl<B: ClusterBackend> Agent<B> {
                 "end",
                 match end {
                     End::Shutdown => "shutdown",
-                    End::Unauthorized(_) => "unauthorized",
+                    End::Unauthorized { .. } => "unauthorized",
                 },
             );
             drop(span);
@@ -327,9 +350,16 @@ impl<B: ClusterBackend> Agent<B> {
                     info!("agent stopped");
                     return Ok(());
                 }
-                End::Unauthorized(credential) => {
-                    warn!("the service rejected the credential; re-reading the bootstrap Secret");
+                End::Unauthorized { credential, detail } => {
+                    let why = format!(
+                        "the meshfleet service refused this agent's credential ({detail}): it was \
+                         revoked or has expired; nothing is applied until a new bootstrap token \
+                         is put in Secret {}/{}",
+                        self.config.namespace, self.config.bootstrap_secret
+                    );
+                    tracing::error!(%detail, "stopped applying: {why}");
                     self.state.has_credential.store(false, Ordering::Relaxed);
+                    self.state.set_stopped(Some(why));
                     rejected = Some(credential);
                 }
             }
@@ -603,8 +633,7 @@ impl<B: ClusterBackend> Agent<B> {
                         poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, Duration::ZERO, &session);
                     }
                     Err(Error::Unauthorized(detail)) => {
-                        warn!(%detail, "desired state: credential rejected");
-                        break End::Unauthorized(s.credential.clone());
+                        break End::Unauthorized { credential: s.credential.clone(), detail };
                     }
                     Err(e) => {
                         connected = false;
@@ -676,7 +705,7 @@ impl<B: ClusterBackend> Agent<B> {
                             poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, Duration::ZERO, &session);
                         }
                         Ok(false) => {}
-                        Err(Error::Unauthorized(_)) => break End::Unauthorized(s.credential.clone()),
+                        Err(Error::Unauthorized(detail)) => break End::Unauthorized { credential: s.credential.clone(), detail },
                         Err(e) => warn!(error = %e, "credential rotation failed; will retry"),
                     }
                 },
@@ -715,13 +744,14 @@ impl<B: ClusterBackend> Agent<B> {
                     "result" => if sent.is_ok() { "ok" } else { "error" })
                 .increment(1);
                 match sent {
-                    Ok(()) => {
-                        self.state.talked.store(true, Ordering::Relaxed);
-                        connected = true;
-                    }
+                    // Not `connected`: that means the desired state could be
+                    // read, which alone lets a pass run.
+                    Ok(()) => self.state.talked.store(true, Ordering::Relaxed),
                     Err(Error::Unauthorized(detail)) => {
-                        warn!(%detail, "status: credential rejected");
-                        break End::Unauthorized(s.credential.clone());
+                        break End::Unauthorized {
+                            credential: s.credential.clone(),
+                            detail,
+                        };
                     }
                     Err(e) => {
                         if e.is_unavailable() {

@@ -28,15 +28,20 @@ pub fn router(agent: Arc<AgentState>, metrics: Option<PrometheusHandle>) -> Rout
 }
 
 async fn readyz(State(s): State<HealthState>) -> impl IntoResponse {
-    if s.agent.is_ready() {
-        (StatusCode::OK, "ready")
+    if let Some(why) = s.agent.stopped() {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}"))
+    } else if s.agent.is_ready() {
+        (StatusCode::OK, "ready".to_string())
     } else if s.agent.has_credential() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not yet talked to the meshfleet service",
+            "not yet talked to the meshfleet service".to_string(),
         )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no credential yet")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no credential yet".to_string(),
+        )
     }
 }
 

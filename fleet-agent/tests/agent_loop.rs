@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use chrono::Utc;
 use meshfleet_agent::testing::{SAMPLE_CLUSTER_ID, desired};
-use meshfleet_agent::{Agent, AgentConfig, ObjectRef, SimCluster, SimOp, SimOptions};
+use meshfleet_agent::{Agent, AgentConfig, AgentState, ObjectRef, SimCluster, SimOp, SimOptions};
 use meshfleet_model::{AgentCredential, DesiredState, RegisterRequest, StatusReport};
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
@@ -32,6 +32,20 @@ struct Inner {
     reports: Vec<StatusReport>,
     down: bool,
     credential_ttl_days: i64,
+    /// What the desired-state route answers instead of the state.
+    desired_fault: Option<DesiredFault>,
+    /// How many answers it gave with that fault.
+    faulty_answers: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum DesiredFault {
+    /// 200 with a body that is not JSON (a proxy's error page, say).
+    Garbage,
+    /// 200 with JSON that is not a desired state.
+    WrongShape,
+    /// 500 with a problem.
+    ServerError,
 }
 
 struct Fake {
@@ -113,6 +127,24 @@ async fn desired_state(
     if let Some(r) = f.check(&headers) {
         return r;
     }
+    {
+        let mut inner = f.inner.lock().unwrap();
+        if let Some(fault) = inner.desired_fault {
+            inner.faulty_answers += 1;
+            let etag = [(header::ETAG, "\"g99\"")];
+            return match fault {
+                DesiredFault::Garbage => {
+                    (etag, "<html><body>502 Bad Gateway</body></html>").into_response()
+                }
+                DesiredFault::WrongShape => {
+                    (etag, Json(json!({"mesh": null, "prune": "everything"}))).into_response()
+                }
+                DesiredFault::ServerError => {
+                    problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                }
+            };
+        }
+    }
     let mut rx = f.desired.subscribe();
     let seen = headers
         .get(header::IF_NONE_MATCH)
@@ -162,6 +194,31 @@ struct Harness {
     fake: Shared,
     url: String,
     sim: SimCluster,
+    /// Stops the fake service (the port then refuses connections).
+    server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+}
+
+/// Serves the fake on `listener` until the returned sender fires.
+fn serve_fake(
+    fake: Shared,
+    listener: tokio::net::TcpListener,
+) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let app = axum::Router::new()
+        .route("/v1/agent/register", post(register))
+        .route("/v1/agent/desired-state", get(desired_state))
+        .route("/v1/agent/status", put(status))
+        .route("/v1/agent/credential/rotate", post(rotate))
+        .with_state(fake);
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap()
+    });
+    (tx, task)
 }
 
 impl Harness {
@@ -176,21 +233,34 @@ impl Harness {
             }),
             desired: tx,
         });
-        let app = axum::Router::new()
-            .route("/v1/agent/register", post(register))
-            .route("/v1/agent/desired-state", get(desired_state))
-            .route("/v1/agent/status", put(status))
-            .route("/v1/agent/credential/rotate", post(rotate))
-            .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let server = Mutex::new(Some(serve_fake(fake.clone(), listener)));
         let sim = SimCluster::new(SimOptions {
             ready_after: Duration::from_millis(10),
             ..SimOptions::default()
         });
         sim.set_bootstrap(NS, "meshfleet-bootstrap", "mfbt_first", Some(&url));
-        Harness { fake, url, sim }
+        Harness {
+            fake,
+            url,
+            sim,
+            server,
+        }
+    }
+
+    /// The service goes away: its port refuses connections.
+    async fn go_away(&self) {
+        let (stop, task) = self.server.lock().unwrap().take().expect("serving");
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
+
+    /// The service comes back on the same address.
+    async fn come_back(&self) {
+        let addr = self.url.trim_start_matches("http://");
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        *self.server.lock().unwrap() = Some(serve_fake(self.fake.clone(), listener));
     }
 
     fn config(&self) -> AgentConfig {
@@ -202,7 +272,15 @@ impl Harness {
     }
 
     fn spawn_agent(&self) -> (oneshot::Sender<()>, JoinHandle<()>) {
-        let agent = Agent::new(self.config(), self.sim.clone());
+        self.spawn_agent_with(self.config()).0
+    }
+
+    fn spawn_agent_with(
+        &self,
+        config: AgentConfig,
+    ) -> ((oneshot::Sender<()>, JoinHandle<()>), Arc<AgentState>) {
+        let agent = Agent::new(config, self.sim.clone());
+        let state = agent.state();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
             agent
@@ -212,7 +290,7 @@ impl Harness {
                 .await
                 .unwrap();
         });
-        (tx, handle)
+        ((tx, handle), state)
     }
 
     fn set_desired(&self, d: DesiredState) {
@@ -426,16 +504,61 @@ async fn an_unreachable_service_leaves_the_cluster_as_it_is() {
     stop(agent).await;
 }
 
-#[tokio::test]
-async fn a_revoked_credential_leads_to_registration_with_a_new_bootstrap_token() {
-    let h = Harness::start().await;
-    let agent = h.spawn_agent();
-    h.wait_report("convergence", converged(1)).await;
+/// `/readyz` of the agent's health listener: status and body.
+async fn readyz(state: &Arc<AgentState>) -> (u16, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/readyz", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(meshfleet_agent::health::serve(
+        listener,
+        state.clone(),
+        None,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let r = reqwest::get(url).await.unwrap();
+    let out = (r.status().as_u16(), r.text().await.unwrap());
+    tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    out
+}
 
-    // Revoked, and no new token yet: the agent keeps trying, without crashing.
+#[tokio::test]
+async fn a_revoked_credential_stops_applying_says_why_in_readyz_and_a_new_bootstrap_token_resumes()
+{
+    let h = Harness::start().await;
+    let (agent, state) = h.spawn_agent_with(h.config());
+    h.wait_report("convergence", converged(1)).await;
+    assert_eq!(readyz(&state).await.0, 200);
+
+    // Revoked, and no new token yet: the agent stops applying, says why in
+    // its readiness, and keeps trying without crashing.
     h.fake.inner.lock().unwrap().credentials.clear();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while state.stopped().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (code, body) = readyz(&state).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("refused this agent's credential")
+            && body.contains("revoked")
+            && body.contains("Secret meshfleet-system/meshfleet-bootstrap"),
+        "{body}"
+    );
+    h.sim.clear_ops();
+    let r = ObjectRef::deployment("istio-system", "istiod-1-27-3");
+    h.sim.mutate(&r, |v| v["spec"]["replicas"] = 5.into());
+    // Several resync periods (500 ms) pass: nothing is applied or pruned.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(h.sim.ops().is_empty(), "{:#?}", h.sim.ops());
     assert_eq!(h.fake.inner.lock().unwrap().registrations, 1);
+    assert!(state.stopped().is_some());
 
     // A new bootstrap token appears in the Secret: the agent registers again.
     h.fake
@@ -456,6 +579,14 @@ async fn a_revoked_credential_leads_to_registration_with_a_new_bootstrap_token()
         h.sim.secret(NS, "meshfleet-agent-credential").unwrap()["credential"],
         "mfac_2"
     );
+    assert_eq!(state.stopped(), None);
+    assert_eq!(readyz(&state).await.0, 200);
+    // Applying again: the drift is corrected.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.sim.get(&r).unwrap()["spec"]["replicas"] != 2 {
+        assert!(tokio::time::Instant::now() < deadline, "not applied again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     stop(agent).await;
 }
 
@@ -486,6 +617,102 @@ async fn a_credential_close_to_expiry_is_rotated() {
         h.fake.inner.lock().unwrap().rotations,
         1,
         "30 days left: no second rotation"
+    );
+    stop(agent).await;
+}
+
+/// Waits until the fake has answered the desired-state route with its fault
+/// `n` times (polls are sequential, so the agent has handled all but the last).
+async fn wait_faulty_answers(h: &Harness, n: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.fake.inner.lock().unwrap().faulty_answers < n {
+        assert!(tokio::time::Instant::now() < deadline, "no faulty answers");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn garbage_or_a_500_for_the_desired_state_applies_and_prunes_nothing() {
+    let h = Harness::start().await;
+    let agent = h.spawn_agent();
+    h.wait_report("convergence", converged(1)).await;
+    let r = ObjectRef::deployment("istio-system", "istiod-1-27-3");
+    for (round, fault) in [
+        DesiredFault::Garbage,
+        DesiredFault::WrongShape,
+        DesiredFault::ServerError,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        h.fake.inner.lock().unwrap().faulty_answers = 0;
+        h.fake.inner.lock().unwrap().desired_fault = Some(fault);
+        wait_faulty_answers(&h, 2).await;
+        // A pass started before the first faulty answer has ended by now.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = h.sim.snapshot();
+        h.sim.clear_ops();
+        h.sim.mutate(&r, |v| v["spec"]["replicas"] = 5.into());
+        // Status reports still go through, but several resync periods
+        // (500 ms) pass without a pass: nothing is applied or pruned.
+        let reports = h.reports().len();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(h.reports().len() > reports, "{fault:?}: heartbeats go on");
+        assert!(h.sim.ops().is_empty(), "{fault:?}: {:#?}", h.sim.ops());
+        assert_eq!(h.sim.snapshot().len(), before.len(), "{fault:?}");
+        assert_eq!(h.sim.get(&r).unwrap()["spec"]["replicas"], 5);
+
+        // Sane again: the next change converges, and the drift is corrected.
+        h.fake.inner.lock().unwrap().desired_fault = None;
+        let generation = 2 + round as i64;
+        let mut d = desired("1.27.3");
+        d.generation = generation;
+        h.set_desired(d);
+        h.wait_report("convergence after the fault", converged(generation))
+            .await;
+        assert_eq!(h.sim.get(&r).unwrap()["spec"]["replicas"], 2, "{fault:?}");
+    }
+    stop(agent).await;
+}
+
+#[tokio::test]
+async fn a_service_gone_for_hundreds_of_resync_periods_leaves_the_cluster_exactly_as_it_is() {
+    let h = Harness::start().await;
+    // Short settings stand for a long outage: 3 s are 150 resync periods
+    // (20 ms; 12.5 hours at the default 5 min) and 60 backoffs at their cap.
+    let config = AgentConfig {
+        resync: Duration::from_millis(20),
+        retry: Duration::from_millis(20),
+        backoff_base: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(50),
+        ..h.config()
+    };
+    let (agent, _) = h.spawn_agent_with(config);
+    h.wait_report("convergence", converged(1)).await;
+
+    h.go_away().await;
+    // The agent's open calls fail; any pass in flight ends.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = h.sim.snapshot();
+    h.sim.clear_ops();
+    // Meanwhile the tenant upgrades: the agent cannot know yet.
+    let mut d = desired("1.28.2");
+    d.generation = 2;
+    h.set_desired(d);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(h.sim.ops().is_empty(), "{:#?}", h.sim.ops());
+    assert_eq!(h.sim.snapshot(), before, "the cluster is exactly as it was");
+
+    // Back: the agent learns the change and converges on it.
+    h.come_back().await;
+    let r = h
+        .wait_report("the upgrade after the outage", converged(2))
+        .await;
+    assert!(
+        r.components
+            .iter()
+            .all(|c| c.observed_version.as_deref() == Some("1.28.2")),
+        "{r:#?}"
     );
     stop(agent).await;
 }
