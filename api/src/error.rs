@@ -47,7 +47,10 @@ pub enum ApiError {
         detail: String,
         retry_after_secs: u64,
     },
-    #[error("database unavailable: {0}")]
+    /// A passing condition of the database (down, out of connections or
+    /// disk, statement timeout, conflict): 503 with `Retry-After`; the
+    /// message is the problem's detail, so it names no SQL.
+    #[error("{0}")]
     Unavailable(String),
     #[error("database error: {0}")]
     Database(sqlx::Error),
@@ -91,11 +94,45 @@ impl ApiError {
     }
 }
 
+/// The database cannot be reached, or the pool has no connection for us in
+/// time: the client should retry (503), it did nothing wrong.
 fn is_unavailable(e: &sqlx::Error) -> bool {
     matches!(
         e,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
     )
+}
+
+/// Seconds a client should wait before retrying a 503 (`Retry-After`).
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// What a database error code says about the service's state, when it is a
+/// passing condition of the database rather than a problem of the request:
+/// the detail of the 503 it becomes. The transaction was rolled back, so
+/// nothing was written.
+fn unavailable_detail(code: &str) -> Option<String> {
+    let detail = match code {
+        "57014" => {
+            "the database did not finish in time (statement timeout); nothing was written; retry"
+        }
+        "55P03" => "the data is locked by another transaction; nothing was written; retry",
+        "53100" => "the database is out of disk space; nothing was written; retry later",
+        "53300" => "the database has no free connections; nothing was written; retry",
+        "25006" => "the database is read-only right now; nothing was written; retry later",
+        c if c.starts_with("53") => {
+            "the database is out of resources; nothing was written; retry later"
+        }
+        // 08: connection exceptions; 57P: shutdown, crash recovery, starting up; 58: I/O
+        c if c.starts_with("08") || c.starts_with("57P") || c.starts_with("58") => {
+            "the database is unavailable; retry later"
+        }
+        _ => return None,
+    };
+    Some(format!("{detail} ({code})"))
 }
 
 /// Maps a constraint violation to 409 (the one place for all of them: every
@@ -116,6 +153,9 @@ pub fn on_constraint(e: sqlx::Error) -> ApiError {
             return ApiError::Unavailable(format!(
                 "conflict with a concurrent request ({code}); retry"
             ));
+        }
+        if let Some(detail) = unavailable_detail(&code) {
+            return ApiError::Unavailable(detail);
         }
     }
     if let sqlx::Error::Database(db) = &e
@@ -179,6 +219,11 @@ pub fn problem_response(
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    }
     response
 }
 
@@ -214,9 +259,9 @@ impl IntoResponse for ApiError {
                     None,
                 )
             }
-            ApiError::Unavailable(e) => {
-                tracing::warn!(error = %e, "unavailable");
-                ("the database is unavailable; retry later".to_string(), None)
+            ApiError::Unavailable(detail) => {
+                tracing::warn!(%detail, "unavailable");
+                (detail, None)
             }
             ApiError::Unprocessable { detail, errors } => (detail, Some(errors)),
             ApiError::TooManyRequests {
@@ -271,6 +316,25 @@ mod tests {
             ApiError::from(sqlx::Error::PoolTimedOut).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
+    }
+
+    #[test]
+    fn passing_conditions_of_the_database_are_503s_and_request_problems_are_not() {
+        for code in [
+            "57014", "55P03", "53100", "53300", "53200", "57P01", "57P03", "08006", "58030",
+            "25006",
+        ] {
+            assert!(
+                unavailable_detail(code).is_some_and(|d| d.contains(code)),
+                "{code}"
+            );
+        }
+        for code in ["23505", "22P02", "42601", "XX000"] {
+            assert_eq!(unavailable_detail(code), None, "{code}");
+        }
+        let r = ApiError::from(sqlx::Error::PoolTimedOut).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

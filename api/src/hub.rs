@@ -3,6 +3,7 @@
 //! fan-out to the requests waiting for that cluster.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use meshfleet_core::notify::{
@@ -18,6 +19,9 @@ type Key = (String, Uuid);
 #[derive(Default)]
 pub struct Hub {
     waiters: Mutex<HashMap<Key, Weak<Notify>>>,
+    /// Whether the LISTEN connection is up (false until it first connects):
+    /// while it is down, changes do not wake waiting long polls.
+    listening: AtomicBool,
 }
 
 /// A registration for one cluster's changes; dropping it unregisters.
@@ -81,6 +85,11 @@ impl Hub {
         }
     }
 
+    /// Whether this process's LISTEN connection is up (`/readyz`).
+    pub fn listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
     /// How many clusters have at least one waiter.
     pub fn waiting_clusters(&self) -> usize {
         let map = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
@@ -106,7 +115,17 @@ pub async fn listen(pool: PgPool, hub: Arc<Hub>) {
         &[DESIRED_STATE_CHANNEL, RELEASES_CHANNEL],
         move |signal| match signal {
             Signal::Notification { channel, payload } => hub.dispatch(channel, payload),
-            Signal::Connected | Signal::Lost => hub.wake_all(),
+            // Either way notifications may have been missed: every waiting
+            // long poll re-reads its cluster (a poll woken while the database
+            // is down answers 503 and its agent retries).
+            Signal::Connected => {
+                hub.listening.store(true, Ordering::Release);
+                hub.wake_all();
+            }
+            Signal::Lost => {
+                hub.listening.store(false, Ordering::Release);
+                hub.wake_all();
+            }
         },
     )
     .await

@@ -16,6 +16,10 @@ use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::route_stats::RouteStats;
 
+/// A readiness condition beside the database and the listener (e.g. `up`'s
+/// in-process reconciler): `Some(what is down)` while not ready.
+pub type ReadinessCheck = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
@@ -37,6 +41,8 @@ pub struct AppState {
     shutdown_tx: Arc<watch::Sender<bool>>,
     /// When `/metrics` last read the fleet gauges from the database.
     pub fleet_gauges_read: Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
+    /// More conditions `/readyz` reports on ([`AppState::with_readiness_check`]).
+    pub readiness: Vec<ReadinessCheck>,
 }
 
 impl AppState {
@@ -62,7 +68,17 @@ impl AppState {
             shutdown: rx,
             shutdown_tx: Arc::new(tx),
             fleet_gauges_read: Arc::default(),
+            readiness: Vec::new(),
         }
+    }
+
+    /// Adds a condition to `/readyz`: `check` returns what is down, if anything.
+    pub fn with_readiness_check(
+        mut self,
+        check: impl Fn() -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.readiness.push(Arc::new(check));
+        self
     }
 
     /// Starts this process's desired-state listener, which feeds the hub

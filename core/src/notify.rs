@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 
 /// A cluster's effective desired state changed; payload `tenant/cluster-id`.
 pub const DESIRED_STATE_CHANNEL: &str = "meshfleet_desired_state";
@@ -37,33 +37,61 @@ pub fn parse_cluster_payload(payload: &str) -> Option<(&str, uuid::Uuid)> {
     Some((tenant, uuid::Uuid::try_parse(id).ok()?))
 }
 
-/// Runs until the pool is closed; reconnects with a pause.
+/// Pause before connecting again after the connection is lost or cannot be
+/// made: short, so that the service is whole again soon after PostgreSQL is.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
+
+/// `application_name` of the LISTEN connections (in `pg_stat_activity`).
+pub const LISTENER_APPLICATION_NAME: &str = "meshfleet-listener";
+
+/// Runs until `pool` is closed; reconnects with a pause. `Connected` is
+/// signalled only once the channels are listened to again.
+///
+/// The LISTEN connection is not taken from `pool` but made with its options
+/// (named [`LISTENER_APPLICATION_NAME`]): requests that use up the pool
+/// cannot keep the listener from coming back, and it holds no slot of theirs.
 pub async fn listen(
     pool: PgPool,
     channels: &'static [&'static str],
     mut handler: impl FnMut(Signal<'_>) + Send,
 ) {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(
+            pool.connect_options()
+                .as_ref()
+                .clone()
+                .application_name(LISTENER_APPLICATION_NAME),
+        );
+    let closed = pool.close_event();
+    tokio::pin!(closed);
     loop {
         if pool.is_closed() {
+            own.close().await;
             return;
         }
-        let mut listener = match PgListener::connect_with(&pool).await {
+        let mut listener = match PgListener::connect_with(&own).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "listener cannot connect; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(RECONNECT_PAUSE).await;
                 continue;
             }
         };
         if let Err(e) = listener.listen_all(channels.iter().copied()).await {
             tracing::warn!(error = %e, "LISTEN failed; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(RECONNECT_PAUSE).await;
             continue;
         }
-        tracing::debug!(?channels, "listener connected");
+        tracing::info!(?channels, "listener connected");
         handler(Signal::Connected);
         loop {
-            match listener.try_recv().await {
+            let received = tokio::select! {
+                r = listener.try_recv() => r,
+                _ = &mut closed => break,
+            };
+            match received {
                 Ok(Some(n)) => {
                     metrics::counter!("meshfleet_notifications_total", "channel" => n.channel().to_string())
                         .increment(1);
@@ -73,8 +101,9 @@ pub async fn listen(
                     });
                 }
                 Ok(None) => {
-                    // sqlx reconnects by itself on the next try_recv
-                    tracing::warn!("listener lost its connection; reconnecting");
+                    // sqlx has already connected again and re-issued LISTEN
+                    // (eager reconnect; had that failed we would get `Err`)
+                    tracing::warn!("listener lost its connection and reconnected");
                     handler(Signal::Lost);
                     handler(Signal::Connected);
                 }
@@ -85,6 +114,6 @@ pub async fn listen(
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(RECONNECT_PAUSE).await;
     }
 }

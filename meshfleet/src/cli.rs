@@ -4,6 +4,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -104,14 +106,17 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn connect_url(url: &str, max: u32) -> Result<PgPool, CliError> {
+/// A pool on `url`; `statement_timeout` limits every statement (zero: none).
+async fn connect_url(url: &str, max: u32, statement_timeout: Duration) -> Result<PgPool, CliError> {
     let options = PgConnectOptions::from_str(url).map_err(CliError::DatabaseUrl)?;
-    db::connect(options, max).await.map_err(CliError::Connect)
+    db::connect(db::with_statement_timeout(options, statement_timeout), max)
+        .await
+        .map_err(CliError::Connect)
 }
 
 async fn migrate(args: MigrateArgs) -> Result<(), CliError> {
-    let pool = connect_url(&args.database_url, 2).await?;
-    db::MIGRATOR.run(&pool).await?;
+    let pool = connect_url(&args.database_url, 2, Duration::ZERO).await?;
+    db::migrate(&pool).await?;
     println!("migrations applied");
     Ok(())
 }
@@ -202,30 +207,53 @@ async fn drain_on_signal(state: AppState, stop: watch::Sender<bool>) {
     let _ = stop.send(true);
 }
 
+/// A reconciler started by [`start_reconciler`].
+struct RunningReconciler {
+    task: tokio::task::JoinHandle<()>,
+    /// True while its sweep loop runs (`up`'s `/readyz` reports on it).
+    running: Arc<AtomicBool>,
+}
+
 /// Starts a reconciler on `pool` (its sweep and its listener); stops when
 /// `stop` turns true.
 fn start_reconciler(
     pool: PgPool,
     settings: Settings,
     stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
+) -> RunningReconciler {
+    /// Clears the flag however the loop ends (a panic included).
+    struct Running(Arc<AtomicBool>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
     let reconciler = Reconciler::new(pool, reconciler_config(settings), clock::system());
     let listener = reconciler.spawn_listener();
-    tokio::spawn(async move {
+    let running = Arc::new(AtomicBool::new(true));
+    let guard = Running(running.clone());
+    let task = tokio::spawn(async move {
+        let _guard = guard;
         reconciler.run(stop).await;
         listener.abort();
-    })
+    });
+    RunningReconciler { task, running }
 }
 
 async fn reconcile(args: ReconcileArgs) -> Result<(), CliError> {
     let settings = settings(&args.settings)?;
-    let pool = connect_url(&args.database_url, args.db_max_connections).await?;
+    let pool = connect_url(
+        &args.database_url,
+        args.db_max_connections,
+        args.settings.statement_timeout,
+    )
+    .await?;
     let (stop_tx, stop) = watch::channel(false);
-    let task = start_reconciler(pool.clone(), settings, stop);
+    let reconciler = start_reconciler(pool.clone(), settings, stop);
     tracing::info!("meshfleet reconciler running; Ctrl-C stops it");
     app::shutdown_signal().await;
     let _ = stop_tx.send(true);
-    let _ = task.await;
+    let _ = reconciler.task.await;
     pool.close().await;
     Ok(())
 }
@@ -240,9 +268,14 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let verifier = Verifier::new(keys, args.jwt_issuer.clone(), args.jwt_audience.clone())
         .with_ops_tenant(args.http.ops_tenant.clone());
     let settings = settings(&args.settings)?;
-    let pool = connect_url(&args.database_url, args.http.db_max_connections).await?;
+    let pool = connect_url(
+        &args.database_url,
+        args.http.db_max_connections,
+        args.settings.statement_timeout,
+    )
+    .await?;
     if args.migrate {
-        db::MIGRATOR.run(&pool).await?;
+        db::migrate(&pool).await?;
     }
     let state = AppState::new(
         pool.clone(),
@@ -310,7 +343,14 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
 
     let mut embedded = None;
     let pool = match &args.database_url {
-        Some(url) => connect_url(url, args.http.db_max_connections).await?,
+        Some(url) => {
+            connect_url(
+                url,
+                args.http.db_max_connections,
+                args.settings.statement_timeout,
+            )
+            .await?
+        }
         None => {
             let opts = PgOptions {
                 root: data_dir.clone(),
@@ -325,7 +365,10 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
                 .map_err(|e| CliError::Usage(format!("postgres start-up panicked: {e}")))??;
             ensure_database(&pg, "meshfleet").await?;
             let pool = db::connect(
-                pg.connect_options("meshfleet"),
+                db::with_statement_timeout(
+                    pg.connect_options("meshfleet"),
+                    args.settings.statement_timeout,
+                ),
                 args.http.db_max_connections,
             )
             .await
@@ -334,7 +377,7 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
             pool
         }
     };
-    db::MIGRATOR.run(&pool).await?;
+    db::migrate(&pool).await?;
 
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
     let tcp = tokio::net::TcpListener::bind(addr)
@@ -347,6 +390,9 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     let base = format!("http://{bound}");
     let mut config = app_config(&args.http, settings.clone());
     config.public_url.get_or_insert_with(|| base.clone());
+    let (stop_tx, stop) = watch::channel(false);
+    let reconciler = start_reconciler(pool.clone(), settings, stop);
+    let reconciler_running = reconciler.running.clone();
     let state = AppState::new(
         pool.clone(),
         signer
@@ -355,10 +401,12 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
         config,
         metrics_handle(),
         clock::system(),
-    );
+    )
+    .with_readiness_check(move || {
+        (!reconciler_running.load(Ordering::Acquire))
+            .then(|| "the reconciler of this process is not running".to_string())
+    });
     let listener = state.spawn_listener();
-    let (stop_tx, stop) = watch::channel(false);
-    let reconciler = start_reconciler(pool.clone(), settings, stop);
     let server = Server::from_listener(tcp, app::router(state.clone()));
     let bound = server.local_addr().map_err(|source| CliError::Io {
         what: "no local address".into(),
@@ -416,7 +464,7 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     println!();
 
     let served = server.run(drain_on_signal(state, stop_tx)).await;
-    let _ = reconciler.await;
+    let _ = reconciler.task.await;
     listener.abort();
     pool.close().await;
     if let Some(mut pg) = embedded {

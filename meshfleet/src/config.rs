@@ -72,6 +72,11 @@ pub struct SettingsArgs {
     #[arg(long, env = "MESHFLEET_PROGRESS_DEADLINE", value_name = "MESHFLEET_PROGRESS_DEADLINE",
           default_value = "10m", value_parser = humantime::parse_duration)]
     pub progress_deadline: Duration,
+    /// The database cancels any statement that runs longer than this (`0s`:
+    /// never); the request then answers 503 instead of waiting for its time limit.
+    #[arg(long, env = "MESHFLEET_STATEMENT_TIMEOUT", value_name = "MESHFLEET_STATEMENT_TIMEOUT",
+          default_value = "10s", value_parser = humantime::parse_duration)]
+    pub statement_timeout: Duration,
 }
 
 #[derive(Debug, Args)]

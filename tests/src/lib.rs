@@ -27,6 +27,7 @@ use tokio::sync::OnceCell;
 
 pub mod agents;
 pub mod otlp;
+pub mod own_pg;
 pub mod reconciler;
 pub mod up;
 
@@ -46,7 +47,7 @@ impl DbServer {
     }
 }
 
-fn remove_stale_dirs(prefix: &str) {
+pub(crate) fn remove_stale_dirs(prefix: &str) {
     let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
@@ -322,6 +323,13 @@ impl TestApp {
         let options = fresh_database_options().await;
         let signer = Arc::new(DevSigner::generate().expect("dev key"));
         Self::start(options, signer, config, clock).await
+    }
+
+    /// The app over a database of the caller's (e.g. on an [`own_pg::OwnPg`]
+    /// the test may stop), with these connect options (a statement timeout, say).
+    pub async fn spawn_on(options: PgConnectOptions, config: AppConfig) -> TestApp {
+        let signer = Arc::new(DevSigner::generate().expect("dev key"));
+        Self::start(options, signer, config, clock::system()).await
     }
 
     /// A second api replica over the same database (its own pool and

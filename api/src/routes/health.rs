@@ -1,12 +1,14 @@
 //! Probes and metrics for the SREs.
 
+use std::time::Duration;
+
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use meshfleet_core::store::gauges;
 use meshfleet_model::Problem;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::problem_response;
 use crate::state::AppState;
 
 /// Liveness: the process answers.
@@ -16,15 +18,44 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: the database answers.
+/// How long `/readyz` waits for the database to answer.
+const PING_LIMIT: Duration = Duration::from_secs(2);
+
+/// Readiness: the database answers, this process's LISTEN connection (which
+/// wakes long-polling agents) is up, and so is anything else the binary
+/// registered (`up`: its reconciler). Not ready: 503 naming what is down.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, description = "Ready", body = String, content_type = "text/plain"),
-              (status = 503, description = "Database unreachable", body = Problem, content_type = "application/problem+json")))]
-pub async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
-    meshfleet_core::store::ping(&state.pool)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    Ok("ready\n")
+              (status = 503, description = "Not ready: the detail names what is down (the database, the LISTEN connection, the reconciler)", body = Problem, content_type = "application/problem+json",
+               headers(("Retry-After" = u32, description = "Seconds to wait before asking again")))))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let mut down = Vec::new();
+    match tokio::time::timeout(PING_LIMIT, meshfleet_core::store::ping(&state.pool)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the database does not answer");
+            down.push("the database does not answer".to_string());
+        }
+        Err(_) => down.push(format!(
+            "the database did not answer within {}s",
+            PING_LIMIT.as_secs()
+        )),
+    }
+    if !state.hub.listening() {
+        down.push(
+            "the LISTEN connection is down (changes do not wake waiting agents until it is back)"
+                .to_string(),
+        );
+    }
+    down.extend(state.readiness.iter().filter_map(|check| check()));
+    if down.is_empty() {
+        return "ready\n".into_response();
+    }
+    problem_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {}", down.join("; ")),
+        None,
+    )
 }
 
 /// Label values of the fleet gauges (closed sets; anything else is not exported).

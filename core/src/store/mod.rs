@@ -30,6 +30,31 @@ pub async fn connect(
         .await
 }
 
+/// `options` with a server-side limit on every statement (zero: none), so
+/// that a statement stuck behind a lock or a slow disk fails (57014, which
+/// the api answers with 503) instead of holding its request and connection.
+pub fn with_statement_timeout(
+    options: PgConnectOptions,
+    limit: std::time::Duration,
+) -> PgConnectOptions {
+    if limit.is_zero() {
+        return options;
+    }
+    options.options([("statement_timeout", format!("{}ms", limit.as_millis()))])
+}
+
+/// Applies the migrations on a connection of their own, without the pool's
+/// statement timeout (a migration may take longer than a request may).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut conn = pool.acquire().await?.detach();
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut conn)
+        .await?;
+    let result = MIGRATOR.run(&mut conn).await;
+    let _ = sqlx::Connection::close(conn).await;
+    result
+}
+
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
 }
