@@ -87,6 +87,18 @@ impl AppState {
         tokio::spawn(crate::hub::listen(self.pool.clone(), self.hub.clone()))
     }
 
+    /// Waits (up to `limit`) until the listener is connected; whether it is.
+    pub async fn wait_listening(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.hub.listening() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     /// Starts draining: waiting long polls answer 304 at once.
     pub fn begin_shutdown(&self) {
         let _ = self.shutdown_tx.send(true);

@@ -407,6 +407,10 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
             .then(|| "the reconciler of this process is not running".to_string())
     });
     let listener = state.spawn_listener();
+    // Up (and ready) once changes can wake the agents' long polls.
+    if !state.wait_listening(Duration::from_secs(10)).await {
+        tracing::warn!("the LISTEN connection is not up yet; /readyz says so until it is");
+    }
     let server = Server::from_listener(tcp, app::router(state.clone()));
     let bound = server.local_addr().map_err(|source| CliError::Io {
         what: "no local address".into(),

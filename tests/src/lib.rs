@@ -174,6 +174,11 @@ async fn serve(addr: std::net::SocketAddr, state: AppState) -> (std::net::Socket
         .expect("bind");
     let addr = server.local_addr().expect("addr");
     let listener = state.spawn_listener();
+    // Ready (`/readyz`) once its LISTEN connection is up.
+    assert!(
+        state.wait_listening(Duration::from_secs(30)).await,
+        "the app's listener did not connect"
+    );
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
         let _ = rx.await;

@@ -92,6 +92,13 @@ impl OwnPg {
         }
     }
 
+    /// [`OwnPg::stop`] outside async code (in a `Drop`, say).
+    pub fn stop_blocking(&mut self) {
+        if let Some(mut pg) = self.pg.take() {
+            pg.stop();
+        }
+    }
+
     /// Starts the stopped server again on the same files and socket.
     pub async fn start_again(&mut self) {
         assert!(self.pg.is_none(), "stop first");
@@ -101,9 +108,7 @@ impl OwnPg {
 
 impl Drop for OwnPg {
     fn drop(&mut self) {
-        if let Some(mut pg) = self.pg.take() {
-            pg.stop();
-        }
+        self.stop_blocking();
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }

@@ -21,9 +21,10 @@ pub async fn healthz() -> &'static str {
 /// How long `/readyz` waits for the database to answer.
 const PING_LIMIT: Duration = Duration::from_secs(2);
 
-/// Readiness: the database answers, this process's LISTEN connection (which
-/// wakes long-polling agents) is up, and so is anything else the binary
-/// registered (`up`: its reconciler). Not ready: 503 naming what is down.
+/// Readiness: the database, the LISTEN connection and (in `up`) the reconciler are up.
+///
+/// The LISTEN connection wakes long-polling agents; more conditions are
+/// registered by the binary. Not ready: 503 naming what is down.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, description = "Ready", body = String, content_type = "text/plain"),
               (status = 503, description = "Not ready: the detail names what is down (the database, the LISTEN connection, the reconciler)", body = Problem, content_type = "application/problem+json",
