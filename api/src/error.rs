@@ -88,52 +88,13 @@ impl ApiError {
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
-/// The database cannot be reached, or the pool has no connection for us in
-/// time: the client should retry (503), it did nothing wrong.
-fn is_unavailable(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed
-    )
-}
-
 /// Seconds a client should wait before retrying a 503 (`Retry-After`).
 pub const RETRY_AFTER_SECONDS: u32 = 1;
-
-/// What a database error code says about the service's state, when it is a
-/// passing condition of the database rather than a problem of the request:
-/// the detail of the 503 it becomes. The transaction was rolled back, so
-/// nothing was written.
-fn unavailable_detail(code: &str) -> Option<String> {
-    let detail = match code {
-        "57014" => {
-            "the database did not finish in time (statement timeout); nothing was written; retry"
-        }
-        "55P03" => "the data is locked by another transaction; nothing was written; retry",
-        "53100" => "the database is out of disk space; nothing was written; retry later",
-        "53300" => "the database has no free connections; nothing was written; retry",
-        "25006" => "the database is read-only right now; nothing was written; retry later",
-        c if c.starts_with("53") => {
-            "the database is out of resources; nothing was written; retry later"
-        }
-        // 08: connection exceptions; 57P: shutdown, crash recovery, starting up; 58: I/O
-        c if c.starts_with("08") || c.starts_with("57P") || c.starts_with("58") => {
-            "the database is unavailable; retry later"
-        }
-        _ => return None,
-    };
-    Some(format!("{detail} ({code})"))
-}
 
 /// Maps a constraint violation to 409 (the one place for all of them: every
 /// `?` on a sqlx error comes through here); anything else stays a database error.
@@ -148,15 +109,11 @@ pub fn on_constraint(e: sqlx::Error) -> ApiError {
                     .into(),
             );
         }
-        // Class 40: deadlock or serialization failure with a concurrent request.
-        if code.starts_with("40") {
-            return ApiError::Unavailable(format!(
-                "conflict with a concurrent request ({code}); retry"
-            ));
-        }
-        if let Some(detail) = unavailable_detail(&code) {
-            return ApiError::Unavailable(detail);
-        }
+    }
+    // The database is down, full, out of connections, too slow, or the
+    // request collided with a concurrent one: 503, the client may retry.
+    if let Some(detail) = meshfleet_core::error::unavailable_detail(&e) {
+        return ApiError::Unavailable(detail);
     }
     if let sqlx::Error::Database(db) = &e
         && let Some(constraint) = db.constraint()
@@ -194,6 +151,7 @@ impl From<meshfleet_core::Error> for ApiError {
             E::Conflict(detail) => ApiError::Conflict(detail),
             E::PreconditionFailed(detail) => ApiError::PreconditionFailed(detail),
             E::Database(e) => on_constraint(e),
+            E::Unavailable(detail) => ApiError::Unavailable(detail),
             E::Internal(detail) => ApiError::Internal(detail),
         }
     }
@@ -241,10 +199,6 @@ impl IntoResponse for ApiError {
         let mut www_authenticate = None;
         let mut retry_after = None;
         let (detail, errors) = match self {
-            ApiError::Database(e) if status == StatusCode::SERVICE_UNAVAILABLE => {
-                tracing::error!(error = %e, "database unavailable");
-                ("the database is unavailable; retry later".to_string(), None)
-            }
             ApiError::Database(e) => {
                 tracing::error!(error = %e, "database error");
                 (
@@ -319,19 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn passing_conditions_of_the_database_are_503s_and_request_problems_are_not() {
-        for code in [
-            "57014", "55P03", "53100", "53300", "53200", "57P01", "57P03", "08006", "58030",
-            "25006",
-        ] {
-            assert!(
-                unavailable_detail(code).is_some_and(|d| d.contains(code)),
-                "{code}"
-            );
-        }
-        for code in ["23505", "22P02", "42601", "XX000"] {
-            assert_eq!(unavailable_detail(code), None, "{code}");
-        }
+    fn an_unavailable_database_is_a_503_with_retry_after() {
         let r = ApiError::from(sqlx::Error::PoolTimedOut).into_response();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");

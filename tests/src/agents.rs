@@ -104,29 +104,3 @@ pub async fn wait_status(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-
-/// Registers an agent for the existing cluster `name` of `tenant` over the
-/// agent protocol (a bootstrap token, then `POST /v1/agent/register`);
-/// returns its credential.
-pub async fn register_agent(app: &TestApp, tenant: &str, name: &str) -> String {
-    let r = app
-        .req(
-            Method::POST,
-            &format!("/v1/clusters/{name}/bootstrap-tokens"),
-        )
-        .token(&app.owner(tenant))
-        .send()
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let token = r.body["token"].as_str().expect("a bootstrap token");
-    let r = app
-        .req(Method::POST, "/v1/agent/register")
-        .json(&json!({"bootstrapToken": token, "facts": {"kubernetesVersion": "v1.33.1"}}))
-        .send()
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.body["credential"]
-        .as_str()
-        .expect("a credential")
-        .to_string()
-}

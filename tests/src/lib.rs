@@ -500,6 +500,11 @@ impl TestApp {
     /// Creates a cluster and registers its agent; returns the credential.
     pub async fn registered(&self, tenant: &str, name: &str) -> String {
         self.create(tenant, name, &cluster_body("1.27.1")).await;
+        self.register_agent(tenant, name).await
+    }
+
+    /// Registers an agent for the existing cluster; returns the credential.
+    pub async fn register_agent(&self, tenant: &str, name: &str) -> String {
         let token = self.bootstrap_token(tenant, name).await;
         let r = self.register_with(&token).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use meshfleet_core::notify::LISTENER_APPLICATION_NAME;
 use meshfleet_core::store as db;
-use meshfleet_tests::agents::{agent_for, register_agent, spec, wait_status};
+use meshfleet_tests::agents::{agent_for, spec, wait_status};
 use meshfleet_tests::own_pg::OwnPg;
 use meshfleet_tests::{AppConfig, Reply, TestApp, cluster_body, fresh_database_options};
 use serde_json::json;
@@ -22,7 +22,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 fn config() -> AppConfig {
     AppConfig {
         request_timeout: LIMIT,
-        ..AppConfig::default()
+        ..meshfleet_tests::test_config()
     }
 }
 
@@ -74,7 +74,7 @@ async fn while_the_database_is_down_requests_answer_503_with_retry_after_and_the
     let app = TestApp::spawn_on(pg.database("meshfleet").await, config()).await;
     let owner = app.owner("acme");
     app.create("acme", "before", &cluster_body("1.27.1")).await;
-    let credential = register_agent(&app, "acme", "before").await;
+    let credential = app.register_agent("acme", "before").await;
     readyz_becomes(&app, 200, Duration::from_secs(10)).await;
 
     pg.stop().await;
@@ -172,7 +172,7 @@ async fn readyz_is_not_ready_while_the_listener_is_down_and_a_change_made_meanwh
         .await
         .unwrap();
     app.create("acme", "c1", &spec("1.27.1")).await;
-    let credential = register_agent(&app, "acme", "c1").await;
+    let credential = app.register_agent("acme", "c1").await;
     let first = app
         .get("/v1/agent/desired-state")
         .token(&credential)

@@ -24,18 +24,18 @@ struct Pending {
 /// Why a batch failed, for every heartbeat in it (`sqlx::Error` is not `Clone`).
 #[derive(Debug, Clone)]
 struct Failure {
-    unavailable: bool,
+    /// A passing condition of the database: what to tell the agent.
+    unavailable: Option<String>,
     message: String,
 }
 
 impl From<Failure> for Error {
     fn from(f: Failure) -> Self {
         // keep the meaning the api gives database errors: unavailable → 503
-        Error::Database(if f.unavailable {
-            sqlx::Error::Io(std::io::Error::other(f.message))
-        } else {
-            sqlx::Error::Protocol(f.message)
-        })
+        match f.unavailable {
+            Some(detail) => Error::Unavailable(detail),
+            None => Error::Database(sqlx::Error::Protocol(f.message)),
+        }
     }
 }
 
@@ -87,10 +87,7 @@ async fn write_batches(pool: PgPool, mut rx: mpsc::Receiver<Pending>) {
             }
             Err(e) => {
                 let failure = Failure {
-                    unavailable: matches!(
-                        e,
-                        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-                    ),
+                    unavailable: crate::error::unavailable_detail(&e),
                     message: e.to_string(),
                 };
                 tracing::warn!(error = %e, heartbeats = batch.len(), "heartbeat batch failed");

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use futures::StreamExt;
 use meshfleet_core::store as db;
-use meshfleet_tests::agents::register_agent;
 use meshfleet_tests::own_pg::OwnPg;
 use meshfleet_tests::{AppConfig, TestApp};
 use reqwest::StatusCode;
@@ -655,7 +654,8 @@ async fn main() {
     let config = AppConfig {
         request_timeout: REQUEST_LIMIT,
         long_poll_timeout: LONG_POLL_LIMIT,
-        ..AppConfig::default()
+        // the request limits would refuse the load (429) before any fault
+        ..meshfleet_tests::test_config()
     };
     let app = TestApp::spawn_on(
         db::with_statement_timeout(options.clone().username(APP_ROLE), args.statement_timeout),
@@ -686,7 +686,7 @@ async fn main() {
                     .send()
                     .await;
                 assert_eq!(r.status, 201, "{}", r.text);
-                register_agent(app, TENANT, &name).await
+                app.register_agent(TENANT, &name).await
             }
         })
         .buffered(50)
