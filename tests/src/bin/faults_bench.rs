@@ -806,7 +806,7 @@ async fn main() {
             ok,
             unavailable,
             other_5xx,
-            _4xx,
+            other_4xx,
             hung,
             failed,
             writes,
@@ -815,7 +815,7 @@ async fn main() {
             bad_503,
         ] = r.counts;
         println!(
-            "| {} | {sent} | {ok} | {unavailable} | {other_5xx} | {hung} | {failed} | {writes} | {acked} | {lost} | {:.2} s | {}/{} in {:.1} s |",
+            "| {} | {sent} | {ok} | {other_4xx} | {unavailable} | {other_5xx} | {hung} | {failed} | {writes} | {acked} | {lost} | {:.2} s | {}/{} in {:.1} s |",
             r.fault.name(),
             r.recovery.as_secs_f64(),
             r.agents_saw,
