@@ -110,5 +110,9 @@ impl Drop for OwnPg {
     fn drop(&mut self) {
         self.stop_blocking();
         let _ = std::fs::remove_dir_all(&self.root);
+        // the process's folder, once its last server is gone
+        if let Some(parent) = self.root.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
