@@ -12,9 +12,8 @@ use crate::{http, route_stats};
 
 pub fn router(state: AppState) -> Router {
     let (api, doc) = crate::openapi::api_router().split_for_parts();
-    let mut doc = doc;
-    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+    let doc = crate::openapi::finish(doc);
+    api.merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", doc))
         .merge(crate::portal::router())
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -82,28 +82,87 @@ async fn read_body(req: Request, accepted: &[&str]) -> Result<Bytes, ApiError> {
     })
 }
 
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, T>(de) {
-        Ok(v) => Ok(v),
+/// Reads a JSON body as `T`: a syntax error is a 400, a body of the wrong
+/// shape a 422 naming the field by JSON pointer.
+///
+/// JSON has one number type: `2.0` is the integer 2 (as JSON Schema says),
+/// so integral numbers are read as integers. And an object is an object:
+/// serde would also read a struct from an array of its fields, which is
+/// refused here.
+pub fn parse_json<T: DeserializeOwned + serde::Serialize>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    integral_numbers_as_integers(&mut value);
+    let parsed: T = match serde_path_to_error::deserialize(&value) {
+        Ok(v) => v,
         Err(e) => {
             let mut pointer = to_pointer(e.path());
-            let inner = e.into_inner();
-            match inner.classify() {
-                serde_json::error::Category::Data => {
-                    let detail = strip_position(&inner.to_string());
-                    // serde names a missing field at its parent; point at the field itself.
-                    if let Some(field) = detail
-                        .strip_prefix("missing field `")
-                        .and_then(|r| r.split('`').next())
-                    {
-                        pointer = format!("{pointer}/{field}");
-                    }
-                    Err(ApiError::invalid_field(&pointer, detail))
+            let detail = strip_position(&e.into_inner().to_string());
+            // serde names a missing field at its parent; point at the field itself.
+            if let Some(field) = detail
+                .strip_prefix("missing field `")
+                .and_then(|r| r.split('`').next())
+            {
+                pointer = format!("{pointer}/{field}");
+            }
+            return Err(ApiError::invalid_field(&pointer, detail));
+        }
+    };
+    let read = serde_json::to_value(&parsed).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(pointer) = array_for_object(&value, &read, String::new()) {
+        return Err(ApiError::invalid_field(
+            &pointer,
+            "invalid type: array, expected an object",
+        ));
+    }
+    Ok(parsed)
+}
+
+/// `1.0` → `1` (within i64/u64), everywhere in `value`.
+fn integral_numbers_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+            {
+                if f >= -9.223_372_036_854_775e18 && f < 9.223_372_036_854_775e18 {
+                    *value = Value::from(f as i64);
+                } else if f >= 0.0 && f < 1.844_674_407_370_955e19 {
+                    *value = Value::from(f as u64);
                 }
-                _ => Err(ApiError::BadRequest(format!("malformed JSON: {inner}"))),
             }
         }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
+    }
+}
+
+/// The pointer of the first place where the body has an array and what was
+/// read from it is an object (a struct given as the list of its fields).
+fn array_for_object(
+    sent: &serde_json::Value,
+    read: &serde_json::Value,
+    at: String,
+) -> Option<String> {
+    use serde_json::Value;
+    match (sent, read) {
+        (Value::Array(_), Value::Object(_)) => Some(at),
+        (Value::Array(s), Value::Array(r)) => s
+            .iter()
+            .zip(r)
+            .enumerate()
+            .find_map(|(i, (s, r))| array_for_object(s, r, format!("{at}/{i}"))),
+        (Value::Object(s), Value::Object(r)) => s.iter().find_map(|(k, s)| {
+            let r = r.get(k)?;
+            array_for_object(
+                s,
+                r,
+                format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+            )
+        }),
+        _ => None,
     }
 }
 
@@ -134,7 +193,7 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync, T: DeserializeOwned + serde::Serialize> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
@@ -198,18 +257,24 @@ pub enum EtagMatch {
 
 impl EtagMatch {
     fn parse(value: &str) -> Result<EtagMatch, String> {
-        let value = value.trim();
+        let value = value.trim_matches(' ');
         if value == "*" {
             return Ok(EtagMatch::Any);
         }
         let mut tags = Vec::new();
         for part in value.split(',') {
-            let part = part.trim();
+            let part = part.trim_matches(' ');
             if part.starts_with("W/") {
                 return Err("weak ETags cannot be used for writes; send the strong ETag".into());
             }
-            if part.len() < 2 || !part.starts_with('"') || !part.ends_with('"') {
-                return Err(format!("`{part}` is not a quoted entity tag"));
+            let quoted = part
+                .strip_prefix('"')
+                .and_then(|p| p.strip_suffix('"'))
+                .filter(|inner| inner.bytes().all(is_etag_char));
+            if quoted.is_none() {
+                return Err(format!(
+                    "`{part}` is not a quoted entity tag (\"...\" of visible ASCII but `\"` and `,`)"
+                ));
             }
             tags.push(part.to_string());
         }
@@ -223,6 +288,16 @@ impl EtagMatch {
         }
     }
 }
+
+/// RFC 9110 `etagc` less `,` (which separates the tags of a list here).
+fn is_etag_char(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x7e)
+}
+
+/// The `If-Match`/`If-None-Match` values accepted: `*`, or a list of strong
+/// entity tags (the OpenAPI document states this pattern for both headers).
+/// HTTP has already dropped the whitespace around a header's value.
+pub const ETAG_LIST_PATTERN: &str = "^(\\*|\"[!#-+\\--~]*\"( *, *\"[!#-+\\--~]*\")*)$";
 
 impl Preconditions {
     pub fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
@@ -268,45 +343,146 @@ pub fn page_limit(limit: Option<u32>) -> Result<i64, ApiError> {
 }
 
 /// Turns a fetch of `limit + 1` rows into a page: drops the extra row and
-/// returns the opaque cursor (of kind `kind`) of the next page, if any.
+/// returns the cursor of the next page (made by `cursor` from the last row
+/// of this page), if any.
 pub fn paginate<T>(
     items: &mut Vec<T>,
     limit: i64,
-    kind: &str,
-    key: impl Fn(&T) -> String,
+    cursor: impl Fn(&T) -> String,
 ) -> Option<String> {
-    use base64::Engine;
     if items.len() as i64 <= limit {
         return None;
     }
     items.truncate(limit as usize);
-    items.last().map(|last| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{kind}:{}", key(last)))
-    })
+    items.last().map(cursor)
 }
 
-/// Reads a cursor handed out by [`paginate`] for `kind`.
-pub fn decode_cursor(kind: &str, cursor: &str) -> Result<String, ApiError> {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| {
-            s.strip_prefix(kind)
-                .and_then(|r| r.strip_prefix(':'))
-                .map(str::to_string)
-        })
-        .ok_or_else(|| ApiError::BadRequest("`cursor` is not a cursor this API handed out".into()))
+/// One field of a page cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CursorField {
+    /// A signed integer, in decimal.
+    Int,
+    /// Any text, as the lowercase hex of its UTF-8 bytes.
+    Text,
+    /// A UUID, as 32 lowercase hex digits.
+    Uuid,
 }
 
-/// Reads an optional numeric (id) cursor handed out by [`paginate`] for `kind`.
-pub fn decode_id_cursor(kind: &str, cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+/// A field's value in a page cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CursorValue {
+    Int(i64),
+    Text(String),
+    Uuid(uuid::Uuid),
+}
+
+/// The shape of a list's page cursor: `<kind>.<field>.<field>...`. A cursor
+/// is a position in the list's order, so every string of the shape is a
+/// valid cursor (a position between rows is as good as one on a row), and
+/// the shape is exactly what the OpenAPI document states as its `pattern`.
+#[derive(Debug, Clone, Copy)]
+pub struct CursorShape {
+    pub kind: &'static str,
+    pub fields: &'static [CursorField],
+}
+
+/// At most 18 digits: every such number fits an i64.
+const INT_PATTERN: &str = "-?[0-9]{1,18}";
+
+impl CursorShape {
+    pub fn encode(&self, values: &[CursorValue]) -> String {
+        let mut out = self.kind.to_string();
+        for v in values {
+            out.push('.');
+            match v {
+                CursorValue::Int(n) => out.push_str(&n.to_string()),
+                CursorValue::Text(t) => out.push_str(&hex::encode(t.as_bytes())),
+                CursorValue::Uuid(u) => out.push_str(&u.simple().to_string()),
+            }
+        }
+        out
+    }
+
+    /// Reads a cursor of this shape; anything else is a 400.
+    pub fn decode(&self, cursor: &str) -> Result<Vec<CursorValue>, ApiError> {
+        let refused = || {
+            ApiError::BadRequest(format!(
+                "`cursor` is not a cursor of this list (`nextCursor` of a page; the pattern is {})",
+                self.pattern()
+            ))
+        };
+        let mut parts = cursor.split('.');
+        if parts.next() != Some(self.kind) {
+            return Err(refused());
+        }
+        let mut values = Vec::with_capacity(self.fields.len());
+        for field in self.fields {
+            let part = parts.next().ok_or_else(refused)?;
+            let value = match field {
+                CursorField::Int => {
+                    let digits = part.strip_prefix('-').unwrap_or(part);
+                    if digits.is_empty()
+                        || digits.len() > 18
+                        || !digits.bytes().all(|b| b.is_ascii_digit())
+                    {
+                        return Err(refused());
+                    }
+                    CursorValue::Int(part.parse().map_err(|_| refused())?)
+                }
+                CursorField::Text => {
+                    if part.len() % 2 != 0
+                        || !part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                    {
+                        return Err(refused());
+                    }
+                    let bytes = hex::decode(part).map_err(|_| refused())?;
+                    // A position needs no exact text: bytes that are not UTF-8,
+                    // and NUL (which PostgreSQL cannot compare), become U+FFFD.
+                    let text = String::from_utf8_lossy(&bytes).replace('\0', "\u{fffd}");
+                    CursorValue::Text(text)
+                }
+                CursorField::Uuid => {
+                    if part.len() != 32
+                        || !part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                    {
+                        return Err(refused());
+                    }
+                    CursorValue::Uuid(uuid::Uuid::try_parse(part).map_err(|_| refused())?)
+                }
+            };
+            values.push(value);
+        }
+        if parts.next().is_some() {
+            return Err(refused());
+        }
+        Ok(values)
+    }
+
+    /// The regular expression of this shape (for the OpenAPI document).
+    pub fn pattern(&self) -> String {
+        let mut out = format!("^{}", self.kind);
+        for field in self.fields {
+            out.push_str("\\.");
+            out.push_str(match field {
+                CursorField::Int => INT_PATTERN,
+                CursorField::Text => "([0-9a-f]{2})*",
+                CursorField::Uuid => "[0-9a-f]{32}",
+            });
+        }
+        out.push('$');
+        out
+    }
+}
+
+/// The cursor of a list ordered by one id, newest first.
+pub fn id_cursor(shape: &CursorShape, cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
     cursor
-        .map(|c| {
-            decode_cursor(kind, c)?.parse::<i64>().map_err(|_| {
-                ApiError::BadRequest("`cursor` is not a cursor this API handed out".into())
-            })
+        .map(|c| match shape.decode(c)?.as_slice() {
+            [CursorValue::Int(id)] => Ok(*id),
+            _ => Err(ApiError::Internal(format!(
+                "cursor shape {} is not one id",
+                shape.kind
+            ))),
         })
         .transpose()
 }
@@ -363,12 +539,12 @@ mod tests {
 
     #[test]
     fn type_errors_name_the_field_by_pointer() {
-        #[derive(serde::Deserialize, Debug)]
+        #[derive(serde::Deserialize, serde::Serialize, Debug)]
         #[allow(dead_code)]
         struct Inner {
             replicas: u32,
         }
-        #[derive(serde::Deserialize, Debug)]
+        #[derive(serde::Deserialize, serde::Serialize, Debug)]
         #[allow(dead_code)]
         struct Outer {
             items: Vec<Inner>,

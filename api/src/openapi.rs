@@ -6,6 +6,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::routes::{agent, clusters, events, fleet, health, operations, ops, releases, rollouts};
+
+mod contract;
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -83,15 +85,24 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(health::metrics))
 }
 
-pub fn document() -> utoipa::openapi::OpenApi {
-    let mut doc = api_router().into_openapi();
-    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
-    doc
+/// The document served at `/openapi.json`.
+pub fn document() -> serde_json::Value {
+    finish(api_router().into_openapi())
+}
+
+/// The generated document made whole: its version, and what the route
+/// annotations cannot say (`contract`). JSON, since utoipa's types cannot
+/// hold all of it (`oneOf`/`not` beside `properties`, say).
+pub fn finish(doc: utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut value = serde_json::to_value(&doc).unwrap_or_default();
+    value["info"]["version"] = env!("CARGO_PKG_VERSION").into();
+    contract::apply(&mut value);
+    value
 }
 
 /// The document as committed in `openapi/openapi.json`.
 pub fn document_json() -> String {
-    let mut s = document().to_pretty_json().unwrap_or_default();
+    let mut s = serde_json::to_string_pretty(&document()).unwrap_or_default();
     s.push('\n');
     s
 }

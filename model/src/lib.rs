@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 pub mod agent;
 pub mod fleet;
+pub mod patterns;
 pub mod rollout;
 pub use agent::*;
 pub use fleet::*;
@@ -403,7 +404,23 @@ pub struct Condition {
     pub status: String,
     pub reason: Option<String>,
     pub message: Option<String>,
+    /// RFC 3339 (`T` between date and time).
+    #[serde(default, deserialize_with = "rfc3339")]
     pub last_transition_time: Option<DateTime<Utc>>,
+}
+
+/// An optional RFC 3339 date-time, strictly (chrono's `FromStr` would also
+/// take a space for the `T`, which the OpenAPI `date-time` format does not).
+fn rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    use serde::de::Error;
+    let Some(s) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    DateTime::parse_from_rfc3339(&s)
+        .ok()
+        .filter(|_| matches!(s.as_bytes().get(10), Some(b'T' | b't')))
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .ok_or_else(|| D::Error::custom(format!("`{s}` is not an RFC 3339 date-time")))
 }
 
 /// One Istio release in the catalog.

@@ -29,7 +29,8 @@ use crate::agent_auth::{self, AgentPrincipal};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
-    JsonBody, Preconditions, Query, decode_id_cursor, page_limit, paginate, with_header,
+    CursorField, CursorShape, CursorValue, JsonBody, Preconditions, Query, id_cursor, page_limit,
+    paginate, with_header,
 };
 use crate::routes::clusters::known_name;
 use crate::state::AppState;
@@ -173,7 +174,11 @@ pub struct HistoryParams {
     pub cursor: Option<String>,
 }
 
-const HISTORY_CURSOR: &str = "h1";
+/// Before the history entry of this id.
+pub const HISTORY_CURSOR: CursorShape = CursorShape {
+    kind: "h2",
+    fields: &[CursorField::Int],
+};
 
 /// Changes of the cluster's reported status, newest first (a bounded number is kept per cluster).
 #[utoipa::path(
@@ -196,11 +201,13 @@ pub async fn status_history(
 ) -> ApiResult<axum::Json<StatusHistoryList>> {
     principal.require_read()?;
     let limit = page_limit(params.limit)?;
-    let before = decode_id_cursor(HISTORY_CURSOR, params.cursor.as_deref())?;
+    let before = id_cursor(&HISTORY_CURSOR, params.cursor.as_deref())?;
     let id = cluster_id(&state, &principal.tenant, &name).await?;
     let mut rows =
         status::list_status_history(&state.pool, &principal.tenant, id, before, limit + 1).await?;
-    let next_cursor = paginate(&mut rows, limit, HISTORY_CURSOR, |r| r.id.to_string());
+    let next_cursor = paginate(&mut rows, limit, |r| {
+        HISTORY_CURSOR.encode(&[CursorValue::Int(r.id)])
+    });
     let items = rows
         .into_iter()
         .map(|r| {

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use meshfleet_core::domain::health::{self, StatusInputs};
 use meshfleet_core::domain::names::{dns_label_problem, is_dns_label};
+use meshfleet_core::domain::validation;
 use meshfleet_core::ops::clusters::{self as cluster_ops, Deletion};
 use meshfleet_core::ops::spec;
 use meshfleet_core::settings::Settings;
@@ -22,8 +23,8 @@ use super::fleet;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
-    JsonBody, MergePatch, Preconditions, Query, decode_cursor, merge_patch, page_limit, paginate,
-    parse_json, with_header,
+    CursorField, CursorShape, CursorValue, JsonBody, MergePatch, Preconditions, Query, merge_patch,
+    page_limit, paginate, parse_json, with_header,
 };
 use crate::state::AppState;
 
@@ -186,6 +187,11 @@ pub async fn put_cluster(
 ) -> ApiResult<Response> {
     principal.require_write()?;
     path_name(&name)?;
+    // An invalid body is a 422 whatever the preconditions say.
+    let problems = validation::static_problems(&name, &input);
+    if !problems.is_empty() {
+        return Err(ApiError::invalid(problems));
+    }
     // A create racing another create of the same name turns into a replace.
     for _ in 0..3 {
         let mut tx = state.pool.begin().await?;
@@ -428,7 +434,11 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
-const CURSOR_KIND: &str = "c1";
+/// After the cluster of this name.
+pub const CURSOR: CursorShape = CursorShape {
+    kind: "c2",
+    fields: &[CursorField::Text],
+};
 
 /// List clusters, by name, in pages (keyset pagination).
 #[utoipa::path(
@@ -455,16 +465,22 @@ pub async fn list_clusters(
         params.connectivity.as_deref(),
         params.version.as_deref(),
     )?;
-    let after = params
+    let after = match params
         .cursor
         .as_deref()
-        .map(|c| decode_cursor(CURSOR_KIND, c))
+        .map(|c| CURSOR.decode(c))
         .transpose()?
-        .map(|name| After {
-            key: 0,
-            tenant: principal.tenant.clone(),
-            name,
-        });
+    {
+        None => None,
+        Some(values) => match values.as_slice() {
+            [CursorValue::Text(name)] => Some(After {
+                key: 0,
+                tenant: principal.tenant.clone(),
+                name: name.clone(),
+            }),
+            _ => return Err(ApiError::Internal("cluster cursor shape".into())),
+        },
+    };
     let now = state.clock.now();
     let mut rows = fleet_store::list(
         &state.pool,
@@ -476,7 +492,9 @@ pub async fn list_clusters(
         limit + 1,
     )
     .await?;
-    let next_cursor = paginate(&mut rows, limit, CURSOR_KIND, |r| r.row.name.clone());
+    let next_cursor = paginate(&mut rows, limit, |r| {
+        CURSOR.encode(&[CursorValue::Text(r.row.name.clone())])
+    });
     Ok(axum::Json(ClusterList {
         items: rows
             .into_iter()

@@ -7,7 +7,7 @@ use utoipa::IntoParams;
 
 use crate::auth::Principal;
 use crate::error::ApiResult;
-use crate::http::{Query, decode_id_cursor, page_limit, paginate};
+use crate::http::{CursorField, CursorShape, CursorValue, Query, id_cursor, page_limit, paginate};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -22,7 +22,11 @@ pub struct EventParams {
     pub cursor: Option<String>,
 }
 
-const CURSOR_KIND: &str = "e1";
+/// Before the event of this id.
+pub const CURSOR: CursorShape = CursorShape {
+    kind: "e2",
+    fields: &[CursorField::Int],
+};
 
 /// Who changed what and when, newest first.
 ///
@@ -46,7 +50,7 @@ pub async fn list_events(
 ) -> ApiResult<axum::Json<EventList>> {
     principal.require_read()?;
     let limit = page_limit(params.limit)?;
-    let before = decode_id_cursor(CURSOR_KIND, params.cursor.as_deref())?;
+    let before = id_cursor(&CURSOR, params.cursor.as_deref())?;
     let mut items = meshfleet_core::store::events::list_events(
         &state.pool,
         &principal.tenant,
@@ -55,6 +59,8 @@ pub async fn list_events(
         limit + 1,
     )
     .await?;
-    let next_cursor = paginate(&mut items, limit, CURSOR_KIND, |e| e.id.to_string());
+    let next_cursor = paginate(&mut items, limit, |e| {
+        CURSOR.encode(&[CursorValue::Int(e.id)])
+    });
     Ok(axum::Json(EventList { items, next_cursor }))
 }

@@ -22,7 +22,7 @@ pub fn one_of(param: &str, value: Option<&str>, allowed: &[&str]) -> ApiResult<V
     value
         .split(',')
         .map(|v| {
-            let v = v.trim();
+            let v = v.trim_matches(' ');
             allowed
                 .iter()
                 .find(|a| **a == v)

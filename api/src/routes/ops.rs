@@ -21,7 +21,7 @@ use super::clusters::to_cluster;
 use super::fleet::filter;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{Query, decode_cursor, page_limit, paginate};
+use crate::http::{CursorField, CursorShape, CursorValue, Query, page_limit, paginate};
 use crate::route_stats::MINUTES;
 use crate::state::AppState;
 
@@ -91,21 +91,43 @@ pub struct TriageParams {
     pub cursor: Option<String>,
 }
 
+/// `staleFor`: a whole number (no leading zero, at most 6 digits) of `s`, `m`, `h` or `d`.
+pub const STALE_FOR_PATTERN: &str = "^(0|[1-9][0-9]{0,5})(s|m|h|d)$";
+
+/// `window`: as `staleFor`, from 1m to 7d.
+pub const WINDOW_PATTERN: &str = "^(([6-9][0-9]|[1-9][0-9]{2,4}|[1-5][0-9]{5}|60[0-3][0-9]{3}|604[0-7][0-9]{2}|604800)s|([1-9][0-9]{0,3}|100[0-7][0-9]|10080)m|([1-9]|[1-9][0-9]|1[0-5][0-9]|16[0-8])h|[1-7]d)$";
+
+/// Reads a duration of [`STALE_FOR_PATTERN`]'s form.
 fn duration(param: &str, value: &str) -> ApiResult<Duration> {
-    humantime::parse_duration(value).map_err(|e| {
+    let refused = || {
         ApiError::BadRequest(format!(
-            "`{param}`: `{value}` is not a duration like `90s`, `10m` or `1h` ({e})"
+            "`{param}`: `{value}` is not a duration like `90s`, `10m`, `1h` or `7d`"
         ))
-    })
+    };
+    let unit = match value.chars().last() {
+        Some('s') => 1,
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d') => 86_400,
+        _ => return Err(refused()),
+    };
+    let digits = &value[..value.len() - 1];
+    if digits.is_empty()
+        || digits.len() > 6
+        || (digits.len() > 1 && digits.starts_with('0'))
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(refused());
+    }
+    let n: u64 = digits.parse().map_err(|_| refused())?;
+    Ok(Duration::from_secs(n * unit))
 }
 
-fn cursor_kind(sort: Sort) -> &'static str {
-    match sort {
-        Sort::Name => "o1n",
-        Sort::Health => "o1h",
-        Sort::HeartbeatAge => "o1a",
-    }
-}
+/// After the cluster with this sort key (0 when sorted by name), tenant and name.
+pub const TRIAGE_CURSOR: CursorShape = CursorShape {
+    kind: "o2",
+    fields: &[CursorField::Int, CursorField::Text, CursorField::Text],
+};
 
 /// The SRE's triage list: clusters of every tenant, filtered.
 ///
@@ -147,19 +169,26 @@ pub async fn ops_clusters(
         TriageSort::Health => Sort::Health,
         TriageSort::HeartbeatAge => Sort::HeartbeatAge,
     };
-    let kind = cursor_kind(sort);
-    let after = params
+    let after = match params
         .cursor
         .as_deref()
-        .map(|c| {
-            let raw = decode_cursor(kind, c)?;
-            serde_json::from_str::<(i64, String, String)>(&raw)
-                .map(|(key, tenant, name)| After { key, tenant, name })
-                .map_err(|_| {
-                    ApiError::BadRequest("`cursor` is not a cursor this API handed out".into())
-                })
-        })
-        .transpose()?;
+        .map(|c| TRIAGE_CURSOR.decode(c))
+        .transpose()?
+    {
+        None => None,
+        Some(values) => match values.as_slice() {
+            [
+                CursorValue::Int(key),
+                CursorValue::Text(tenant),
+                CursorValue::Text(name),
+            ] => Some(After {
+                key: *key,
+                tenant: tenant.clone(),
+                name: name.clone(),
+            }),
+            _ => return Err(ApiError::Internal("triage cursor shape".into())),
+        },
+    };
     let scope = match params.tenant.as_deref() {
         Some(t) => Scope::Tenant(t),
         None => Scope::Service,
@@ -175,8 +204,12 @@ pub async fn ops_clusters(
         limit + 1,
     )
     .await?;
-    let next_cursor = paginate(&mut rows, limit, kind, |r| {
-        serde_json::json!([r.sort_key, r.tenant_id, r.row.name]).to_string()
+    let next_cursor = paginate(&mut rows, limit, |r| {
+        TRIAGE_CURSOR.encode(&[
+            CursorValue::Int(r.sort_key),
+            CursorValue::Text(r.tenant_id.clone()),
+            CursorValue::Text(r.row.name.clone()),
+        ])
     });
     let items = rows
         .into_iter()
@@ -292,4 +325,34 @@ pub async fn sli(
         requests: state.route_stats.rates(minutes),
         generated_at: now,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted_window(value: &str) -> bool {
+        duration("window", value).is_ok_and(|w| (60..=7 * 24 * 3600).contains(&w.as_secs()))
+    }
+
+    #[test]
+    fn the_documented_duration_patterns_accept_exactly_what_the_server_reads() {
+        let stale = regex::Regex::new(STALE_FOR_PATTERN).unwrap();
+        let window = regex::Regex::new(WINDOW_PATTERN).unwrap();
+        let numbers = (0..=11_000)
+            .chain(599_990..=605_000)
+            .map(|n| n.to_string())
+            .chain(["00", "01", "0000001", "1234567", "", "-1", "1.5"].map(String::from));
+        for n in numbers {
+            for unit in ["s", "m", "h", "d", "w", "", "S"] {
+                let v = format!("{n}{unit}");
+                assert_eq!(
+                    stale.is_match(&v),
+                    duration("staleFor", &v).is_ok(),
+                    "staleFor {v}"
+                );
+                assert_eq!(window.is_match(&v), accepted_window(&v), "window {v}");
+            }
+        }
+    }
 }

@@ -47,6 +47,7 @@ pub async fn list_releases(
         (status = 201, description = "Added", body = Release),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Lacks the sre role", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The release's images are published already and differ", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid release", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -82,7 +83,10 @@ pub async fn put_release(
         ("ztunnel", &images.ztunnel),
         ("proxy", &images.proxy),
     ] {
-        if image.is_empty() || image.len() > 512 || image.contains(char::is_whitespace) {
+        if image.is_empty()
+            || image.chars().count() > 512
+            || image.contains(|c: char| c.is_whitespace() || c == '\0')
+        {
             return Err(ApiError::invalid_field(
                 &format!("/images/{field}"),
                 "must be an image reference",

@@ -18,7 +18,9 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{JsonBody, Query, decode_cursor, page_limit, paginate, with_header};
+use crate::http::{
+    CursorField, CursorShape, CursorValue, JsonBody, Query, page_limit, paginate, with_header,
+};
 use crate::state::AppState;
 
 /// The API shape of a rollout; with its clusters per stage when given.
@@ -156,7 +158,14 @@ pub struct RolloutListParams {
     pub cursor: Option<String>,
 }
 
-const CURSOR_KIND: &str = "r1";
+/// 4700 BC, in microseconds since the epoch: within PostgreSQL's range.
+const EARLIEST_MICROS: i64 = -210_000_000_000_000_000;
+
+/// Before the rollout created at these microseconds since the epoch, with this id.
+pub const CURSOR: CursorShape = CursorShape {
+    kind: "r2",
+    fields: &[CursorField::Int, CursorField::Uuid],
+};
 
 /// List rollouts, newest first (without their clusters; read one for those).
 #[utoipa::path(
@@ -177,20 +186,23 @@ pub async fn list_rollouts(
 ) -> ApiResult<axum::Json<RolloutList>> {
     principal.require_read()?;
     let limit = page_limit(params.limit)?;
-    let before = match params.cursor.as_deref() {
+    let before = match params
+        .cursor
+        .as_deref()
+        .map(|c| CURSOR.decode(c))
+        .transpose()?
+    {
         None => None,
-        Some(c) => {
-            let raw = decode_cursor(CURSOR_KIND, c)?;
-            let parsed = raw.split_once('|').and_then(|(t, id)| {
-                Some((
-                    DateTime::parse_from_rfc3339(t).ok()?.with_timezone(&Utc),
-                    Uuid::try_parse(id).ok()?,
-                ))
-            });
-            Some(parsed.ok_or_else(|| {
-                ApiError::BadRequest("`cursor` is not a cursor this API handed out".into())
-            })?)
-        }
+        Some(values) => match values.as_slice() {
+            // Clamped to what PostgreSQL can compare (from 4713 BC): a
+            // position earlier than that is before every rollout all the same.
+            [CursorValue::Int(micros), CursorValue::Uuid(id)] => Some((
+                DateTime::<Utc>::from_timestamp_micros((*micros).max(EARLIEST_MICROS))
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC),
+                *id,
+            )),
+            _ => return Err(ApiError::Internal("rollout cursor shape".into())),
+        },
     };
     let mut rows = store::list_rollouts(
         &state.pool,
@@ -200,8 +212,11 @@ pub async fn list_rollouts(
         limit + 1,
     )
     .await?;
-    let next_cursor = paginate(&mut rows, limit, CURSOR_KIND, |r| {
-        format!("{}|{}", r.created_at.to_rfc3339(), r.id)
+    let next_cursor = paginate(&mut rows, limit, |r| {
+        CURSOR.encode(&[
+            CursorValue::Int(r.created_at.timestamp_micros()),
+            CursorValue::Uuid(r.id),
+        ])
     });
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let tallies = store::state_counts(&state.pool, &principal.tenant, &ids).await?;

@@ -8,16 +8,16 @@ pub fn validate_report(report: &StatusReport) -> Result<(), Vec<FieldError>> {
         errors.push(FieldError::new("/components", "at most 32 components"));
     }
     for (i, c) in report.components.iter().enumerate() {
-        if c.name.is_empty() || c.name.len() > 63 {
+        if c.name.is_empty() || c.name.chars().count() > 63 {
             errors.push(FieldError::new(
                 format!("/components/{i}/name"),
                 "1 to 63 characters",
             ));
         }
-        if c.message.as_ref().is_some_and(|m| m.len() > 4096) {
+        if c.message.as_ref().is_some_and(|m| m.chars().count() > 4096) {
             errors.push(FieldError::new(
                 format!("/components/{i}/message"),
-                "at most 4096 bytes",
+                "at most 4096 characters",
             ));
         }
         if c.conditions.len() > 16 {

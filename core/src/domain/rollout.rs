@@ -26,7 +26,7 @@ pub enum StageRule {
 /// Checks a rollout body (not the clusters it selects).
 pub fn validate(input: &RolloutInput) -> Result<Plan, Vec<FieldError>> {
     let mut errors = Vec::new();
-    if input.name.trim().is_empty() || input.name.len() > 63 {
+    if input.name.trim().is_empty() || input.name.chars().count() > 63 {
         errors.push(FieldError::new("/name", "1 to 63 characters"));
     }
     let selector = match selector::parse(&input.selector) {
@@ -43,7 +43,7 @@ pub fn validate(input: &RolloutInput) -> Result<Plan, Vec<FieldError>> {
     let mut stages = Vec::new();
     for (i, s) in input.stages.iter().enumerate() {
         let base = format!("/stages/{i}");
-        if s.name.trim().is_empty() || s.name.len() > 63 {
+        if s.name.trim().is_empty() || s.name.chars().count() > 63 {
             errors.push(FieldError::new(
                 format!("{base}/name"),
                 "1 to 63 characters",

@@ -1,6 +1,15 @@
 //! Kubernetes label selectors: `env=prod,tier!=db,region in (eu,us),!legacy`.
 
+use std::sync::LazyLock;
+
 use super::names::{label_key_problem, label_value_problem};
+
+/// The grammar the OpenAPI document states (`meshfleet_model::patterns`);
+/// the parser below reads what matches it.
+static GRAMMAR: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(&meshfleet_model::patterns::label_selector())
+        .expect("the label selector pattern compiles")
+});
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Requirement {
@@ -71,12 +80,24 @@ fn set(rest: &str) -> Result<Vec<String>, String> {
 
 /// Parses a selector; an empty string selects everything.
 pub fn parse(selector: &str) -> Result<Vec<Requirement>, String> {
+    if selector.chars().count() > 4096 {
+        return Err("the selector is longer than 4096 characters".into());
+    }
+    let raw = selector;
+    // What the parser would read but the documented grammar does not (other
+    // whitespace than spaces, say) is refused too.
+    let ungrammatical = || {
+        format!(
+            "`{raw}` is not a label selector like `env=prod,tier!=db,region in (eu,us),!legacy` (spaces are the only whitespace allowed)"
+        )
+    };
     let selector = selector.trim();
     if selector.is_empty() {
-        return Ok(Vec::new());
-    }
-    if selector.len() > 4096 {
-        return Err("the selector is longer than 4096 characters".into());
+        return if GRAMMAR.is_match(raw) {
+            Ok(Vec::new())
+        } else {
+            Err(ungrammatical())
+        };
     }
     let mut out = Vec::new();
     for part in split_top_level(selector)? {
@@ -102,6 +123,9 @@ pub fn parse(selector: &str) -> Result<Vec<Requirement>, String> {
             )
         };
         out.push(req);
+    }
+    if !GRAMMAR.is_match(raw) {
+        return Err(ungrammatical());
     }
     Ok(out)
 }

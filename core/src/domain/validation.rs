@@ -27,6 +27,18 @@ pub fn validate_cluster(
     current: Option<Stored<'_>>,
 ) -> Result<Version, Vec<FieldError>> {
     let mut errors = Vec::new();
+    let version = validate_upgrade(&input.mesh, catalog, current, &mut errors);
+    errors.extend(static_problems(path_name, input));
+    match version {
+        Some(v) if errors.is_empty() => Ok(v),
+        _ => Err(errors),
+    }
+}
+
+/// What is wrong with a cluster body whatever the release catalog and the
+/// stored cluster say (so a write can refuse it before its preconditions).
+pub fn static_problems(path_name: &str, input: &ClusterInput) -> Vec<FieldError> {
+    let mut errors = Vec::new();
     if let Some(name) = &input.name
         && name != path_name
     {
@@ -47,18 +59,16 @@ pub fn validate_cluster(
             errors.push(FieldError::new(&pointer, p));
         }
     }
-    let version = validate_mesh(&input.mesh, catalog, current, &mut errors);
-    match version {
-        Some(v) if errors.is_empty() => Ok(v),
-        _ => Err(errors),
-    }
+    validate_mesh(&input.mesh, &mut errors);
+    errors
 }
 
 fn escape_pointer(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 
-const RESERVED_NAMESPACES: [&str; 5] = [
+/// Namespaces that cannot join the mesh.
+pub const RESERVED_NAMESPACES: [&str; 5] = [
     "kube-system",
     "kube-public",
     "kube-node-lease",
@@ -66,14 +76,7 @@ const RESERVED_NAMESPACES: [&str; 5] = [
     "meshfleet-system",
 ];
 
-fn validate_mesh(
-    mesh: &MeshSpec,
-    catalog: &Catalog,
-    current: Option<Stored<'_>>,
-    errors: &mut Vec<FieldError>,
-) -> Option<Version> {
-    let version = validate_upgrade(mesh, catalog, current, errors);
-
+fn validate_mesh(mesh: &MeshSpec, errors: &mut Vec<FieldError>) {
     if let Some(window) = &mesh.maintenance_window {
         validate_window(window, errors);
     }
@@ -173,7 +176,6 @@ fn validate_mesh(
             "must be \"\" (off) or \"/dev/stdout\"",
         ));
     }
-    version
 }
 
 fn validate_upgrade(

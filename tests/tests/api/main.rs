@@ -6,6 +6,7 @@ mod agent_protocol;
 mod auth;
 mod clusters;
 mod concurrency;
+mod contract;
 mod dashboard;
 mod fleet;
 mod limits;
