@@ -126,9 +126,9 @@ fn integral_numbers_as_integers(value: &mut serde_json::Value) {
             if let Some(f) = n.as_f64()
                 && f.fract() == 0.0
             {
-                if f >= -9.223_372_036_854_775e18 && f < 9.223_372_036_854_775e18 {
+                if (-9.223_372_036_854_775e18..9.223_372_036_854_775e18).contains(&f) {
                     *value = Value::from(f as i64);
-                } else if f >= 0.0 && f < 1.844_674_407_370_955e19 {
+                } else if (0.0..1.844_674_407_370_955e19).contains(&f) {
                     *value = Value::from(f as u64);
                 }
             }

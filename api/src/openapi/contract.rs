@@ -1,6 +1,6 @@
 //! What the route annotations cannot say, added to the generated document in
 //! one place: the responses every route can give (400, 401, 413, 415, 429,
-//! 503), the formats and bounds the server enforces on parameters and bodies
+//! 431, 503), the formats and bounds the server enforces on parameters and bodies
 //! (patterns, lengths, ranges, mutually exclusive fields), and the links from
 //! a created resource to the operations on it. `scripts/contract.sh` holds
 //! the server to it with schemathesis.
@@ -137,6 +137,16 @@ fn operation_contract(path: &str, operation: &mut Value, request_schemas: &mut V
             problem("The body's Content-Type is not accepted here", false),
         );
     }
+    add(
+        "431",
+        problem(
+            &format!(
+                "The request's headers exceed {} bytes",
+                crate::http::HEADER_LIMIT
+            ),
+            false,
+        ),
+    );
     add(
         "429",
         problem(
@@ -299,7 +309,6 @@ fn set(target: &mut Value, values: Value) {
 }
 
 fn schema_contract(s: &mut Map<String, Value>) {
-    let dns = json!({"pattern": patterns::DNS_LABEL});
     // Labels (the `BTreeMap` schema is the labels map of a cluster).
     set(
         &mut s["BTreeMap"],
@@ -309,7 +318,6 @@ fn schema_contract(s: &mut Map<String, Value>) {
             "additionalProperties": {"type": "string", "pattern": patterns::label_value()},
         }),
     );
-    set(prop(s, "ClusterInput", "name"), dns.clone());
     // Manual with a version, or automatic with a channel; never both.
     set(
         &mut s["UpgradePolicy"],
@@ -320,119 +328,82 @@ fn schema_contract(s: &mut Map<String, Value>) {
              "not": {"required": ["version"], "properties": {"version": {"type": "string"}}}},
         ]}),
     );
-    set(
-        prop(s, "UpgradePolicy", "version"),
-        json!({"pattern": patterns::VERSION}),
-    );
-    set(
-        prop(s, "MeshSpec", "enrolledNamespaces"),
-        json!({"maxItems": 1000, "uniqueItems": true, "items": {
-            "type": "string", "pattern": patterns::DNS_LABEL,
-            "not": {"enum": meshfleet_core::domain::validation::RESERVED_NAMESPACES},
-        }}),
-    );
-    set(prop(s, "MeshSpec", "waypoints"), json!({"maxItems": 100}));
-    set(prop(s, "Waypoint", "namespace"), dns.clone());
-    set(prop(s, "Waypoint", "name"), dns);
-    set(
-        prop(s, "Waypoint", "replicas"),
-        json!({"minimum": 1, "maximum": 10}),
-    );
-    set(
-        prop(s, "IstiodSpec", "replicas"),
-        json!({"minimum": 1, "maximum": 10}),
-    );
-    set(
-        prop(s, "MaintenanceWindow", "slots"),
-        json!({"minItems": 1, "maxItems": 21}),
-    );
-    set(
-        prop(s, "MaintenanceSlot", "start"),
-        json!({"pattern": patterns::HOUR_MINUTE}),
-    );
-    set(
-        prop(s, "MaintenanceSlot", "durationMinutes"),
-        json!({"minimum": 30, "maximum": 1440}),
-    );
-    set(
-        prop(s, "Resources", "cpu"),
-        json!({"pattern": patterns::CPU_QUANTITY}),
-    );
-    set(
-        prop(s, "Resources", "memory"),
-        json!({"pattern": patterns::MEMORY_QUANTITY}),
-    );
-    set(
-        prop(s, "MeshConfig", "accessLogFile"),
-        json!({"enum": ["", "/dev/stdout", null]}),
-    );
-    // Rollouts.
-    let text63 = json!({"minLength": 1, "maxLength": 63});
-    set(prop(s, "RolloutInput", "name"), text63.clone());
-    set(
-        prop(s, "RolloutInput", "targetVersion"),
-        json!({"pattern": patterns::VERSION}),
-    );
-    let selector = json!({"pattern": patterns::label_selector(), "maxLength": 4096});
-    set(prop(s, "RolloutInput", "selector"), selector.clone());
-    set(
-        prop(s, "RolloutInput", "stages"),
-        json!({"minItems": 1, "maxItems": 10}),
-    );
-    set(
-        prop(s, "RolloutInput", "progressDeadlineSeconds"),
-        json!({"minimum": 60, "maximum": 86400}),
-    );
-    set(prop(s, "StageInput", "name"), text63);
-    set(prop(s, "StageInput", "selector"), selector);
-    set(
-        prop(s, "StageInput", "percent"),
-        json!({"minimum": 1, "maximum": 100}),
-    );
-    set(
-        prop(s, "StageInput", "maxConcurrency"),
-        json!({"minimum": 1, "maximum": 1000}),
-    );
-    set(
-        prop(s, "StageInput", "soakSeconds"),
-        json!({"minimum": 0, "maximum": 86400}),
-    );
     set(&mut s["StageInput"], either_or("selector", "percent"));
-    set(
-        prop(s, "FailurePolicy", "maxFailedPercent"),
-        json!({"minimum": 0, "maximum": 100}),
-    );
     set(
         &mut s["FailurePolicy"],
         either_or("maxFailedClusters", "maxFailedPercent"),
     );
-    // Agent reports.
-    set(
-        prop(s, "StatusReport", "components"),
-        json!({"maxItems": 32}),
-    );
-    set(
-        prop(s, "StatusReport", "conditions"),
-        json!({"maxItems": 16}),
-    );
-    set(
-        prop(s, "ComponentStatus", "name"),
-        json!({"minLength": 1, "maxLength": 63}),
-    );
-    set(
-        prop(s, "ComponentStatus", "message"),
-        json!({"maxLength": 4096}),
-    );
-    set(
-        prop(s, "ComponentStatus", "conditions"),
-        json!({"maxItems": 16}),
-    );
-    // Releases.
-    for image in ["istiod", "cni", "ztunnel", "proxy"] {
-        set(
-            prop(s, "ComponentImages", image),
-            json!({"pattern": patterns::IMAGE, "maxLength": 512}),
-        );
+    let dns = json!({"pattern": patterns::DNS_LABEL});
+    let version = json!({"pattern": patterns::VERSION});
+    let text63 = json!({"minLength": 1, "maxLength": 63});
+    let selector = json!({"pattern": patterns::label_selector(), "maxLength": 4096});
+    let range = |min: u32, max: u32| json!({"minimum": min, "maximum": max});
+    let items = |min: u32, max: u32| json!({"minItems": min, "maxItems": max});
+    let image = json!({"pattern": patterns::IMAGE, "maxLength": 512});
+    let properties = [
+        ("ClusterInput", "name", dns.clone()),
+        ("UpgradePolicy", "version", version.clone()),
+        (
+            "MeshSpec",
+            "enrolledNamespaces",
+            json!({"maxItems": 1000, "uniqueItems": true, "items": {
+                "type": "string", "pattern": patterns::DNS_LABEL,
+                "not": {"enum": meshfleet_core::domain::validation::RESERVED_NAMESPACES},
+            }}),
+        ),
+        ("MeshSpec", "waypoints", json!({"maxItems": 100})),
+        ("Waypoint", "namespace", dns.clone()),
+        ("Waypoint", "name", dns),
+        ("Waypoint", "replicas", range(1, 10)),
+        ("IstiodSpec", "replicas", range(1, 10)),
+        ("MaintenanceWindow", "slots", items(1, 21)),
+        (
+            "MaintenanceSlot",
+            "start",
+            json!({"pattern": patterns::HOUR_MINUTE}),
+        ),
+        ("MaintenanceSlot", "durationMinutes", range(30, 1440)),
+        (
+            "Resources",
+            "cpu",
+            json!({"pattern": patterns::CPU_QUANTITY}),
+        ),
+        (
+            "Resources",
+            "memory",
+            json!({"pattern": patterns::MEMORY_QUANTITY}),
+        ),
+        (
+            "MeshConfig",
+            "accessLogFile",
+            json!({"enum": ["", "/dev/stdout", null]}),
+        ),
+        // Rollouts.
+        ("RolloutInput", "name", text63.clone()),
+        ("RolloutInput", "targetVersion", version),
+        ("RolloutInput", "selector", selector.clone()),
+        ("RolloutInput", "stages", items(1, 10)),
+        ("RolloutInput", "progressDeadlineSeconds", range(60, 86400)),
+        ("StageInput", "name", text63.clone()),
+        ("StageInput", "selector", selector),
+        ("StageInput", "percent", range(1, 100)),
+        ("StageInput", "maxConcurrency", range(1, 1000)),
+        ("StageInput", "soakSeconds", range(0, 86400)),
+        ("FailurePolicy", "maxFailedPercent", range(0, 100)),
+        // Agent reports.
+        ("StatusReport", "components", json!({"maxItems": 32})),
+        ("StatusReport", "conditions", json!({"maxItems": 16})),
+        ("ComponentStatus", "name", text63),
+        ("ComponentStatus", "message", json!({"maxLength": 4096})),
+        ("ComponentStatus", "conditions", json!({"maxItems": 16})),
+        // Releases.
+        ("ComponentImages", "istiod", image.clone()),
+        ("ComponentImages", "cni", image.clone()),
+        ("ComponentImages", "ztunnel", image.clone()),
+        ("ComponentImages", "proxy", image),
+    ];
+    for (schema, property, values) in properties {
+        set(prop(s, schema, property), values);
     }
 }
 

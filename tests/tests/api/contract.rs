@@ -240,24 +240,7 @@ async fn text_limits_count_characters_and_times_are_strict() {
     assert_eq!(r.status, 202, "{}", r.text);
     // An agent's condition time is RFC 3339, with the `T`.
     app.create("acme", "c3", &cluster_body("1.27.1")).await;
-    let token = app
-        .req(Method::POST, "/v1/clusters/c3/bootstrap-tokens")
-        .token(&t)
-        .send()
-        .await
-        .body["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let credential = app
-        .req(Method::POST, "/v1/agent/register")
-        .json(&json!({"bootstrapToken": token}))
-        .send()
-        .await
-        .body["credential"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let credential = app.register_agent("acme", "c3").await;
     let report = |at: &str| {
         json!({"observedGeneration": 1, "conditions": [
             {"type": "Drifted", "status": "False", "lastTransitionTime": at}]})
