@@ -462,30 +462,6 @@ impl TestApp {
         self.req(Method::DELETE, path)
     }
 
-    /// Issues a bootstrap token for `tenant`'s cluster `name` and registers
-    /// an agent with it; returns the agent's credential (panics unless 201).
-    pub async fn register_agent(&self, tenant: &str, name: &str) -> String {
-        let token = self
-            .req(
-                Method::POST,
-                &format!("/v1/clusters/{name}/bootstrap-tokens"),
-            )
-            .token(&self.owner(tenant))
-            .send()
-            .await;
-        assert_eq!(token.status, StatusCode::CREATED, "{}", token.text);
-        let r = self
-            .req(Method::POST, "/v1/agent/register")
-            .json(&serde_json::json!({"bootstrapToken": token.body["token"]}))
-            .send()
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-        r.body["credential"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-
     /// Creates a cluster with `body` as `tenant`'s owner; panics unless 201.
     pub async fn create(&self, tenant: &str, name: &str, body: &Value) -> Reply {
         let reply = self

@@ -2,9 +2,17 @@
 //! (scripts/contract.sh fuzzes that with schemathesis; these are the cases it
 //! found, kept as regressions).
 
-use meshfleet_tests::{TestApp, TestRole as Role, cluster_body};
+use meshfleet_tests::{Reply, TestApp, TestRole as Role, cluster_body};
 use reqwest::Method;
 use serde_json::{Value, json};
+
+async fn put_cluster(app: &TestApp, token: &str, name: &str, body: &Value) -> Reply {
+    app.put(&format!("/v1/clusters/{name}"))
+        .token(token)
+        .json(body)
+        .send()
+        .await
+}
 
 #[tokio::test]
 async fn every_operation_states_its_limits_and_outages_with_retry_after() {
@@ -75,33 +83,18 @@ async fn json_numbers_are_read_by_value_and_objects_only_from_objects() {
     // 2.0 is the integer 2, as JSON Schema says.
     let mut body = cluster_body("1.27.1");
     body["mesh"]["components"] = json!({"istiod": {"replicas": 3.0}});
-    let r = app
-        .put("/v1/clusters/c1")
-        .token(&t)
-        .json(&body)
-        .send()
-        .await;
+    let r = put_cluster(&app, &t, "c1", &body).await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["mesh"]["components"]["istiod"]["replicas"], 3);
     body["mesh"]["components"] = json!({"istiod": {"replicas": 2.5}});
-    let r = app
-        .put("/v1/clusters/c1")
-        .token(&t)
-        .json(&body)
-        .send()
-        .await;
+    let r = put_cluster(&app, &t, "c1", &body).await;
     assert_eq!(
         r.problem(422)["errors"][0]["pointer"],
         "/mesh/components/istiod/replicas"
     );
     // serde would read a struct from the list of its fields; the API does not.
     let body = json!({"mesh": {"upgrade": ["manual", "1.27.1", null]}});
-    let r = app
-        .put("/v1/clusters/c2")
-        .token(&t)
-        .json(&body)
-        .send()
-        .await;
+    let r = put_cluster(&app, &t, "c2", &body).await;
     assert_eq!(r.problem(422)["errors"][0]["pointer"], "/mesh/upgrade");
     let r = app
         .req(Method::POST, "/v1/agent/register")
@@ -218,12 +211,7 @@ async fn text_limits_count_characters_and_times_are_strict() {
     let mut body = cluster_body("1.27.1");
     body["mesh"]["maintenanceWindow"] =
         json!({"slots": [{"day": "monday", "start": "+1:00", "durationMinutes": 60}]});
-    let r = app
-        .put("/v1/clusters/c1")
-        .token(&t)
-        .json(&body)
-        .send()
-        .await;
+    let r = put_cluster(&app, &t, "c1", &body).await;
     assert_eq!(
         r.problem(422)["errors"][0]["pointer"],
         "/mesh/maintenanceWindow/slots/0/start"
@@ -239,8 +227,7 @@ async fn text_limits_count_characters_and_times_are_strict() {
         .await;
     assert_eq!(r.status, 202, "{}", r.text);
     // An agent's condition time is RFC 3339, with the `T`.
-    app.create("acme", "c3", &cluster_body("1.27.1")).await;
-    let credential = app.register_agent("acme", "c3").await;
+    let credential = app.registered("acme", "c3").await;
     let report = |at: &str| {
         json!({"observedGeneration": 1, "conditions": [
             {"type": "Drifted", "status": "False", "lastTransitionTime": at}]})
