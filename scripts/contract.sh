@@ -7,7 +7,7 @@
 #
 #   scripts/contract.sh [EXAMPLES=200]      examples per operation and phase
 #
-# Leaves the run's report (JUnit, NDJSON events) in target/contract-report/.
+# Leaves the last run's report (JUnit, NDJSON events) in target/contract-report/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples=${1:-200}
@@ -69,7 +69,7 @@ export MESHFLEET_CONTRACT_TOKEN MESHFLEET_CONTRACT_AGENT_CREDENTIAL
 # 4. The run: every phase, every check (scripts/contract.toml gives each
 # security scheme its credential, and says which refusals of valid requests
 # depend on state the schema cannot know).
-mkdir -p "$report"
+rm -rf "$report" && mkdir -p "$report"
 started=$(date +%s)
 status=0
 "$st" --config-file scripts/contract.toml run "$base/openapi.json" \
