@@ -267,7 +267,8 @@ fn no_nul(schema: &mut Value, queue: &mut Vec<String>) {
     }
 }
 
-/// Integers as the server reads them: u32 up to 4294967295, i32 and i64 in range.
+/// Integers as the server reads them: u32 (as int64) up to 4294967295, i32
+/// and i64 in range.
 fn integer_bounds_all(schemas: &mut Map<String, Value>) {
     fn walk(v: &mut Value) {
         match v {
@@ -280,7 +281,12 @@ fn integer_bounds_all(schemas: &mut Map<String, Value>) {
                 if integer {
                     let unsigned = map.get("minimum").and_then(Value::as_i64) == Some(0);
                     let (min, max) = match map.get("format").and_then(Value::as_str) {
-                        Some("int32") if unsigned => (0, i64::from(u32::MAX)),
+                        // A u32 does not fit an int32 (which schemathesis and
+                        // generated clients take literally).
+                        Some("int32") if unsigned => {
+                            map.insert("format".into(), json!("int64"));
+                            (0, i64::from(u32::MAX))
+                        }
                         Some("int32") => (i64::from(i32::MIN), i64::from(i32::MAX)),
                         _ if unsigned => (0, i64::MAX),
                         _ => (i64::MIN, i64::MAX),
