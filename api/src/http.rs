@@ -49,7 +49,17 @@ pub struct JsonBody<T>(pub T);
 /// A JSON merge patch body (`application/merge-patch+json`), as a value.
 pub struct MergePatch(pub serde_json::Value);
 
+/// Limit of a release bundle import (upstream's CRD files are large).
+pub const BUNDLE_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+/// A JSON body of up to [`BUNDLE_BODY_LIMIT`] bytes (a release bundle import).
+pub struct LargeJsonBody<T>(pub T);
+
 async fn read_body(req: Request, accepted: &[&str]) -> Result<Bytes, ApiError> {
+    read_body_up_to(req, accepted, BODY_LIMIT).await
+}
+
+async fn read_body_up_to(req: Request, accepted: &[&str], limit: usize) -> Result<Bytes, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -77,9 +87,9 @@ async fn read_body(req: Request, accepted: &[&str]) -> Result<Bytes, ApiError> {
         }
     }
     let body: Body = req.into_body();
-    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
-        ApiError::PayloadTooLarge(format!("the request body exceeds {BODY_LIMIT} bytes"))
-    })
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(format!("the request body exceeds {limit} bytes")))
 }
 
 /// Reads a JSON body as `T`: a syntax error is a 400, a body of the wrong
@@ -199,6 +209,15 @@ impl<S: Send + Sync, T: DeserializeOwned + serde::Serialize> FromRequest<S> for 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let bytes = read_body(req, &["application/json"]).await?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for LargeJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body_up_to(req, &["application/json"], BUNDLE_BODY_LIMIT).await?;
+        parse_json(&bytes).map(LargeJsonBody)
     }
 }
 

@@ -70,6 +70,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(agent::put_status))
         .routes(routes!(releases::list_releases))
         .routes(routes!(releases::put_release))
+        .routes(routes!(releases::put_bundle))
+        .routes(routes!(agent::get_bundle))
         .routes(routes!(events::list_events))
         .routes(routes!(operations::get_operation))
         .routes(routes!(rollouts::create_rollout, rollouts::list_rollouts))

@@ -18,7 +18,7 @@
 //! is (no new pass, no prune) and retries with capped, fully jittered
 //! exponential backoff.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +28,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use meshfleet_model::{
     AGENT_NAMESPACE, BOOTSTRAP_SECRET, CREDENTIAL_SECRET, ClusterFacts, ComponentStatus, Condition,
-    DesiredState, StatusReport,
+    DesiredState, MeshMode, StatusReport, bundle::BundleOrigin,
 };
 use opentelemetry::Context;
 use opentelemetry::trace::TraceContextExt;
@@ -43,7 +43,9 @@ use crate::backend::{ClusterBackend, SecretData};
 use crate::bundle::Bundle;
 use crate::client::{Backoff, Poll, ServiceClient};
 use crate::error::{Error, Result};
-use crate::reconcile::{Outcome, ReconcileOptions, Trigger, condition, reconcile_with};
+use crate::reconcile::{
+    Outcome, ReconcileOptions, Trigger, condition, not_started, reconcile_with,
+};
 use crate::render::Directives;
 
 /// Everything the agent loop needs to know. [`AgentConfig::new`] gives the
@@ -140,6 +142,8 @@ pub struct AgentState {
     last_report: Mutex<Option<StatusReport>>,
     /// Why the agent has stopped applying (its credential was refused).
     stopped: Mutex<Option<String>>,
+    /// Imported bundles fetched and verified, by digest (each is fetched once).
+    bundles: Mutex<BTreeMap<String, Arc<Bundle>>>,
 }
 
 impl AgentState {
@@ -214,6 +218,45 @@ enum End {
 type PollFuture = Pin<Box<dyn Future<Output = Result<Poll>> + Send>>;
 /// A finished pass, with its span (the status report it prompts is its child).
 type PassHandle = JoinHandle<(Trigger, Outcome, Option<ClusterFacts>, Span)>;
+
+/// The release bundle of a desired state: the development bundle when it
+/// names none or a `development` one (and for an uninstall, which installs
+/// nothing), otherwise the imported bundle, fetched from the service once per
+/// digest and verified against it. On failure, the status reason and why.
+async fn release_bundle(
+    state: &AgentState,
+    client: &ServiceClient,
+    credential: &str,
+    desired: &DesiredState,
+) -> std::result::Result<Arc<Bundle>, (&'static str, Error)> {
+    let reference = match &desired.bundle {
+        Some(r) if r.origin == BundleOrigin::Imported && desired.mode != MeshMode::Disabled => r,
+        _ => return Ok(Bundle::development_shared(&desired.version)),
+    };
+    let cached = state
+        .bundles
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&reference.digest)
+        .cloned();
+    if let Some(bundle) = cached {
+        return Ok(bundle);
+    }
+    let bytes = client
+        .fetch_bundle(credential, &reference.url)
+        .await
+        .map_err(|e| ("BundleUnavailable", e))?;
+    let bundle = Bundle::from_document(&desired.version, &reference.digest, &bytes)
+        .map_err(|e| ("BundleInvalid", e))?;
+    info!(digest = %reference.digest, crds = bundle.crds().len(), "release bundle fetched and verified");
+    let bundle = Arc::new(bundle);
+    state
+        .bundles
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(reference.digest.clone(), bundle.clone());
+    Ok(bundle)
+}
 
 /// A long poll after `delay`, in its own `agent.poll` span (a root that
 /// follows from the session), whose `traceparent` the request carries.
@@ -515,6 +558,7 @@ impl<B: ClusterBackend> Agent<B> {
     /// [`Poll::Changed`]), otherwise a root; it follows from the session.
     fn spawn_pass(
         &self,
+        session: &Session,
         desired: DesiredState,
         directives: Directives,
         trigger: Trigger,
@@ -522,6 +566,9 @@ impl<B: ClusterBackend> Agent<B> {
         progress: &watch::Sender<Vec<ComponentStatus>>,
     ) -> PassHandle {
         let backend = self.backend.clone();
+        let state = self.state.clone();
+        let client = session.client.clone();
+        let credential = session.credential.clone();
         let opts = self.config.reconcile.clone();
         let progress = progress.clone();
         let span = tracing::info_span!(
@@ -546,20 +593,28 @@ impl<B: ClusterBackend> Agent<B> {
         );
         tokio::spawn(
             async move {
-                // Release data of the desired version. Today the development
-                // bundle; a bundle fetched from the service (verified by
-                // digest) takes its place here.
-                let bundle = Bundle::development_shared(&desired.version);
-                let out = reconcile_with(
-                    &backend,
-                    &desired,
-                    &bundle,
-                    &directives,
-                    trigger,
-                    &opts,
-                    Some(&progress),
-                )
-                .await;
+                // Release data of the desired version: the development
+                // bundle, or the imported one fetched (once) and verified.
+                let out = match release_bundle(&state, &client, &credential, &desired).await {
+                    Ok(bundle) => {
+                        reconcile_with(
+                            &backend,
+                            &desired,
+                            &bundle,
+                            &directives,
+                            trigger,
+                            &opts,
+                            Some(&progress),
+                        )
+                        .await
+                    }
+                    Err((reason, e)) => {
+                        warn!(error = %e, "release bundle unusable; nothing applied");
+                        let out = not_started(&desired, reason, e.to_string());
+                        let _ = progress.send(out.components.clone());
+                        out
+                    }
+                };
                 let facts = backend.facts().await.ok();
                 let span = Span::current();
                 span.record("converged", out.converged);
@@ -619,7 +674,7 @@ impl<B: ClusterBackend> Agent<B> {
                             if let Some(p) = pass.take() {
                                 p.abort();
                             }
-                            pass = Some(self.spawn_pass((*state).clone(), directives.clone(), Trigger::Changed, change.as_deref(), &progress_tx));
+                            pass = Some(self.spawn_pass(&s, (*state).clone(), directives.clone(), Trigger::Changed, change.as_deref(), &progress_tx));
                             next_pass = None;
                             desired = Some((*state, directives));
                         }
@@ -655,7 +710,7 @@ impl<B: ClusterBackend> Agent<B> {
                     let trigger = next_pass.map_or(Trigger::Resync, |(_, t)| t);
                     match (&desired, connected) {
                         (Some((d, x)), true) => {
-                            pass = Some(self.spawn_pass(d.clone(), x.clone(), trigger, None, &progress_tx));
+                            pass = Some(self.spawn_pass(&s, d.clone(), x.clone(), trigger, None, &progress_tx));
                             next_pass = None;
                         }
                         // Unreachable: leave the cluster as it is, look again later.

@@ -5,11 +5,13 @@
 //!
 //! The renderer ([`crate::render`]) and the ownership rules
 //! ([`crate::ownership`]) read release data only through [`Bundle`]. Today the
-//! agent builds a *development bundle* for its desired version itself
-//! ([`Bundle::development`], written by this project from the facts of
-//! upstream's charts, see `fleet-agent/README.md`); a bundle fetched from the
-//! service and verified by digest fills the same type through
-//! [`Bundle::from_parts`], without touching the rendering or the rules.
+//! desired state names the bundle of its version: a *development bundle* the
+//! agent builds itself ([`Bundle::development`], written by this project
+//! from the facts of upstream's charts, see `fleet-agent/README.md`), or an
+//! *imported* one (upstream's own files) that the agent fetches from the
+//! service once per digest and verifies ([`Bundle::from_document`]), which
+//! fills the same type through [`Bundle::from_parts`], without touching the
+//! rendering or the rules.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -170,6 +172,48 @@ impl Bundle {
             crds,
             templates,
         })
+    }
+
+    /// A bundle fetched from the service: `bytes` must hash to `digest`
+    /// (`sha256:<hex>`) and be the canonical document of `istio_version`'s
+    /// bundle (`meshfleet_model::BundleDocument`).
+    pub fn from_document(istio_version: &str, digest: &str, bytes: &[u8]) -> Result<Bundle> {
+        let fail = |detail: String| Error::Bundle {
+            digest: digest.to_string(),
+            detail,
+        };
+        let actual = meshfleet_model::bundle::digest_of(bytes);
+        if actual != digest {
+            return Err(fail(format!(
+                "the downloaded content hashes to {actual}; nothing applied"
+            )));
+        }
+        let document: meshfleet_model::BundleDocument = serde_json::from_slice(bytes)
+            .map_err(|e| fail(format!("not a bundle document: {e}")))?;
+        if document.version != istio_version {
+            return Err(fail(format!(
+                "it is the bundle of {}, not of {istio_version}",
+                document.version
+            )));
+        }
+        let crds = document
+            .crds
+            .into_iter()
+            .enumerate()
+            .map(|(i, crd)| {
+                serde_json::from_value::<CustomResourceDefinition>(crd)
+                    .map_err(|e| fail(format!("CRD {i} is not a CustomResourceDefinition: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Bundle::from_parts(
+            istio_version,
+            BundleOrigin::Imported {
+                digest: digest.to_string(),
+            },
+            crds,
+            document.templates,
+        )
+        .map_err(|e| fail(e.to_string()))
     }
 
     /// The development bundle of `istio_version`: this project's own

@@ -149,6 +149,22 @@ impl ServiceClient {
         }
     }
 
+    /// `GET` of a release bundle (`url` as the desired state names it,
+    /// `/v1/agent/bundles/{digest}`): its bytes, unverified.
+    pub async fn fetch_bundle(&self, credential: &str, url: &str) -> Result<Vec<u8>> {
+        let resp = self
+            .request(reqwest::Method::GET, url)
+            .bearer_auth(credential)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if resp.status() == StatusCode::OK {
+            return Ok(resp.bytes().await.map_err(unavailable)?.to_vec());
+        }
+        Err(error_from(resp).await)
+    }
+
     /// `PUT /v1/agent/status` (also the heartbeat).
     pub async fn report_status(&self, credential: &str, report: &StatusReport) -> Result<()> {
         let resp = self

@@ -47,6 +47,11 @@ pub enum Error {
         detail: String,
     },
 
+    /// A release bundle fetched from the service is not what its digest
+    /// says, or not a bundle the agent can use; nothing is applied.
+    #[error("release bundle {digest}: {detail}")]
+    Bundle { digest: String, detail: String },
+
     #[error(transparent)]
     Json(#[from] serde_json::Error),
 

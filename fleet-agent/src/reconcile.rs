@@ -167,6 +167,28 @@ pub async fn reconcile<B: ClusterBackend>(
 
 /// Runs one pass with the release data of `bundle` and the document's
 /// `directives`.
+/// The outcome of a pass that applied nothing: every component pending, the
+/// first failed with `reason` (e.g. `RenderFailed`, `BundleUnavailable`).
+pub fn not_started(desired: &DesiredState, reason: &'static str, message: String) -> Outcome {
+    let mut components: Vec<ComponentStatus> = Step::ALL
+        .into_iter()
+        .map(|s| pending(s, Some(&desired.version), None))
+        .collect();
+    if let Some(c) = components.first_mut() {
+        fail(c, reason, message.clone());
+    }
+    Outcome {
+        generation: desired.generation,
+        converged: false,
+        components,
+        drifted: Vec::new(),
+        pruned: Vec::new(),
+        kept: Vec::new(),
+        error: Some(message),
+        reason: Some(reason),
+    }
+}
+
 pub async fn reconcile_with<B: ClusterBackend>(
     backend: &B,
     desired: &DesiredState,
@@ -193,19 +215,7 @@ pub async fn reconcile_with<B: ClusterBackend>(
     }
     let steps = match render::render_with(desired, bundle, directives) {
         Ok(s) => s,
-        Err(e) => {
-            let message = e.to_string();
-            out.components = Step::ALL
-                .into_iter()
-                .map(|s| pending(s, Some(&desired.version), None))
-                .collect();
-            if let Some(c) = out.components.first_mut() {
-                fail(c, "RenderFailed", message.clone());
-            }
-            out.error = Some(message);
-            out.reason = Some("RenderFailed");
-            return out;
-        }
+        Err(e) => return not_started(desired, "RenderFailed", e.to_string()),
     };
     let version = desired.version.as_str();
     out.components = steps

@@ -40,6 +40,8 @@ pub fn desired(version: &str) -> DesiredState {
             enable_tracing: None,
             outbound_traffic_policy: None,
         },
+        bundle: None,
+        purge_crds: false,
     }
 }
 

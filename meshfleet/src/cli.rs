@@ -26,8 +26,8 @@ use meshfleet_reconciler::Reconciler;
 use tokio::sync::watch;
 
 use crate::config::{
-    Cli, Command, HttpArgs, MigrateArgs, OpenapiArgs, ReconcileArgs, ServeArgs, SettingsArgs,
-    TokenArgs, UpArgs,
+    Cli, Command, HttpArgs, MigrateArgs, OpenapiArgs, ReconcileArgs, ReleaseCommand,
+    ReleaseImportArgs, ServeArgs, SettingsArgs, TokenArgs, UpArgs,
 };
 use crate::pg::{DataDirLock, EmbeddedPg, PgError, PgOptions};
 use crate::telemetry::metrics_handle;
@@ -56,6 +56,8 @@ pub enum CliError {
     },
     #[error("{0}")]
     Usage(String),
+    #[error("{0}")]
+    Core(#[from] meshfleet_core::error::Error),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -94,6 +96,7 @@ pub fn main() -> ExitCode {
             Command::Token(args) => token(args),
             Command::Reconcile(args) => reconcile(args).await,
             Command::Openapi(args) => openapi(args),
+            Command::Release(ReleaseCommand::Import(args)) => release_import(args).await,
         }
     });
     telemetry.shutdown();
@@ -118,6 +121,106 @@ async fn migrate(args: MigrateArgs) -> Result<(), CliError> {
     let pool = connect_url(&args.database_url, 2, Duration::ZERO).await?;
     db::migrate(&pool).await?;
     println!("migrations applied");
+    Ok(())
+}
+
+/// The files of `--crds`: each file as given, each directory's
+/// `*.yaml`/`*.yml`/`*.json` files in name order.
+fn crd_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path).map_err(|source| CliError::Io {
+                what: format!("cannot read {}", path.display()),
+                source,
+            })?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension()
+                            .and_then(|e| e.to_str())
+                            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+                })
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn read_text(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|source| CliError::Io {
+        what: format!("cannot read {}", path.display()),
+        source,
+    })
+}
+
+/// `meshfleet release import`: the same operation as the ops route, on
+/// DATABASE_URL; prints the stored bundle's digest.
+async fn release_import(args: ReleaseImportArgs) -> Result<(), CliError> {
+    use meshfleet_model::{BundleImport, BundleOrigin};
+    let mut input = BundleImport {
+        origin: if args.development {
+            BundleOrigin::Development
+        } else {
+            BundleOrigin::Imported
+        },
+        ..BundleImport::default()
+    };
+    for path in crd_files(&args.crds)? {
+        input.crds.push(read_text(&path)?);
+    }
+    for spec in &args.templates {
+        let (name, file) = spec.split_once('=').ok_or_else(|| {
+            CliError::Usage(format!(
+                "--injection-template takes NAME=FILE (e.g. waypoint=waypoint.yaml), not `{spec}`"
+            ))
+        })?;
+        input
+            .templates
+            .insert(name.to_string(), read_text(Path::new(file))?);
+    }
+    let pool = connect_url(&args.database_url, 2).await?;
+    let mut tx = pool.begin().await?;
+    let result = meshfleet_core::ops::bundles::import_bundle(
+        &mut tx,
+        &args.ops_tenant,
+        "meshfleet release import",
+        &args.version,
+        &input,
+    )
+    .await;
+    let (imported, changed) = match result {
+        Ok(r) => r,
+        Err(meshfleet_core::error::Error::Invalid(errors)) => {
+            let lines: Vec<String> = errors
+                .iter()
+                .map(|e| format!("  {}: {}", e.pointer, e.detail))
+                .collect();
+            return Err(CliError::Usage(format!(
+                "the bundle is invalid:\n{}",
+                lines.join("\n")
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if changed {
+        db::reconcile::schedule_channel_followers(&mut *tx, chrono::Utc::now()).await?;
+    }
+    tx.commit().await?;
+    println!(
+        "release {} bundle {} ({}, {} CRDs, templates: {}){}",
+        imported.version,
+        imported.bundle.digest,
+        imported.bundle.origin.as_str(),
+        imported.crds.len(),
+        imported.templates.join(", "),
+        if changed { "" } else { " — unchanged" }
+    );
     Ok(())
 }
 

@@ -55,6 +55,43 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Print (or write) the OpenAPI document.
     Openapi(OpenapiArgs),
+    /// The release catalog (`release import`: a release's bundle).
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Import a release's bundle (its CRD files and injection templates from
+    /// upstream's release artifacts) into the catalog, writing to
+    /// DATABASE_URL through the same operation as PUT /v1/ops/releases/{version}/bundle.
+    Import(ReleaseImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseImportArgs {
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL")]
+    pub database_url: String,
+    /// The catalog version, e.g. `1.28.2` (add it first with PUT /v1/ops/releases/{version}).
+    #[arg(long)]
+    pub version: String,
+    /// CRD files (YAML streams or JSON), or directories of `*.yaml`/`*.yml`/`*.json` files (read in name order).
+    #[arg(long = "crds", required_unless_present = "development", num_args = 1..)]
+    pub crds: Vec<PathBuf>,
+    /// An injection template as NAME=FILE (at least `waypoint=...`); repeatable.
+    #[arg(long = "injection-template", value_name = "NAME=FILE")]
+    pub templates: Vec<String>,
+    /// Give the release the development bundle (rendered by the agent) instead.
+    #[arg(long, conflicts_with_all = ["crds", "templates"])]
+    pub development: bool,
+    /// Tenant whose event log records the import (the operator's tenant).
+    #[arg(
+        long,
+        env = "MESHFLEET_OPS_TENANT",
+        value_name = "MESHFLEET_OPS_TENANT",
+        default_value = "ops"
+    )]
+    pub ops_tenant: String,
 }
 
 /// Timing rules shared by the api and the reconciler.

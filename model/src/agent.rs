@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::{BundleRef, MeshConfig, Resources, TrafficType};
 use crate::{
     ClusterFacts, ComponentImages, ComponentStatus, Condition, Health, LogLevel, MeshMode, MtlsMode,
 };
-use crate::{MeshConfig, Resources, TrafficType};
 
 pub const BOOTSTRAP_TOKEN_PREFIX: &str = "mfbt";
 pub const AGENT_CREDENTIAL_PREFIX: &str = "mfac";
@@ -101,6 +101,15 @@ pub struct DesiredState {
     pub ztunnel_log_level: LogLevel,
     pub ztunnel_resources: Resources,
     pub mesh_config: MeshConfig,
+    /// The release data of `version` (CRDs, injection templates): a
+    /// `development` bundle is rendered by the agent itself, an `imported`
+    /// one is fetched from `url` once and verified against `digest`.
+    #[serde(default)]
+    pub bundle: Option<BundleRef>,
+    /// With `mode: disabled`, also delete the CRDs the agent installed
+    /// (`mesh.uninstall.purgeCrds`).
+    #[serde(default)]
+    pub purge_crds: bool,
 }
 
 /// The istiod revision name of a version: dots become dashes (`1.28.2` → `1-28-2`).

@@ -12,10 +12,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub mod agent;
+pub mod bundle;
 pub mod fleet;
 pub mod patterns;
 pub mod rollout;
+
 pub use agent::*;
+pub use bundle::{BundleDocument, BundleImport, BundleImported, BundleOrigin, BundleRef};
 pub use fleet::*;
 pub use rollout::*;
 
@@ -91,6 +94,26 @@ pub struct MeshSpec {
     /// Allow-listed subset of Istio's `MeshConfig`.
     #[serde(default)]
     pub mesh_config: MeshConfig,
+    /// What `mode: disabled` removes beyond the agent's own objects.
+    #[serde(default, skip_serializing_if = "Uninstall::is_default")]
+    pub uninstall: Uninstall,
+}
+
+/// Uninstall options (`mesh.uninstall`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Uninstall {
+    /// With `mode: disabled`, also delete the CRDs the agent installed —
+    /// and with them every custom resource of their kinds in the cluster.
+    /// Default `false`: CRDs and the customer's resources stay.
+    #[serde(default)]
+    pub purge_crds: bool,
+}
+
+impl Uninstall {
+    pub fn is_default(&self) -> bool {
+        !self.purge_crds
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -436,6 +459,9 @@ pub struct Release {
     /// A retired version cannot be newly selected.
     pub retired: bool,
     pub images: ComponentImages,
+    /// The release data agents install for this version; a version without
+    /// one cannot be selected until an SRE imports it.
+    pub bundle: Option<BundleRef>,
 }
 
 /// Body of `PUT /v1/ops/releases/{version}`.

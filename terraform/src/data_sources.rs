@@ -63,7 +63,7 @@ const RELEASES: &[Attr] = &[
         "",
         Kind::StringList,
         Mode::Computed,
-        "The versions that can be selected (not retired), newest first.",
+        "The versions that can be selected (not retired, with a release bundle), newest first.",
     ),
 ];
 
@@ -106,7 +106,7 @@ impl DataSource for ReleasesData {
             V::List(
                 releases
                     .iter()
-                    .filter(|r| !r.retired)
+                    .filter(|r| !r.retired && r.bundle.is_some())
                     .map(|r| V::String(r.version.clone()))
                     .collect(),
             ),

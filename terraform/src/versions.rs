@@ -28,7 +28,7 @@ pub fn refusal(catalog: &[Release], current: Option<&str>, target: &str) -> Opti
     };
     let known: Vec<&str> = catalog
         .iter()
-        .filter(|r| !r.retired)
+        .filter(|r| !r.retired && r.bundle.is_some())
         .map(|r| r.version.as_str())
         .collect();
     let Some(release) = catalog.iter().find(|r| parse(&r.version) == Some(t)) else {
@@ -41,6 +41,12 @@ pub fn refusal(catalog: &[Release], current: Option<&str>, target: &str) -> Opti
     if release.retired && current.is_none_or(|(_, c)| c != t) {
         return Some(format!(
             "Istio {target} is retired and cannot be newly selected; selectable versions: {}",
+            known.join(", ")
+        ));
+    }
+    if release.bundle.is_none() && current.is_none_or(|(_, c)| c != t) {
+        return Some(format!(
+            "Istio {target} has no release bundle in meshfleet's catalog yet (an SRE imports it); selectable versions: {}",
             known.join(", ")
         ));
     }
@@ -67,7 +73,7 @@ pub fn refusal(catalog: &[Release], current: Option<&str>, target: &str) -> Opti
 mod tests {
     use super::*;
     use chrono::NaiveDate;
-    use meshfleet_model::ComponentImages;
+    use meshfleet_model::{BundleOrigin, BundleRef, ComponentImages};
 
     fn release(v: &str, retired: bool) -> Release {
         Release {
@@ -77,6 +83,10 @@ mod tests {
             end_of_support: None,
             retired,
             images: ComponentImages::upstream(v),
+            bundle: Some(BundleRef::new(
+                format!("sha256:{v}"),
+                BundleOrigin::Development,
+            )),
         }
     }
 

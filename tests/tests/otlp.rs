@@ -244,6 +244,13 @@ async fn a_reconcile_exports_its_steps_and_the_change_it_writes_in_one_trace() {
         .send()
         .await;
     assert!(r.status.is_success(), "{}", r.text);
+    let r = app
+        .put("/v1/ops/releases/1.28.3/bundle")
+        .token(&sre)
+        .json(&json!({"origin": "development"}))
+        .send()
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
     app.reconciler().await.run_once().await.unwrap();
 
     let [reconcile, step, write] = harness()

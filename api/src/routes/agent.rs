@@ -8,9 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use meshfleet_model::{
-    AgentCredential, BOOTSTRAP_TOKEN_PREFIX, BootstrapToken, CHANGE_TRACEPARENT_HEADER,
-    DesiredState, MAX_WAIT_SECONDS, Problem, RegisterRequest, StatusHistoryEntry,
-    StatusHistoryList, StatusReport,
+    AgentCredential, BOOTSTRAP_TOKEN_PREFIX, BootstrapToken, BundleDocument,
+    CHANGE_TRACEPARENT_HEADER, DesiredState, MAX_WAIT_SECONDS, Problem, RegisterRequest,
+    StatusHistoryEntry, StatusHistoryList, StatusReport,
 };
 use meshfleet_telemetry::{format_traceparent, parse_traceparent};
 use opentelemetry::Context;
@@ -23,7 +23,7 @@ use utoipa::IntoParams;
 use meshfleet_core::domain::{desired, health, report};
 use meshfleet_core::ops::status::{Recorded, record_report};
 use meshfleet_core::store::events::{NewEvent, insert_event};
-use meshfleet_core::store::{agents as db, clusters, status};
+use meshfleet_core::store::{agents as db, clusters, releases, status};
 
 use crate::agent_auth::{self, AgentPrincipal};
 use crate::auth::Principal;
@@ -599,4 +599,42 @@ pub async fn agent_manifest(
         yaml,
     )
         .into_response())
+}
+
+/// A release bundle by digest (agent credential): the canonical document,
+/// byte for byte, whose SHA-256 is the digest. Immutable, so cached for good.
+#[utoipa::path(
+    get, path = "/v1/agent/bundles/{digest}", tag = "agent protocol",
+    params(
+        ("digest" = String, Path, description = "`sha256:` and 64 hex digits, as the desired state names it"),
+        ("If-None-Match" = Option<String>, Header, description = "The digest, quoted, when the agent has it"),
+    ),
+    responses(
+        (status = 200, description = "The bundle", body = BundleDocument, headers(("ETag" = String), ("Cache-Control" = String))),
+        (status = 304, description = "The agent has it", headers(("ETag" = String))),
+        (status = 401, description = "Not a valid agent credential", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No bundle with this digest", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("agent" = []))
+)]
+pub async fn get_bundle(
+    State(state): State<AppState>,
+    _agent: AgentPrincipal,
+    pre: Preconditions,
+    Path(digest): Path<String>,
+) -> ApiResult<Response> {
+    let tag = format!("\"{digest}\"");
+    let document = releases::bundle_document(&state.pool, &digest)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no release bundle with digest `{digest}`")))?;
+    let response = if pre.if_none_match.as_ref().is_some_and(|m| m.matches(&tag)) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "application/json")], document).into_response()
+    };
+    Ok(with_header(
+        with_etag(response, &tag),
+        header::CACHE_CONTROL,
+        "private, max-age=31536000, immutable",
+    ))
 }

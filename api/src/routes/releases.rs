@@ -3,16 +3,19 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use meshfleet_model::{ComponentImages, Problem, Release, ReleaseInput, ReleaseList};
+use meshfleet_model::{
+    BundleImport, BundleImported, ComponentImages, Problem, Release, ReleaseInput, ReleaseList,
+};
 use serde_json::json;
 
 use meshfleet_core::domain::version::Version;
+use meshfleet_core::ops::bundles;
 use meshfleet_core::store::events::{NewEvent, insert_event};
 use meshfleet_core::store::{reconcile, releases as db};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::http::JsonBody;
+use crate::http::{JsonBody, LargeJsonBody};
 use crate::state::AppState;
 
 /// The release catalog: supported Istio versions, newest first.
@@ -131,4 +134,48 @@ pub async fn put_release(
         StatusCode::OK
     };
     Ok((status, axum::Json(release)).into_response())
+}
+
+/// Import a release's bundle (role `sre`): its CRDs and injection templates
+/// from upstream's release artifacts, stored by the SHA-256 digest of their
+/// canonical content; or `{"origin": "development"}` for the bundle the
+/// agent renders itself. Idempotent: the same content is the same digest.
+/// Agents on this version fetch it from the `url` of the answer.
+#[utoipa::path(
+    put, path = "/v1/ops/releases/{version}/bundle", tag = "ops",
+    params(("version" = String, Path, description = "Istio version, e.g. 1.28.2")),
+    request_body = BundleImport,
+    responses(
+        (status = 200, description = "The release already had this bundle", body = BundleImported),
+        (status = 201, description = "The release's bundle is now this one", body = BundleImported),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks the sre role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such release", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 32 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid bundle: one error per problem", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_bundle(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(version): Path<String>,
+    LargeJsonBody(input): LargeJsonBody<BundleImport>,
+) -> ApiResult<Response> {
+    principal.require_sre()?;
+    let mut tx = state.pool.begin().await?;
+    let (imported, changed) =
+        bundles::import_bundle(&mut tx, &principal.tenant, &principal.sub, &version, &input)
+            .await?;
+    if changed {
+        // Channel-following clusters may now move to this version.
+        reconcile::schedule_channel_followers(&mut *tx, state.clock.now()).await?;
+    }
+    tx.commit().await?;
+    let status = if changed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(imported)).into_response())
 }

@@ -17,6 +17,8 @@ pub struct DesiredRow {
     pub generation: i64,
     pub desired_version: String,
     pub images: Json<ComponentImages>,
+    pub bundle_digest: Option<String>,
+    pub bundle_origin: Option<String>,
     /// `traceparent` of the span that last changed the desired state (see
     /// `meshfleet_telemetry::current_traceparent`); not part of the state or its ETag.
     pub change_traceparent: Option<String>,
@@ -24,6 +26,7 @@ pub struct DesiredRow {
 
 pub fn effective(row: DesiredRow) -> DesiredState {
     let mesh = row.mesh.0;
+    let bundle = super::bundle::bundle_ref(row.bundle_digest, row.bundle_origin.as_deref());
     DesiredState {
         cluster_name: row.name,
         cluster_id: row.id,
@@ -48,6 +51,8 @@ pub fn effective(row: DesiredRow) -> DesiredState {
         ztunnel_log_level: mesh.components.ztunnel.log_level,
         ztunnel_resources: mesh.components.ztunnel.resources,
         mesh_config: mesh.mesh_config,
+        bundle,
+        purge_crds: mesh.uninstall.purge_crds,
     }
 }
 

@@ -2,6 +2,7 @@
 //! upgrade rules, validation of a cluster body, label selectors, maintenance
 //! windows, health and connectivity, and the effective desired state.
 
+pub mod bundle;
 pub mod desired;
 pub mod fleet;
 pub mod health;

@@ -229,12 +229,12 @@ fn validate_upgrade(
                     ));
                     return None;
                 }
-                Some(e) if e.retired && current.as_ref().is_none_or(|c| c.desired_version != v) => {
-                    errors.push(FieldError::new(
-                        "/mesh/upgrade/version",
-                        format!("{v} is retired and can no longer be selected"),
-                    ));
-                    return None;
+                Some(e) if current.as_ref().is_none_or(|c| c.desired_version != v) => {
+                    if let Some(why) = e.unselectable() {
+                        errors.push(FieldError::new("/mesh/upgrade/version", why));
+                        return None;
+                    }
+                    v
                 }
                 Some(_) => v,
             }

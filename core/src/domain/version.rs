@@ -52,6 +52,26 @@ pub struct CatalogEntry {
     pub channels: Vec<Channel>,
     pub retired: bool,
     pub end_of_support: Option<NaiveDate>,
+    /// Whether the release has its bundle (CRDs, injection templates); a
+    /// version without one cannot be selected.
+    pub has_bundle: bool,
+}
+
+impl CatalogEntry {
+    /// Why this version cannot be selected (by a cluster that does not run
+    /// it already, a rollout, or channel following), if it cannot.
+    pub fn unselectable(&self) -> Option<String> {
+        let v = self.version;
+        if self.retired {
+            Some(format!("{v} is retired and can no longer be selected"))
+        } else if !self.has_bundle {
+            Some(format!(
+                "{v} has no release bundle (its CRDs and injection templates) yet; an SRE imports it with `meshfleet release import --version {v}` (PUT /v1/ops/releases/{v}/bundle)"
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// The release catalog, as validation sees it.
@@ -69,7 +89,7 @@ impl Catalog {
     pub fn channel_head(&self, channel: Channel) -> Option<Version> {
         self.entries
             .iter()
-            .filter(|e| !e.retired && e.channels.contains(&channel))
+            .filter(|e| e.unselectable().is_none() && e.channels.contains(&channel))
             .map(|e| e.version)
             .max()
     }
@@ -97,7 +117,9 @@ impl Catalog {
         self.entries
             .iter()
             .filter(|e| {
-                !e.retired && e.version.major == current.major && e.version.minor == next_minor
+                e.unselectable().is_none()
+                    && e.version.major == current.major
+                    && e.version.minor == next_minor
             })
             .map(|e| e.version)
             .max()
@@ -157,6 +179,7 @@ mod tests {
                     channels: vec![],
                     retired: *retired,
                     end_of_support: None,
+                    has_bundle: true,
                 })
                 .collect(),
         }

@@ -2,6 +2,7 @@
 //! has locked the cluster row). Tenant handlers, channel following and
 //! rollouts all change desired state through [`spec::write_all`].
 
+pub mod bundles;
 pub mod clusters;
 pub mod fleet;
 pub mod heartbeat;

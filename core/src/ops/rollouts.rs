@@ -72,13 +72,11 @@ pub async fn create(
                 format!("{target} is not in the release catalog"),
             ));
         }
-        Some(e) if e.retired => {
-            return Err(invalid(
-                "/targetVersion",
-                format!("{target} is retired and can no longer be selected"),
-            ));
+        Some(e) => {
+            if let Some(why) = e.unselectable() {
+                return Err(invalid("/targetVersion", why));
+            }
         }
-        Some(_) => {}
     }
     let candidates = clusters::lock_matching(conn, tenant, &plan.selector).await?;
     if candidates.is_empty() {

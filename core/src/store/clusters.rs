@@ -301,8 +301,9 @@ pub async fn desired_state(
 ) -> Result<Option<DesiredRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT c.name, c.id, c.mesh, c.generation, c.desired_version, r.images,
-                c.change_traceparent
+                c.change_traceparent, r.bundle_digest, b.origin AS bundle_origin
          FROM clusters c JOIN releases r ON r.version = c.desired_version
+         LEFT JOIN release_bundles b ON b.digest = r.bundle_digest
          WHERE c.tenant_id = $1 AND c.id = $2",
     )
     .bind(tenant)

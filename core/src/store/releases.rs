@@ -1,10 +1,11 @@
 //! The release catalog (global reference data, not tenant data).
 
 use chrono::NaiveDate;
-use meshfleet_model::{Channel, ComponentImages, Release, ReleaseInput};
+use meshfleet_model::{BundleOrigin, Channel, ComponentImages, Release, ReleaseInput};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 
+use crate::domain::bundle::bundle_ref;
 use crate::domain::version::{Catalog, CatalogEntry, Version};
 
 #[derive(sqlx::FromRow)]
@@ -15,6 +16,8 @@ struct ReleaseRow {
     end_of_support: Option<NaiveDate>,
     retired: bool,
     images: Json<ComponentImages>,
+    bundle_digest: Option<String>,
+    bundle_origin: Option<String>,
 }
 
 impl From<ReleaseRow> for Release {
@@ -30,14 +33,17 @@ impl From<ReleaseRow> for Release {
             end_of_support: r.end_of_support,
             retired: r.retired,
             images: r.images.0,
+            bundle: bundle_ref(r.bundle_digest, r.bundle_origin.as_deref()),
         }
     }
 }
 
 pub async fn list_releases(db: impl PgExecutor<'_>) -> Result<Vec<Release>, sqlx::Error> {
     let rows: Vec<ReleaseRow> = sqlx::query_as(
-        "SELECT version, channels, released_at, end_of_support, retired, images
-         FROM releases ORDER BY major DESC, minor DESC, patch DESC",
+        "SELECT r.version, r.channels, r.released_at, r.end_of_support, r.retired, r.images,
+                r.bundle_digest, b.origin AS bundle_origin
+         FROM releases r LEFT JOIN release_bundles b ON b.digest = r.bundle_digest
+         ORDER BY r.major DESC, r.minor DESC, r.patch DESC",
     )
     .fetch_all(db)
     .await?;
@@ -45,18 +51,20 @@ pub async fn list_releases(db: impl PgExecutor<'_>) -> Result<Vec<Release>, sqlx
 }
 
 pub async fn load_catalog(db: impl PgExecutor<'_>) -> Result<Catalog, sqlx::Error> {
-    let rows: Vec<(String, Vec<String>, bool, Option<NaiveDate>)> =
-        sqlx::query_as("SELECT version, channels, retired, end_of_support FROM releases")
-            .fetch_all(db)
-            .await?;
+    let rows: Vec<(String, Vec<String>, bool, Option<NaiveDate>, bool)> = sqlx::query_as(
+        "SELECT version, channels, retired, end_of_support, bundle_digest IS NOT NULL FROM releases",
+    )
+    .fetch_all(db)
+    .await?;
     let entries = rows
         .into_iter()
-        .filter_map(|(v, channels, retired, end_of_support)| {
+        .filter_map(|(v, channels, retired, end_of_support, has_bundle)| {
             Some(CatalogEntry {
                 version: Version::parse(&v)?,
                 channels: channels.iter().filter_map(|c| Channel::parse(c)).collect(),
                 retired,
                 end_of_support,
+                has_bundle,
             })
         })
         .collect();
@@ -87,7 +95,8 @@ pub async fn upsert_release(
     channels.sort();
     channels.dedup();
     let (row, created): (ReleaseRow, bool) = {
-        let row: (String, Vec<String>, NaiveDate, Option<NaiveDate>, bool, Json<ComponentImages>, bool) =
+        #[allow(clippy::type_complexity)]
+        let row: (String, Vec<String>, NaiveDate, Option<NaiveDate>, bool, Json<ComponentImages>, bool, Option<String>, Option<String>) =
             sqlx::query_as(
                 "INSERT INTO releases (version, major, minor, patch, channels, released_at, end_of_support, retired, images)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -95,7 +104,8 @@ pub async fn upsert_release(
                     channels = EXCLUDED.channels, released_at = EXCLUDED.released_at,
                     end_of_support = EXCLUDED.end_of_support, retired = EXCLUDED.retired,
                     images = EXCLUDED.images, updated_at = now()
-                 RETURNING version, channels, released_at, end_of_support, retired, images, (xmax = 0) AS created",
+                 RETURNING version, channels, released_at, end_of_support, retired, images, (xmax = 0) AS created,
+                    bundle_digest, (SELECT origin FROM release_bundles b WHERE b.digest = releases.bundle_digest)",
             )
             .bind(version.to_string())
             .bind(version.major as i32)
@@ -116,9 +126,70 @@ pub async fn upsert_release(
                 end_of_support: row.3,
                 retired: row.4,
                 images: row.5,
+                bundle_digest: row.7,
+                bundle_origin: row.8,
             },
             row.6,
         )
     };
     Ok((row.into(), created))
+}
+
+/// Stores a bundle document under its digest (nothing if it is there
+/// already); whether it was new.
+pub async fn insert_bundle(
+    conn: &mut PgConnection,
+    digest: &str,
+    origin: BundleOrigin,
+    document: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO release_bundles (digest, origin, document) VALUES ($1, $2, $3)
+         ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(digest)
+    .bind(origin.as_str())
+    .bind(document)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The bundle digest of release `version`, locking the release for the rest
+/// of the transaction: `None` when there is no such release, `Some(None)`
+/// when it has no bundle.
+pub async fn lock_release_bundle(
+    conn: &mut PgConnection,
+    version: Version,
+) -> Result<Option<Option<String>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT bundle_digest FROM releases WHERE version = $1 FOR UPDATE")
+        .bind(version.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+}
+
+/// Makes `digest` the bundle of release `version` (which wakes every waiting
+/// agent: the desired state of clusters on it names the bundle).
+pub async fn set_release_bundle(
+    conn: &mut PgConnection,
+    version: Version,
+    digest: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE releases SET bundle_digest = $2, updated_at = now() WHERE version = $1")
+        .bind(version.to_string())
+        .bind(digest)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The stored document of a bundle, byte for byte as hashed.
+pub async fn bundle_document(
+    db: impl PgExecutor<'_>,
+    digest: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT document FROM release_bundles WHERE digest = $1")
+        .bind(digest)
+        .fetch_optional(db)
+        .await
 }

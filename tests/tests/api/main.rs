@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 mod agent_protocol;
 mod auth;
+mod bundles;
 mod clusters;
 mod concurrency;
 mod contract;

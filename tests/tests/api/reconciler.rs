@@ -25,6 +25,13 @@ async fn publish(app: &TestApp, version: &str, channels: &[&str], eos: &str) {
         .send()
         .await;
     assert!(r.status.is_success(), "{}", r.text);
+    let r = app
+        .put(&format!("/v1/ops/releases/{version}/bundle"))
+        .token(&sre)
+        .json(&json!({"origin": "development"}))
+        .send()
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
 }
 
 async fn get(app: &TestApp, name: &str) -> Value {

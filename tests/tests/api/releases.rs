@@ -44,6 +44,14 @@ async fn an_sre_adds_and_retires_releases_and_retired_ones_cannot_be_chosen() {
         .send()
         .await;
     assert_eq!(again.status, 200);
+    // Selectable once it has its bundle (see bundles.rs).
+    let bundle = app
+        .put("/v1/ops/releases/1.29.0/bundle")
+        .token(&sre)
+        .json(&json!({"origin": "development"}))
+        .send()
+        .await;
+    assert_eq!(bundle.status, 201, "{}", bundle.text);
 
     let t = app.owner("acme");
     app.create("acme", "c1", &cluster_body("1.28.2")).await;
