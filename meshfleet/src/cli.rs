@@ -162,6 +162,17 @@ fn read_text(path: &Path) -> Result<String, CliError> {
 /// `meshfleet release import`: the same operation as the ops route, on
 /// DATABASE_URL; prints the stored bundle's digest.
 async fn release_import(args: ReleaseImportArgs) -> Result<(), CliError> {
+    let pool = connect_url(&args.database_url, 2).await?;
+    println!("{}", import_release_bundle(&pool, &args).await?);
+    Ok(())
+}
+
+/// The work of `meshfleet release import` on `pool` (`args.database_url` is
+/// not read): reads the files, imports them in one transaction; what to print.
+pub async fn import_release_bundle(
+    pool: &PgPool,
+    args: &ReleaseImportArgs,
+) -> Result<String, CliError> {
     use meshfleet_model::{BundleImport, BundleOrigin};
     let mut input = BundleImport {
         origin: if args.development {
@@ -184,7 +195,6 @@ async fn release_import(args: ReleaseImportArgs) -> Result<(), CliError> {
             .templates
             .insert(name.to_string(), read_text(Path::new(file))?);
     }
-    let pool = connect_url(&args.database_url, 2).await?;
     let mut tx = pool.begin().await?;
     let result = meshfleet_core::ops::bundles::import_bundle(
         &mut tx,
@@ -212,7 +222,7 @@ async fn release_import(args: ReleaseImportArgs) -> Result<(), CliError> {
         db::reconcile::schedule_channel_followers(&mut *tx, chrono::Utc::now()).await?;
     }
     tx.commit().await?;
-    println!(
+    Ok(format!(
         "release {} bundle {} ({}, {} CRDs, templates: {}){}",
         imported.version,
         imported.bundle.digest,
@@ -220,8 +230,7 @@ async fn release_import(args: ReleaseImportArgs) -> Result<(), CliError> {
         imported.crds.len(),
         imported.templates.join(", "),
         if changed { "" } else { " — unchanged" }
-    );
-    Ok(())
+    ))
 }
 
 fn openapi(args: OpenapiArgs) -> Result<(), CliError> {

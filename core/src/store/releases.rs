@@ -50,21 +50,44 @@ pub async fn list_releases(db: impl PgExecutor<'_>) -> Result<Vec<Release>, sqlx
     Ok(rows.into_iter().map(Release::from).collect())
 }
 
+#[derive(sqlx::FromRow)]
+struct CatalogRow {
+    version: String,
+    channels: Vec<String>,
+    retired: bool,
+    end_of_support: Option<NaiveDate>,
+    has_bundle: bool,
+}
+
+/// A release as written, and whether the write created it.
+#[derive(sqlx::FromRow)]
+struct UpsertedRow {
+    #[sqlx(flatten)]
+    release: ReleaseRow,
+    created: bool,
+}
+
 pub async fn load_catalog(db: impl PgExecutor<'_>) -> Result<Catalog, sqlx::Error> {
-    let rows: Vec<(String, Vec<String>, bool, Option<NaiveDate>, bool)> = sqlx::query_as(
-        "SELECT version, channels, retired, end_of_support, bundle_digest IS NOT NULL FROM releases",
+    let rows: Vec<CatalogRow> = sqlx::query_as(
+        "SELECT version, channels, retired, end_of_support,
+                bundle_digest IS NOT NULL AS has_bundle
+         FROM releases",
     )
     .fetch_all(db)
     .await?;
     let entries = rows
         .into_iter()
-        .filter_map(|(v, channels, retired, end_of_support, has_bundle)| {
+        .filter_map(|r| {
             Some(CatalogEntry {
-                version: Version::parse(&v)?,
-                channels: channels.iter().filter_map(|c| Channel::parse(c)).collect(),
-                retired,
-                end_of_support,
-                has_bundle,
+                version: Version::parse(&r.version)?,
+                channels: r
+                    .channels
+                    .iter()
+                    .filter_map(|c| Channel::parse(c))
+                    .collect(),
+                retired: r.retired,
+                end_of_support: r.end_of_support,
+                has_bundle: r.has_bundle,
             })
         })
         .collect();
@@ -94,45 +117,29 @@ pub async fn upsert_release(
     let mut channels: Vec<&str> = input.channels.iter().map(|c| c.as_str()).collect();
     channels.sort();
     channels.dedup();
-    let (row, created): (ReleaseRow, bool) = {
-        #[allow(clippy::type_complexity)]
-        let row: (String, Vec<String>, NaiveDate, Option<NaiveDate>, bool, Json<ComponentImages>, bool, Option<String>, Option<String>) =
-            sqlx::query_as(
-                "INSERT INTO releases (version, major, minor, patch, channels, released_at, end_of_support, retired, images)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (version) DO UPDATE SET
-                    channels = EXCLUDED.channels, released_at = EXCLUDED.released_at,
-                    end_of_support = EXCLUDED.end_of_support, retired = EXCLUDED.retired,
-                    images = EXCLUDED.images, updated_at = now()
-                 RETURNING version, channels, released_at, end_of_support, retired, images, (xmax = 0) AS created,
-                    bundle_digest, (SELECT origin FROM release_bundles b WHERE b.digest = releases.bundle_digest)",
-            )
-            .bind(version.to_string())
-            .bind(version.major as i32)
-            .bind(version.minor as i32)
-            .bind(version.patch as i32)
-            .bind(&channels)
-            .bind(input.released_at)
-            .bind(input.end_of_support)
-            .bind(input.retired)
-            .bind(Json(images))
-            .fetch_one(&mut *conn)
-            .await?;
-        (
-            ReleaseRow {
-                version: row.0,
-                channels: row.1,
-                released_at: row.2,
-                end_of_support: row.3,
-                retired: row.4,
-                images: row.5,
-                bundle_digest: row.7,
-                bundle_origin: row.8,
-            },
-            row.6,
-        )
-    };
-    Ok((row.into(), created))
+    let row: UpsertedRow = sqlx::query_as(
+        "INSERT INTO releases (version, major, minor, patch, channels, released_at, end_of_support, retired, images)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (version) DO UPDATE SET
+            channels = EXCLUDED.channels, released_at = EXCLUDED.released_at,
+            end_of_support = EXCLUDED.end_of_support, retired = EXCLUDED.retired,
+            images = EXCLUDED.images, updated_at = now()
+         RETURNING version, channels, released_at, end_of_support, retired, images,
+            (xmax = 0) AS created, bundle_digest,
+            (SELECT origin FROM release_bundles b WHERE b.digest = releases.bundle_digest) AS bundle_origin",
+    )
+    .bind(version.to_string())
+    .bind(version.major as i32)
+    .bind(version.minor as i32)
+    .bind(version.patch as i32)
+    .bind(&channels)
+    .bind(input.released_at)
+    .bind(input.end_of_support)
+    .bind(input.retired)
+    .bind(Json(images))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((row.release.into(), row.created))
 }
 
 /// Stores a bundle document under its digest (nothing if it is there

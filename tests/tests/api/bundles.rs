@@ -316,3 +316,57 @@ async fn the_desired_state_names_the_bundle_and_carries_purge_crds_from_the_spec
         "CRDs stay by default"
     );
 }
+
+#[tokio::test]
+async fn the_release_import_command_reads_upstreams_files_and_stores_the_same_bundle_as_the_route()
+{
+    let app = TestApp::spawn().await;
+    let files = upstream_files();
+    // As upstream ships them: one YAML stream of Istio CRDs and one of the
+    // Gateway API's, in a folder, and the waypoint template in its own file.
+    let dir = std::env::temp_dir().join(format!("meshfleet-bundle-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(dir.join("crds")).unwrap();
+    let (gateway, istio): (Vec<&Value>, Vec<&Value>) = files["crds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .partition(|t| t.as_str().unwrap().contains("gateway.networking.k8s.io\""));
+    let stream = |texts: Vec<&Value>| {
+        let docs: Vec<&str> = texts.iter().map(|t| t.as_str().unwrap()).collect();
+        format!("# generated\n---\n{}\n---\n", docs.join("\n---\n"))
+    };
+    std::fs::write(dir.join("crds/crd-all.gen.yaml"), stream(istio)).unwrap();
+    std::fs::write(dir.join("crds/standard-install.yaml"), stream(gateway)).unwrap();
+    std::fs::write(
+        dir.join("waypoint.yaml"),
+        files["templates"]["waypoint"].as_str().unwrap(),
+    )
+    .unwrap();
+    let args = |templates: Vec<String>| meshfleet::config::ReleaseImportArgs {
+        database_url: String::new(),
+        version: "1.28.2".into(),
+        crds: vec![dir.join("crds")],
+        templates,
+        development: false,
+        ops_tenant: "ops".into(),
+    };
+
+    let missing = meshfleet::cli::import_release_bundle(&app.pool, &args(vec![]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("/templates/waypoint"), "{missing}");
+
+    let waypoint = format!("waypoint={}", dir.join("waypoint.yaml").display());
+    let printed = meshfleet::cli::import_release_bundle(&app.pool, &args(vec![waypoint]))
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(printed.contains("imported"), "{printed}");
+    // The same content through the route, one JSON text per CRD: the same
+    // digest, nothing changes.
+    let route = import(&app, "1.28.2", &files).await;
+    assert_eq!(route.status, 200, "{}", route.text);
+    let digest = route.body["bundle"]["digest"].as_str().unwrap();
+    assert!(printed.contains(digest), "{printed} vs {digest}");
+}
