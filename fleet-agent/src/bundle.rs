@@ -1012,6 +1012,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_fetched_bundle_is_used_only_when_it_hashes_to_its_digest_and_is_of_its_version() {
+        let dev = Bundle::development("1.28.2");
+        let document = meshfleet_model::BundleDocument {
+            version: "1.28.2".into(),
+            origin: meshfleet_model::BundleOrigin::Imported,
+            crds: dev
+                .crds()
+                .iter()
+                .map(|c| serde_json::to_value(&*c.crd).unwrap())
+                .collect(),
+            templates: dev.templates.clone(),
+        };
+        let bytes = document.canonical();
+        let digest = document.digest();
+        let fetched = Bundle::from_document("1.28.2", &digest, &bytes).unwrap();
+        assert_eq!(
+            fetched.origin,
+            BundleOrigin::Imported {
+                digest: digest.clone()
+            }
+        );
+        assert_eq!(fetched.crds(), dev.crds());
+        assert_eq!(fetched.template("waypoint"), dev.template("waypoint"));
+
+        let mut tampered = bytes.clone();
+        let at = tampered.len() / 2;
+        tampered[at] ^= 1;
+        let err = Bundle::from_document("1.28.2", &digest, &tampered).unwrap_err();
+        assert!(err.to_string().contains("hashes to"), "{err}");
+        let err = Bundle::from_document("1.27.1", &digest, &bytes).unwrap_err();
+        assert!(err.to_string().contains("not of 1.27.1"), "{err}");
+    }
+
+    #[test]
     fn the_development_bundle_has_real_schemas_and_version_markers() {
         let b = Bundle::development("1.28.2");
         assert_eq!(b.origin, BundleOrigin::Development);
