@@ -217,7 +217,7 @@ fn validate_upgrade(
                     let known: Vec<String> = catalog
                         .entries
                         .iter()
-                        .filter(|e| !e.retired)
+                        .filter(|e| e.unselectable().is_none())
                         .map(|e| e.version.to_string())
                         .collect();
                     errors.push(FieldError::new(
