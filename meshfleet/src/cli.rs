@@ -162,7 +162,7 @@ fn read_text(path: &Path) -> Result<String, CliError> {
 /// `meshfleet release import`: the same operation as the ops route, on
 /// DATABASE_URL; prints the stored bundle's digest.
 async fn release_import(args: ReleaseImportArgs) -> Result<(), CliError> {
-    let pool = connect_url(&args.database_url, 2).await?;
+    let pool = connect_url(&args.database_url, 2, Duration::ZERO).await?;
     println!("{}", import_release_bundle(&pool, &args).await?);
     Ok(())
 }
