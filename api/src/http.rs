@@ -212,7 +212,7 @@ impl<S: Send + Sync, T: DeserializeOwned + serde::Serialize> FromRequest<S> for 
     }
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for LargeJsonBody<T> {
+impl<S: Send + Sync, T: DeserializeOwned + serde::Serialize> FromRequest<S> for LargeJsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
