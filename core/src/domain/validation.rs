@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use meshfleet_model::{ClusterInput, FieldError, MeshSpec, UpgradeMode};
+use meshfleet_model::{ClusterInput, FieldError, MeshSpec, UpgradeMode, UpgradePolicy};
 
 pub use super::names::{dns_label_problem, is_dns_label, label_key_problem, label_value_problem};
 use super::version::{Catalog, Version, check_version_change};
@@ -59,8 +59,49 @@ pub fn static_problems(path_name: &str, input: &ClusterInput) -> Vec<FieldError>
             errors.push(FieldError::new(&pointer, p));
         }
     }
+    upgrade_shape_problems(&input.mesh.upgrade, &mut errors);
     validate_mesh(&input.mesh, &mut errors);
     errors
+}
+
+/// `manual` with a well-formed `version` and no `channel`, or `automatic`
+/// with a `channel` and no `version` (the document's oneOf).
+fn upgrade_shape_problems(up: &UpgradePolicy, errors: &mut Vec<FieldError>) {
+    match up.mode {
+        UpgradeMode::Manual => {
+            if up.channel.is_some() {
+                errors.push(FieldError::new(
+                    "/mesh/upgrade/channel",
+                    "must not be set with mode `manual`; use `version`",
+                ));
+            }
+            match &up.version {
+                None => errors.push(FieldError::new(
+                    "/mesh/upgrade/version",
+                    "is required with mode `manual`",
+                )),
+                Some(raw) if Version::parse(raw).is_none() => errors.push(FieldError::new(
+                    "/mesh/upgrade/version",
+                    format!("`{raw}` is not a version like `1.28.2`"),
+                )),
+                Some(_) => {}
+            }
+        }
+        UpgradeMode::Automatic => {
+            if up.version.is_some() {
+                errors.push(FieldError::new(
+                    "/mesh/upgrade/version",
+                    "must not be set with mode `automatic`; the channel decides the version",
+                ));
+            }
+            if up.channel.is_none() {
+                errors.push(FieldError::new(
+                    "/mesh/upgrade/channel",
+                    "is required with mode `automatic`",
+                ));
+            }
+        }
+    }
 }
 
 fn escape_pointer(s: &str) -> String {
@@ -192,26 +233,8 @@ fn validate_upgrade(
     }
     let target = match up.mode {
         UpgradeMode::Manual => {
-            if up.channel.is_some() {
-                errors.push(FieldError::new(
-                    "/mesh/upgrade/channel",
-                    "must not be set with mode `manual`; use `version`",
-                ));
-            }
-            let Some(raw) = &up.version else {
-                errors.push(FieldError::new(
-                    "/mesh/upgrade/version",
-                    "is required with mode `manual`",
-                ));
-                return None;
-            };
-            let Some(v) = Version::parse(raw) else {
-                errors.push(FieldError::new(
-                    "/mesh/upgrade/version",
-                    format!("`{raw}` is not a version like `1.28.2`"),
-                ));
-                return None;
-            };
+            // a missing or malformed version is upgrade_shape_problems' to report
+            let v = up.version.as_deref().and_then(Version::parse)?;
             match catalog.get(v) {
                 None => {
                     let known: Vec<String> = catalog
@@ -240,19 +263,7 @@ fn validate_upgrade(
             }
         }
         UpgradeMode::Automatic => {
-            if up.version.is_some() {
-                errors.push(FieldError::new(
-                    "/mesh/upgrade/version",
-                    "must not be set with mode `automatic`; the channel decides the version",
-                ));
-            }
-            let Some(channel) = up.channel else {
-                errors.push(FieldError::new(
-                    "/mesh/upgrade/channel",
-                    "is required with mode `automatic`",
-                ));
-                return None;
-            };
+            let channel = up.channel?;
             match catalog.channel_head(channel) {
                 // An existing cluster keeps its version: the reconciler moves it
                 // along the channel, one minor at a time, inside its window.

@@ -280,4 +280,34 @@ async fn an_invalid_body_is_refused_whatever_the_preconditions_say() {
         .send()
         .await;
     r.problem(412);
+    // An existing cluster with `If-None-Match: *` fails too; an upgrade policy
+    // of the wrong shape (the document's oneOf: manual without a channel) is
+    // still the first problem.
+    app.create("acme", "c2", &cluster_body("1.27.1")).await;
+    let mut both = cluster_body("1.27.1");
+    both["mesh"]["upgrade"]["channel"] = json!("rapid");
+    let r = app
+        .put("/v1/clusters/c2")
+        .token(&t)
+        .header("if-none-match", "*")
+        .json(&both)
+        .send()
+        .await;
+    assert_eq!(
+        r.problem(422)["errors"][0]["pointer"],
+        "/mesh/upgrade/channel"
+    );
+    let mut bare = cluster_body("1.27.1");
+    bare["mesh"]["upgrade"] = json!({"mode": "automatic"});
+    let r = app
+        .put("/v1/clusters/c2")
+        .token(&t)
+        .header("if-none-match", "*")
+        .json(&bare)
+        .send()
+        .await;
+    assert_eq!(
+        r.problem(422)["errors"][0]["pointer"],
+        "/mesh/upgrade/channel"
+    );
 }
