@@ -282,7 +282,7 @@ impl Bundle {
             "injectedAnnotations": {},
             "templates": self.templates,
         });
-        Ok(serde_json::to_string_pretty(&config)?)
+        Ok(crate::render::json_text(&config)?)
     }
 }
 

@@ -519,6 +519,11 @@ pub fn plan_uninstall(owned: &[OwnedObject], purge_crds: bool) -> Vec<PruneActio
     plan
 }
 
+/// JSON text (pretty, keys sorted) for a ConfigMap the agent renders.
+pub fn json_text(value: &Value) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(&meshfleet_model::sorted_keys(value))
+}
+
 /// A bare Namespace (name only), applied to release the agent's labels.
 pub fn bare_namespace(name: &str) -> Object {
     let mut ns = Namespace::default();
@@ -1064,7 +1069,7 @@ impl Renderer<'_> {
                 }
             }
         });
-        Ok(serde_json::to_string_pretty(&values)?)
+        Ok(json_text(&values)?)
     }
 
     /// The mesh config istiod reads from `istio-<revision>` (JSON, which is YAML).
@@ -1087,7 +1092,7 @@ impl Renderer<'_> {
         if let Some(v) = &mc.outbound_traffic_policy {
             m["outboundTrafficPolicy"] = serde_json::to_value(v)?;
         }
-        Ok(serde_json::to_string_pretty(&m)?)
+        Ok(json_text(&m)?)
     }
 
     /// The minor of the desired version (`1.26.2` → 26).

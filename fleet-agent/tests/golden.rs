@@ -16,7 +16,8 @@ use meshfleet_agent::OwnedObject;
 use meshfleet_agent::render::{Autoscale, Directives, Step, plan_uninstall, render, render_with};
 use meshfleet_agent::testing::desired;
 use meshfleet_model::{
-    DesiredWaypoint, LogLevel, MeshMode, MtlsMode, OutboundMode, OutboundTrafficPolicy, TrafficType,
+    DesiredWaypoint, LogLevel, MeshMode, MtlsMode, OutboundMode, OutboundTrafficPolicy,
+    TrafficType, sorted_keys,
 };
 use serde_json::{Value, json};
 
@@ -24,7 +25,7 @@ fn check(name: &str, actual: &Value) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(format!("{name}.json"));
-    let text = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    let text = serde_json::to_string_pretty(&sorted_keys(actual)).unwrap() + "\n";
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &text).unwrap();

@@ -92,14 +92,41 @@ impl BundleDocument {
         }
     }
 
-    /// The canonical bytes: compact JSON, fields in declaration order.
+    /// The canonical bytes: compact JSON, fields in declaration order, the
+    /// CRDs' keys sorted (whatever order the imported files had them in).
     pub fn canonical(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        let sorted = BundleDocument {
+            crds: self.crds.iter().map(sorted_keys).collect(),
+            ..self.clone()
+        };
+        serde_json::to_vec(&sorted).unwrap_or_default()
     }
 
     /// `sha256:<hex>` of [`BundleDocument::canonical`].
     pub fn digest(&self) -> String {
         digest_of(&self.canonical())
+    }
+}
+
+/// `value` with every object's keys in sorted order. serde_json keeps
+/// insertion order in some builds (its `preserve_order` feature, which any
+/// crate of a build may turn on) and sorts in others: text the agent writes
+/// into a cluster, or hashes into a digest, must not depend on which.
+pub fn sorted_keys(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            serde_json::Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted_keys(&map[k])))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(sorted_keys).collect())
+        }
+        other => other.clone(),
     }
 }
 

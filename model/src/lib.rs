@@ -18,7 +18,9 @@ pub mod patterns;
 pub mod rollout;
 
 pub use agent::*;
-pub use bundle::{BundleDocument, BundleImport, BundleImported, BundleOrigin, BundleRef};
+pub use bundle::{
+    BundleDocument, BundleImport, BundleImported, BundleOrigin, BundleRef, sorted_keys,
+};
 pub use fleet::*;
 pub use rollout::*;
 
