@@ -53,7 +53,7 @@ pub async fn limited(
     metrics::counter!("meshfleet_rate_limited_total", "kind" => kind).increment(1);
     let retry_after_secs = retry_after_secs(wait);
     tokio::time::sleep(wait.min(REFUSAL_DELAY_CAP)).await;
-    tracing::info!(kind, retry_after_secs, "request over its rate limit");
+    tracing::debug!(kind, retry_after_secs, "request over its rate limit");
     Err(ApiError::TooManyRequests {
         detail: format!(
             "{} is over its request rate limit; retry in {retry_after_secs}s (see Retry-After)",
