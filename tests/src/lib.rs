@@ -26,6 +26,7 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::sync::OnceCell;
 
 pub mod agents;
+pub mod bench;
 pub mod otlp;
 pub mod own_pg;
 pub mod reconciler;

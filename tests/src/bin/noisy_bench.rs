@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use meshfleet_tests::bench::percentile;
 use meshfleet_tests::up::Up;
 use serde_json::json;
 
@@ -31,14 +32,6 @@ struct Args {
     /// Requests per second of the quiet tenant.
     #[arg(long, default_value_t = 25)]
     quiet_rate: u32,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 struct Quiet {

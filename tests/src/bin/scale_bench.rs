@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::StreamExt;
+use meshfleet_tests::bench::rss_kib;
 use meshfleet_tests::up::Up;
 use serde_json::{Value, json};
 
@@ -58,14 +59,6 @@ fn report(degraded: bool) -> Value {
         ],
         "facts": {"kubernetesVersion": "v1.31.2", "nodeCount": 3, "agentVersion": "0.1.0"}
     })
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
 /// Runs `n` requests made by `make(i)`, `concurrency` at a time; panics on a
@@ -128,6 +121,11 @@ async fn latencies(
         .await;
     took.sort();
     took
+}
+
+/// The `p` quantile of sorted durations, in milliseconds.
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    meshfleet_tests::bench::percentile(sorted, p).as_secs_f64() * 1000.0
 }
 
 fn result(name: &str, value: f64, unit: &str, op: &str, target: f64) {
@@ -367,15 +365,7 @@ async fn main() {
         percentile(&summary, 0.5),
         percentile(&summary, 0.99)
     );
-    let rss_kib = up
-        .pid()
-        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+    let rss_kib = rss_kib(up.pid()).unwrap_or(0);
     println!("  api process RSS: {:.0} MiB", rss_kib as f64 / 1024.0);
     up.stop().await;
 
