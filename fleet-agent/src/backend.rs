@@ -401,6 +401,15 @@ pub trait ClusterBackend: Clone + Send + Sync + 'static {
     /// Every CRD in the cluster (metadata and field managers).
     fn list_crds(&self) -> impl Future<Output = Result<Vec<LiveCrd>>> + Send;
 
+    /// Custom resources of the CRD named `crd` (in every namespace) that do
+    /// not carry the agent's managed-by label, at most `limit` of them.
+    /// Empty if the CRD does not exist.
+    fn foreign_custom_resources(
+        &self,
+        crd: &str,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ObjectRef>>> + Send;
+
     /// The objects of [`MANAGED_KINDS`] and [`NAMESPACE_CONTENT_KINDS`] in
     /// `namespace`, with their labels.
     fn namespace_contents(

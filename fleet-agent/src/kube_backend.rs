@@ -275,6 +275,47 @@ impl ClusterBackend for KubeBackend {
             .collect())
     }
 
+    async fn foreign_custom_resources(&self, crd: &str, limit: u32) -> Result<Vec<ObjectRef>> {
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let Some(crd) = crds.get_opt(crd).await? else {
+            return Ok(Vec::new());
+        };
+        // Any served version lists every object of the kind; prefer the
+        // storage version.
+        let versions = &crd.spec.versions;
+        let Some(version) = versions
+            .iter()
+            .find(|v| v.storage && v.served)
+            .or_else(|| versions.iter().find(|v| v.served))
+        else {
+            return Ok(Vec::new());
+        };
+        let names = &crd.spec.names;
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(&crd.spec.group, &version.name, &names.kind),
+            &names.plural,
+        );
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        let params = ListParams::default()
+            .labels(&format!("{MANAGED_BY_LABEL}!={MANAGED_BY_VALUE}"))
+            .limit(limit);
+        let Some(list) = ignore_not_found(api.list_metadata(&params).await)? else {
+            return Ok(Vec::new());
+        };
+        Ok(list
+            .items
+            .into_iter()
+            .map(|item| {
+                ObjectRef::new(
+                    &ar.api_version,
+                    &ar.kind,
+                    item.metadata.namespace.as_deref(),
+                    &item.name_any(),
+                )
+            })
+            .collect())
+    }
+
     async fn namespace_contents(&self, namespace: &str) -> Result<Vec<NamespaceObject>> {
         let mut out = Vec::new();
         for kind in MANAGED_KINDS

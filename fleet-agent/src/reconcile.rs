@@ -38,8 +38,8 @@ use crate::bundle::Bundle;
 use crate::error::Error;
 use crate::ownership::{self, CrdDecision};
 use crate::render::{
-    self, Check, Directives, ISTIO_NAMESPACE, PruneAction, RenderedStep, Step, bare_namespace,
-    plan_prune,
+    self, Check, CrdPurge, Directives, ISTIO_NAMESPACE, PruneAction, RenderedStep, Step,
+    bare_namespace, plan_prune,
 };
 
 /// Timing of a reconcile pass.
@@ -88,6 +88,9 @@ pub struct Outcome {
     /// Why an uninstall kept what it would otherwise have deleted (a
     /// namespace holding others' objects).
     pub kept: Vec<String>,
+    /// CRDs a purge kept because custom resources of their kinds that the
+    /// agent did not create exist, each with what holds it.
+    pub kept_crds: Vec<String>,
     /// Why the pass did not converge (also on the failing component).
     pub error: Option<String>,
     /// The reason of the failure: `ApplyFailed`, `RolloutTimeout`, `PruneFailed`.
@@ -184,6 +187,7 @@ pub fn not_started(desired: &DesiredState, reason: &'static str, message: String
         drifted: Vec::new(),
         pruned: Vec::new(),
         kept: Vec::new(),
+        kept_crds: Vec::new(),
         error: Some(message),
         reason: Some(reason),
     }
@@ -205,11 +209,12 @@ pub async fn reconcile_with<B: ClusterBackend>(
         drifted: Vec::new(),
         pruned: Vec::new(),
         kept: Vec::new(),
+        kept_crds: Vec::new(),
         error: None,
         reason: None,
     };
     if desired.mode == MeshMode::Disabled {
-        uninstall(backend, directives.purge_crds, &mut out).await;
+        uninstall(backend, directives.crd_purge(), &mut out).await;
         publish(progress, &out.components);
         return out;
     }
@@ -572,6 +577,9 @@ async fn foreign_namespace<B: ClusterBackend>(
     })
 }
 
+/// How many of the custom resources holding a CRD a refused purge names.
+const FOREIGN_SAMPLE: u32 = 3;
+
 /// Prunes owned objects that are not desired, in [`plan_prune`] order.
 /// On failure returns the component of the object and the message.
 async fn prune<B: ClusterBackend>(
@@ -598,6 +606,49 @@ async fn prune<B: ClusterBackend>(
             PruneAction::Release { reference } => {
                 info!(namespace = %reference.name, "releasing namespace");
                 release(backend, reference, Step::Namespaces).await
+            }
+            PruneAction::PurgeCrdIfUnused {
+                reference,
+                component,
+            } => {
+                let held = backend
+                    .foreign_custom_resources(&reference.name, FOREIGN_SAMPLE + 1)
+                    .await
+                    .map_err(|e| {
+                        (
+                            component.clone(),
+                            format!("listing custom resources of {reference}: {e}"),
+                        )
+                    })?;
+                if held.is_empty() {
+                    info!(crd = %reference.name, "purging a CRD");
+                    backend
+                        .delete(reference)
+                        .await
+                        .map_err(|e| (component.clone(), format!("deleting {reference}: {e}")))
+                } else {
+                    let shown: Vec<String> = held
+                        .iter()
+                        .take(FOREIGN_SAMPLE as usize)
+                        .map(|r| match &r.namespace {
+                            Some(ns) => format!("{ns}/{}", r.name),
+                            None => r.name.clone(),
+                        })
+                        .collect();
+                    let note = format!(
+                        "{} ({}{})",
+                        reference.name,
+                        shown.join(", "),
+                        if held.len() > shown.len() {
+                            ", …"
+                        } else {
+                            ""
+                        }
+                    );
+                    info!(crd = %reference.name, held = %note, "CRD kept: purge refused");
+                    out.kept_crds.push(note);
+                    continue;
+                }
             }
             PruneAction::DeleteIfEmpty { reference } => {
                 let component = Some(Step::Istiod.name().to_string());
@@ -653,7 +704,7 @@ async fn release<B: ClusterBackend>(
         })
 }
 
-async fn uninstall<B: ClusterBackend>(backend: &B, purge_crds: bool, out: &mut Outcome) {
+async fn uninstall<B: ClusterBackend>(backend: &B, purge: CrdPurge, out: &mut Outcome) {
     out.components = Step::ALL
         .into_iter()
         .map(|s| ComponentStatus {
@@ -672,13 +723,7 @@ async fn uninstall<B: ClusterBackend>(backend: &B, purge_crds: bool, out: &mut O
             message: Some("mesh disabled: not installed".to_string()),
         })
         .collect();
-    match prune(
-        backend,
-        |owned| render::plan_uninstall(owned, purge_crds),
-        out,
-    )
-    .await
-    {
+    match prune(backend, |owned| render::plan_uninstall(owned, purge), out).await {
         Ok(()) => {
             out.converged = true;
             if let (Some(note), Some(c)) = (
@@ -692,6 +737,27 @@ async fn uninstall<B: ClusterBackend>(backend: &B, purge_crds: bool, out: &mut O
                     "NamespaceKept",
                     "True",
                     "HoldsOthersObjects",
+                    Some(note),
+                ));
+            }
+            if !out.kept_crds.is_empty()
+                && let Some(c) = out
+                    .components
+                    .iter_mut()
+                    .find(|c| c.name == Step::Crds.name())
+            {
+                let note = format!(
+                    "purge refused for {} CRD(s), kept because the cluster holds custom resources \
+                     of their kinds that meshfleet did not create (set mesh.uninstall.force to \
+                     delete them with their CRDs): {}",
+                    out.kept_crds.len(),
+                    out.kept_crds.join("; ")
+                );
+                c.message = Some(note.clone());
+                c.conditions.push(condition(
+                    "CrdsKept",
+                    "True",
+                    "CustomResourcesExist",
                     Some(note),
                 ));
             }
@@ -1061,8 +1127,30 @@ mod tests {
         );
     }
 
+    /// Uninstalls `d` with a CRD purge, forced or not.
+    async fn purge(sim: &SimCluster, d: &DesiredState, force: bool) -> Outcome {
+        let directives = Directives {
+            purge_crds: true,
+            force_purge_crds: force,
+            ..Directives::default()
+        };
+        let bundle = Bundle::development(&d.version);
+        let off = disabled(d);
+        reconcile_with(
+            sim,
+            &off,
+            &bundle,
+            &directives,
+            Trigger::Changed,
+            &fast(),
+            None,
+        )
+        .await
+    }
+
     #[tokio::test]
-    async fn purging_deletes_the_agents_crds_too() {
+    async fn a_purge_deletes_the_agents_crds_but_those_holding_the_customers_resources_unless_forced()
+     {
         let sim = sim();
         let d = desired("1.28.2");
         assert!(
@@ -1070,22 +1158,43 @@ mod tests {
                 .await
                 .converged
         );
-        let bundle = Bundle::development("1.28.2");
-        let purge = Directives {
-            purge_crds: true,
-            ..Directives::default()
-        };
-        let out = reconcile_with(
-            &sim,
-            &disabled(&d),
-            &bundle,
-            &purge,
-            Trigger::Changed,
-            &fast(),
-            None,
-        )
-        .await;
-        assert!(out.converged, "{out:#?}");
+        let policy = ObjectRef::new(
+            "security.istio.io/v1",
+            "AuthorizationPolicy",
+            Some("shop"),
+            "deny-all",
+        );
+        sim.insert(
+            policy.clone(),
+            serde_json::json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": { "name": "deny-all", "namespace": "shop" }, "spec": {} }),
+        );
+        let out = purge(&sim, &d, false).await;
+        assert!(out.converged, "the mesh is gone all the same: {out:#?}");
+        let ap = crd_ref("authorizationpolicies.security.istio.io");
+        let crds: Vec<ObjectRef> = sim
+            .snapshot()
+            .into_keys()
+            .filter(|r| r.kind == "CustomResourceDefinition")
+            .collect();
+        assert_eq!(crds, vec![ap.clone()], "only the CRD in use stays");
+        assert!(sim.get(&policy).is_some());
+        assert_eq!(
+            out.kept_crds,
+            vec!["authorizationpolicies.security.istio.io (shop/deny-all)".to_string()]
+        );
+        let c = out.components.iter().find(|c| c.name == "crds").unwrap();
+        assert!(c.ready);
+        assert!(
+            c.conditions
+                .iter()
+                .any(|c| c.type_ == "CrdsKept"
+                    && c.reason.as_deref() == Some("CustomResourcesExist"))
+        );
+
+        // Forced, it goes (a real API server deletes the policy with it).
+        let out = purge(&sim, &d, true).await;
+        assert!(out.converged && out.kept_crds.is_empty(), "{out:#?}");
         assert!(
             sim.snapshot()
                 .keys()

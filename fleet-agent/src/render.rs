@@ -334,6 +334,11 @@ pub struct Directives {
     /// `false`: CRDs stay.
     #[serde(default)]
     pub purge_crds: bool,
+    /// With `purge_crds`, delete the CRDs even while custom resources of
+    /// their kinds that the agent did not create exist. Without it such
+    /// CRDs are kept ([`PruneAction::PurgeCrdIfUnused`]).
+    #[serde(default)]
+    pub force_purge_crds: bool,
     /// Scale istiod with an HPA between these bounds instead of the fixed
     /// `istiodReplicas`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -415,6 +420,34 @@ pub enum PruneAction {
     /// nothing but the mesh's residue once everything else is gone,
     /// otherwise released.
     DeleteIfEmpty { reference: ObjectRef },
+    /// A CRD the agent installed, purged on request: deleted only if no
+    /// custom resource of its kind is left that the agent did not create
+    /// (they would go with it), otherwise kept and reported.
+    PurgeCrdIfUnused {
+        reference: ObjectRef,
+        component: Option<String>,
+    },
+}
+
+/// What an uninstall does with the CRDs the agent installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrdPurge {
+    /// Keep them (the default).
+    Keep,
+    /// Delete those no foreign custom resource uses.
+    IfUnused,
+    /// Delete them all, and with them every custom resource of their kinds.
+    Force,
+}
+
+impl Directives {
+    pub fn crd_purge(&self) -> CrdPurge {
+        match (self.purge_crds, self.force_purge_crds) {
+            (false, _) => CrdPurge::Keep,
+            (true, false) => CrdPurge::IfUnused,
+            (true, true) => CrdPurge::Force,
+        }
+    }
 }
 
 impl PruneAction {
@@ -422,7 +455,8 @@ impl PruneAction {
         match self {
             PruneAction::Delete { reference, .. }
             | PruneAction::Release { reference }
-            | PruneAction::DeleteIfEmpty { reference } => reference,
+            | PruneAction::DeleteIfEmpty { reference }
+            | PruneAction::PurgeCrdIfUnused { reference, .. } => reference,
         }
     }
 }
@@ -437,7 +471,7 @@ fn is_crd(r: &ObjectRef) -> bool {
 /// (workloads before their RBAC, a Namespace after what it holds).
 ///
 /// CRDs are never pruned: deleting one deletes every custom resource of its
-/// kind in the cluster. Only [`plan_uninstall`] with `purge_crds` does.
+/// kind in the cluster. Only [`plan_uninstall`] with a [`CrdPurge`] does.
 pub fn plan_prune(desired: &BTreeSet<ObjectRef>, owned: &[OwnedObject]) -> Vec<PruneAction> {
     sorted_stale(desired, owned)
         .into_iter()
@@ -493,9 +527,10 @@ fn sorted_stale<'a>(
 /// else. Enrolled namespaces are released (the agent's labels removed); the
 /// namespace the agent created is deleted only if it ends up empty of
 /// anything else ([`PruneAction::DeleteIfEmpty`]). CRDs stay — and with them
-/// the customer's policies and other controllers' Gateways — unless
-/// `purge_crds`; then the agent's own CRDs go last.
-pub fn plan_uninstall(owned: &[OwnedObject], purge_crds: bool) -> Vec<PruneAction> {
+/// the customer's policies and other controllers' Gateways — unless purged
+/// ([`CrdPurge`]); then the agent's own CRDs go last, after the agent's own
+/// custom resources (waypoint Gateways).
+pub fn plan_uninstall(owned: &[OwnedObject], purge: CrdPurge) -> Vec<PruneAction> {
     let mut plan: Vec<PruneAction> = plan_prune(&BTreeSet::new(), owned)
         .into_iter()
         .map(|action| match action {
@@ -505,14 +540,25 @@ pub fn plan_uninstall(owned: &[OwnedObject], purge_crds: bool) -> Vec<PruneActio
             other => other,
         })
         .collect();
-    if purge_crds {
+    if purge != CrdPurge::Keep {
         plan.extend(
             sorted_stale(&BTreeSet::new(), owned)
                 .into_iter()
                 .filter(|o| is_crd(&o.reference))
-                .map(|o| PruneAction::Delete {
-                    reference: o.reference.clone(),
-                    component: o.component.clone(),
+                .map(|o| {
+                    let reference = o.reference.clone();
+                    let component = o.component.clone();
+                    if purge == CrdPurge::Force {
+                        PruneAction::Delete {
+                            reference,
+                            component,
+                        }
+                    } else {
+                        PruneAction::PurgeCrdIfUnused {
+                            reference,
+                            component,
+                        }
+                    }
                 }),
         );
     }
@@ -1525,7 +1571,7 @@ mod tests {
         let owned: Vec<OwnedObject> = crate::testing::owned_objects(&render(&d).unwrap());
         d.mode = MeshMode::Disabled;
         assert!(render(&d).unwrap().is_empty());
-        let plan = plan_uninstall(&owned, false);
+        let plan = plan_uninstall(&owned, CrdPurge::Keep);
         let crds = owned.iter().filter(|o| is_crd(&o.reference)).count();
         assert!(crds > 0);
         assert_eq!(plan.len(), owned.len() - crds, "everything but the CRDs");
@@ -1533,7 +1579,8 @@ mod tests {
         let components: Vec<String> = plan
             .iter()
             .map(|a| match a {
-                PruneAction::Delete { component, .. } => component.clone().unwrap(),
+                PruneAction::Delete { component, .. }
+                | PruneAction::PurgeCrdIfUnused { component, .. } => component.clone().unwrap(),
                 PruneAction::Release { .. } => "namespaces".to_string(),
                 PruneAction::DeleteIfEmpty { .. } => "istiod".to_string(),
             })
@@ -1580,11 +1627,18 @@ mod tests {
             PruneAction::Delete { reference, .. } => reference.kind != "Namespace",
             PruneAction::Release { reference } | PruneAction::DeleteIfEmpty { reference } =>
                 reference.kind == "Namespace",
+            PruneAction::PurgeCrdIfUnused { .. } => false,
         }));
-        // Purging adds the agent's CRDs, last.
-        let purge = plan_uninstall(&owned, true);
+        // Purging adds the agent's CRDs, last: checked for foreign custom
+        // resources first, unless forced.
+        let purge = plan_uninstall(&owned, CrdPurge::IfUnused);
         assert_eq!(purge.len(), owned.len());
-        assert!(purge[plan.len()..].iter().all(|a| is_crd(a.reference())));
+        assert!(purge[plan.len()..].iter().all(|a| matches!(a,
+            PruneAction::PurgeCrdIfUnused { reference, .. } if is_crd(reference))));
+        let forced = plan_uninstall(&owned, CrdPurge::Force);
+        assert_eq!(forced.len(), owned.len());
+        assert!(forced[plan.len()..].iter().all(|a| matches!(a,
+            PruneAction::Delete { reference, .. } if is_crd(reference))));
     }
 
     #[test]

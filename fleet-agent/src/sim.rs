@@ -677,6 +677,43 @@ impl ClusterBackend for SimCluster {
             .collect())
     }
 
+    async fn foreign_custom_resources(&self, crd: &str, limit: u32) -> Result<Vec<ObjectRef>> {
+        self.check_reachable()?;
+        let inner = self.lock();
+        let Some(definition) = inner
+            .objects
+            .iter()
+            .find(|(r, _)| r.kind == "CustomResourceDefinition" && r.name == crd)
+            .map(|(_, o)| o.value())
+        else {
+            return Ok(Vec::new());
+        };
+        let group = definition
+            .pointer("/spec/group")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| LiveCrd::named(crd).group);
+        // A CRD inserted by a test may carry no `names`: its plural is the
+        // first label of its name, and objects are matched on plural or kind.
+        let kind = definition
+            .pointer("/spec/names/kind")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let plural = crd.split('.').next().unwrap_or_default();
+        Ok(inner
+            .objects
+            .iter()
+            .filter(|(r, _)| r.api_version.split_once('/').map(|(g, _)| g) == Some(group.as_str()))
+            .filter(|(r, _)| match &kind {
+                Some(k) => &r.kind == k,
+                None => format!("{}s", r.kind.to_ascii_lowercase()) == plural,
+            })
+            .filter(|(_, o)| !o.owned)
+            .take(limit as usize)
+            .map(|(r, _)| r.clone())
+            .collect())
+    }
+
     async fn namespace_contents(&self, namespace: &str) -> Result<Vec<NamespaceObject>> {
         self.check_reachable()?;
         let inner = self.lock();

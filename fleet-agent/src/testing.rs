@@ -42,6 +42,7 @@ pub fn desired(version: &str) -> DesiredState {
         },
         bundle: None,
         purge_crds: false,
+        force_purge_crds: false,
     }
 }
 

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 
 use meshfleet_agent::Bundle;
 use meshfleet_agent::OwnedObject;
-use meshfleet_agent::render::{Autoscale, Directives, Step, plan_uninstall, render, render_with};
+use meshfleet_agent::render::{
+    Autoscale, CrdPurge, Directives, Step, plan_uninstall, render, render_with,
+};
 use meshfleet_agent::testing::desired;
 use meshfleet_model::{
     DesiredWaypoint, LogLevel, MeshMode, MtlsMode, OutboundMode, OutboundTrafficPolicy,
@@ -168,7 +170,7 @@ fn disabled_uninstalls_in_reverse_order() {
     let mut d = installed.clone();
     d.mode = MeshMode::Disabled;
     assert!(render(&d).unwrap().is_empty());
-    let plan = plan_uninstall(&owned, false);
+    let plan = plan_uninstall(&owned, CrdPurge::Keep);
     assert!(
         plan.iter()
             .all(|a| a.reference().kind != "CustomResourceDefinition"),

@@ -3,7 +3,8 @@
 //! readiness read from Deployment/DaemonSet status, a waypoint Gateway's
 //! `Programmed` condition and istiod's webhook CA, pruning DELETEs — for a
 //! whole reconcile pass; and what it never sends: a forced apply of a CRD
-//! another manager owns, a DELETE of a CRD or of an object without its label.
+//! another manager owns, a DELETE of a CRD or of an object without its label
+//! — nor, on a purge, of a CRD that holds custom resources it did not create.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meshfleet_agent::backend::{ClusterBackend, SecretData};
-use meshfleet_agent::render::render;
+use meshfleet_agent::render::{Directives, render};
 use meshfleet_agent::testing::desired;
-use meshfleet_agent::{KubeBackend, ReconcileOptions, Trigger, reconcile};
+use meshfleet_agent::{Bundle, KubeBackend, ReconcileOptions, Trigger, reconcile, reconcile_with};
 use serde_json::{Value, json};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -139,13 +140,16 @@ impl Respond for FakeApi {
         let p = parse(&path);
         match req.method.as_str() {
             "GET" if p.name.is_none() => {
-                let selector: Option<(String, String)> = req
+                // `key=value` or `key!=value`: (key, value, equal).
+                let selector: Option<(String, String, bool)> = req
                     .url
                     .query_pairs()
                     .find(|(k, _)| k == "labelSelector")
-                    .and_then(|(_, v)| {
-                        v.split_once('=')
-                            .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .and_then(|(_, v)| match v.split_once("!=") {
+                        Some((a, b)) => Some((a.to_string(), b.to_string(), false)),
+                        None => v
+                            .split_once('=')
+                            .map(|(a, b)| (a.to_string(), b.to_string(), true)),
                     });
                 let objects = self.objects.lock().unwrap();
                 let items: Vec<Value> = objects
@@ -155,7 +159,9 @@ impl Respond for FakeApi {
                         q.prefix == p.prefix && q.plural == p.plural && (p.namespace.is_none() || q.namespace == p.namespace)
                     })
                     .filter(|(_, o)| match &selector {
-                        Some((k, v)) => o["metadata"]["labels"][k.as_str()] == v.as_str(),
+                        Some((k, v, equal)) => {
+                            (o["metadata"]["labels"][k.as_str()] == v.as_str()) == *equal
+                        }
                         None => true,
                     })
                     .map(|(_, o)| json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": o["metadata"] }))
@@ -761,6 +767,104 @@ async fn uninstall_sends_no_delete_for_crds_or_objects_without_the_agents_label(
         let body: Value = r.body_json().unwrap();
         assert!(body["metadata"].get("labels").is_none(), "{body}");
     }
+}
+
+/// Uninstalls `d` with a CRD purge, forced or not.
+async fn purge(
+    backend: &KubeBackend,
+    d: &meshfleet_model::DesiredState,
+    force: bool,
+) -> meshfleet_agent::Outcome {
+    let mut off = d.clone();
+    off.mode = meshfleet_model::MeshMode::Disabled;
+    let directives = Directives {
+        purge_crds: true,
+        force_purge_crds: force,
+        ..Directives::default()
+    };
+    let bundle = Bundle::development(&d.version);
+    reconcile_with(
+        backend,
+        &off,
+        &bundle,
+        &directives,
+        Trigger::Changed,
+        &opts(),
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_purge_keeps_a_crd_that_holds_custom_resources_the_agent_did_not_create_unless_forced() {
+    let fake = FakeApi::default();
+    let (server, backend) = setup(fake.clone()).await;
+    let d = desired("1.28.2");
+    assert!(
+        reconcile(&backend, &d, Trigger::Changed, &opts(), None)
+            .await
+            .converged
+    );
+    let ap_crd = crd_path("authorizationpolicies.security.istio.io");
+    let pa_crd = crd_path("peerauthentications.security.istio.io");
+    assert!(fake.objects.lock().unwrap().contains_key(&ap_crd));
+    let policy = "/apis/security.istio.io/v1/namespaces/shop/authorizationpolicies/allow-frontend";
+    fake.insert(
+        policy,
+        json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": { "name": "allow-frontend", "namespace": "shop" }, "spec": {} }),
+    );
+    let before = server.received_requests().await.unwrap().len();
+
+    let out = purge(&backend, &d, false).await;
+    assert!(out.converged, "{out:#?}");
+    let requests = server.received_requests().await.unwrap();
+    // The agent asked for the kind's objects without its label ...
+    let list = requests[before..]
+        .iter()
+        .find(|r| {
+            r.method.as_str() == "GET"
+                && r.url.path() == "/apis/security.istio.io/v1/authorizationpolicies"
+        })
+        .expect("a cluster-wide list of AuthorizationPolicies");
+    let query: HashMap<String, String> = list.url.query_pairs().into_owned().collect();
+    assert_eq!(
+        query.get("labelSelector").map(String::as_str),
+        Some("app.kubernetes.io/managed-by!=meshfleet-agent")
+    );
+    // ... kept that CRD, and purged one that holds nothing.
+    let deletes: Vec<&str> = requests[before..]
+        .iter()
+        .filter(|r| r.method.as_str() == "DELETE")
+        .map(|r| r.url.path())
+        .collect();
+    assert!(!deletes.contains(&ap_crd.as_str()), "{deletes:#?}");
+    assert!(!deletes.contains(&policy));
+    assert!(deletes.contains(&pa_crd.as_str()), "{deletes:#?}");
+    let crds = out.components.iter().find(|c| c.name == "crds").unwrap();
+    let kept = crds
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "CrdsKept")
+        .expect("the refusal is reported");
+    assert_eq!(kept.reason.as_deref(), Some("CustomResourcesExist"));
+    let message = kept.message.as_deref().unwrap();
+    assert!(
+        message.contains("authorizationpolicies.security.istio.io (shop/allow-frontend)"),
+        "{message}"
+    );
+    assert!(message.contains("mesh.uninstall.force"), "{message}");
+
+    // Forced: the CRD goes, and the API server takes its objects with it.
+    let before = requests.len();
+    let out = purge(&backend, &d, true).await;
+    assert!(out.converged, "{out:#?}");
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        requests[before..]
+            .iter()
+            .any(|r| r.method.as_str() == "DELETE" && r.url.path() == ap_crd)
+    );
 }
 
 #[tokio::test]

@@ -123,6 +123,11 @@ fn the_agent_may_do_what_it_does_with_every_kind_it_touches() {
     for k in NAMESPACE_CONTENT_KINDS {
         need(k.group(), k.plural, "list");
     }
+    // A CRD purge lists the custom resources of each CRD it installed.
+    for crd in meshfleet_agent::Bundle::development("1.28.2").crds() {
+        need(&crd.crd.spec.group, &crd.crd.spec.names.plural, "list");
+    }
+    need("apiextensions.k8s.io", "customresourcedefinitions", "get");
     // Rollout status, cluster facts.
     need("apps", "deployments", "get");
     need("apps", "daemonsets", "get");

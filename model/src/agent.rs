@@ -107,9 +107,14 @@ pub struct DesiredState {
     #[serde(default)]
     pub bundle: Option<BundleRef>,
     /// With `mode: disabled`, also delete the CRDs the agent installed
-    /// (`mesh.uninstall.purgeCrds`).
+    /// (`mesh.uninstall.purgeCrds`), unless custom resources of their kinds
+    /// that the agent did not create exist.
     #[serde(default)]
     pub purge_crds: bool,
+    /// Purge the CRDs even while such custom resources exist
+    /// (`mesh.uninstall.purgeCrds` and `mesh.uninstall.force`).
+    #[serde(default)]
+    pub force_purge_crds: bool,
 }
 
 /// The istiod revision name of a version: dots become dashes (`1.28.2` → `1-28-2`).

@@ -96,8 +96,9 @@ pub struct MeshSpec {
     /// Allow-listed subset of Istio's `MeshConfig`.
     #[serde(default)]
     pub mesh_config: MeshConfig,
-    /// What `mode: disabled` removes beyond the agent's own objects.
-    #[serde(default, skip_serializing_if = "Uninstall::is_default")]
+    /// What `mode: disabled` (and so a cluster's deletion) removes beyond
+    /// the agent's own objects.
+    #[serde(default)]
     pub uninstall: Uninstall,
 }
 
@@ -107,15 +108,18 @@ pub struct MeshSpec {
 pub struct Uninstall {
     /// With `mode: disabled`, also delete the CRDs the agent installed —
     /// and with them every custom resource of their kinds in the cluster.
-    /// Default `false`: CRDs and the customer's resources stay.
+    /// Default `false`: CRDs and the customer's resources stay. The agent
+    /// refuses the purge (keeps the CRDs, says which and why in the `crds`
+    /// component's `CrdsKept` condition) while the cluster holds custom
+    /// resources of those kinds that it did not create, unless `force`.
     #[serde(default)]
     pub purge_crds: bool,
-}
-
-impl Uninstall {
-    pub fn is_default(&self) -> bool {
-        !self.purge_crds
-    }
+    /// With `purgeCrds`, purge even while the cluster holds custom resources
+    /// of those kinds (the customer's AuthorizationPolicies, other
+    /// controllers' Gateways): they are deleted with their CRDs. Has no
+    /// effect without `purgeCrds`.
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -112,6 +112,9 @@ pub async fn reconcile(claim: &Claim, ctx: &Context) -> Result<DateTime<Utc>> {
     Ok(next.0)
 }
 
+/// Component conditions by which an uninstall says what it kept.
+const KEPT_CONDITIONS: [&str; 2] = ["NamespaceKept", "CrdsKept"];
+
 /// A deletion completes when the agent has uninstalled (it reports the
 /// disabled generation with nothing installed), or when it has been quiet for
 /// `MESHFLEET_DISCONNECTED_AFTER` (the mesh may then still be installed, and
@@ -127,7 +130,20 @@ async fn finish_deletion(
 ) -> Result<bool> {
     let uninstalled = report.is_some_and(|r| health::uninstalled(r, row.generation));
     let detail = if uninstalled {
-        json!({ "uninstalled": true })
+        // What the uninstall left in the cluster on purpose: a namespace
+        // holding others' objects, CRDs a purge found in use.
+        let kept: Vec<&str> = report
+            .into_iter()
+            .flat_map(|r| &r.components)
+            .flat_map(|c| &c.conditions)
+            .filter(|c| KEPT_CONDITIONS.contains(&c.type_.as_str()))
+            .filter_map(|c| c.message.as_deref())
+            .collect();
+        if kept.is_empty() {
+            json!({ "uninstalled": true })
+        } else {
+            json!({ "uninstalled": true, "kept": kept })
+        }
     } else if disconnected {
         json!({
             "uninstalled": false,

@@ -25,7 +25,8 @@ resource "meshfleet_cluster" "imported" {
   name   = "imported-1"
   labels = { env = "staging" }
   mesh = {
-    upgrade = { mode = "manual", version = "1.26.2" }
+    upgrade   = { mode = "manual", version = "1.26.2" }
+    uninstall = { purge_crds = true }
   }
 }
 "#;
@@ -349,7 +350,8 @@ async fn terraform_applies_the_example_shows_drift_imports_refuses_and_destroys_
         TENANT,
         "imported-1",
         &json!({"labels": {"env": "staging"},
-                "mesh": {"upgrade": {"mode": "manual", "version": "1.26.2"}}}),
+                "mesh": {"upgrade": {"mode": "manual", "version": "1.26.2"},
+                         "uninstall": {"purgeCrds": true}}}),
     )
     .await;
     let with_imported = format!("{example}{IMPORTED}");

@@ -53,6 +53,7 @@ pub fn effective(row: DesiredRow) -> DesiredState {
         mesh_config: mesh.mesh_config,
         bundle,
         purge_crds: mesh.uninstall.purge_crds,
+        force_purge_crds: mesh.uninstall.purge_crds && mesh.uninstall.force,
     }
 }
 

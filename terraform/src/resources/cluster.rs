@@ -215,6 +215,25 @@ const MESH_CONFIG: &[Attr] = &[
     ),
 ];
 
+const UNINSTALL: &[Attr] = &[
+    Attr::new(
+        "purge_crds",
+        "purgeCrds",
+        Kind::Bool,
+        Mode::OptionalComputed,
+        "When the mesh is uninstalled (`mode = \"disabled\"`, or the cluster is destroyed), also delete the CRDs the agent installed. The agent keeps each CRD that still holds custom resources it did not create (the customer's AuthorizationPolicies, other controllers' Gateways) and says so, unless `force`. Default `false`.",
+    )
+    .or(Absent::Bool(false)),
+    Attr::new(
+        "force",
+        "force",
+        Kind::Bool,
+        Mode::OptionalComputed,
+        "With `purge_crds`, delete the CRDs even while they hold such custom resources, which are deleted with them. Default `false`.",
+    )
+    .or(Absent::Bool(false)),
+];
+
 pub const MESH: &[Attr] = &[
     Attr::new(
         "mode",
@@ -276,6 +295,14 @@ pub const MESH: &[Attr] = &[
         Kind::Object(MESH_CONFIG),
         Mode::OptionalComputed,
         "The allow-listed part of Istio's `MeshConfig`.",
+    )
+    .or(Absent::Nested),
+    Attr::new(
+        "uninstall",
+        "uninstall",
+        Kind::Object(UNINSTALL),
+        Mode::OptionalComputed,
+        "What uninstalling the mesh removes beyond the agent's own objects.",
     )
     .or(Absent::Nested),
 ];
@@ -814,7 +841,8 @@ mod tests {
             "waypoints": [{"namespace": "shop", "name": "w", "trafficType": "all", "replicas": 3}],
             "components": {"istiod": {"replicas": 3}, "ztunnel": {"logLevel": "debug", "resources": {"cpu": "200m"}}},
             "meshConfig": {"accessLogFile": "/dev/stdout", "accessLogEncoding": "JSON", "enableTracing": true,
-                           "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}
+                           "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}},
+            "uninstall": {"purgeCrds": true, "force": true}
         }))
         .expect("spec");
         let tf = from_api(MESH, &serde_json::to_value(&spec).expect("json"));

@@ -252,6 +252,14 @@ impl ClusterBackend for Probe {
         self.sim.list_crds().await
     }
 
+    async fn foreign_custom_resources(
+        &self,
+        crd: &str,
+        limit: u32,
+    ) -> meshfleet_agent::Result<Vec<ObjectRef>> {
+        self.sim.foreign_custom_resources(crd, limit).await
+    }
+
     async fn namespace_contents(
         &self,
         namespace: &str,

@@ -280,16 +280,27 @@ async fn a_bundle_whose_content_does_not_match_its_digest_applies_nothing() {
 }
 
 #[tokio::test]
-async fn the_desired_state_names_the_bundle_and_carries_purge_crds_from_the_spec() {
+async fn the_desired_state_names_the_bundle_and_carries_the_crd_purge_from_the_spec() {
     let app = TestApp::spawn().await;
     let mut body = cluster_body("1.28.2");
     body["mesh"]["uninstall"] = json!({"purgeCrds": true});
     let created = app.create("acme", "c1", &body).await;
     assert_eq!(
         created.body["mesh"]["uninstall"],
-        json!({"purgeCrds": true})
+        json!({"purgeCrds": true, "force": false})
     );
-    app.create("acme", "c2", &cluster_body("1.28.2")).await;
+    let plain = app.create("acme", "c2", &cluster_body("1.28.2")).await;
+    assert_eq!(
+        plain.body["mesh"]["uninstall"],
+        json!({"purgeCrds": false, "force": false}),
+        "the defaults are shown"
+    );
+    let mut forced = cluster_body("1.28.2");
+    forced["mesh"]["uninstall"] = json!({"purgeCrds": true, "force": true});
+    app.create("acme", "c3", &forced).await;
+    let mut force_alone = cluster_body("1.28.2");
+    force_alone["mesh"]["uninstall"] = json!({"force": true});
+    app.create("acme", "c4", &force_alone).await;
     let desired = |name: &'static str| {
         let app = &app;
         async move {
@@ -307,6 +318,21 @@ async fn the_desired_state_names_the_bundle_and_carries_purge_crds_from_the_spec
     };
     let purging = desired("c1").await;
     assert_eq!(purging["purgeCrds"], true);
+    assert_eq!(
+        purging["forcePurgeCrds"], false,
+        "a purge is checked by default"
+    );
+    let forcing = desired("c3").await;
+    assert_eq!(
+        (&forcing["purgeCrds"], &forcing["forcePurgeCrds"]),
+        (&json!(true), &json!(true))
+    );
+    let nothing = desired("c4").await;
+    assert_eq!(
+        (&nothing["purgeCrds"], &nothing["forcePurgeCrds"]),
+        (&json!(false), &json!(false)),
+        "force alone purges nothing"
+    );
     let digest = BundleDocument::development("1.28.2").digest();
     assert_eq!(purging["bundle"]["digest"], digest.as_str());
     assert_eq!(purging["bundle"]["origin"], "development");

@@ -338,43 +338,104 @@ async fn a_generation_that_never_converges_becomes_degraded_after_the_progress_d
     );
 }
 
-#[tokio::test]
-async fn deleting_a_cluster_with_a_connected_agent_uninstalls_the_mesh_first() {
-    let app = TestApp::spawn().await;
-    let agent = cluster_with_agent(&app, "c1", "1.28.2").await;
-    wait_status(&app, "c1", "Healthy", |s| s["health"] == "Healthy").await;
-    let reconciler = app.reconciler().await;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn({
-        let r = reconciler.clone();
-        async move { r.run(stopped).await }
-    });
-    // the customer's own policy, in a namespace the mesh uses
+/// The customer's own policy, in a namespace the mesh uses, and another
+/// controller's Gateway (e.g. the platform's ingress).
+fn customer_objects(
+    sim: &meshfleet_agent::SimCluster,
+) -> (meshfleet_agent::ObjectRef, meshfleet_agent::ObjectRef) {
     let policy = meshfleet_agent::ObjectRef::new(
         "security.istio.io/v1",
         "AuthorizationPolicy",
         Some("shop"),
         "allow-frontend",
     );
-    agent.sim.insert(
+    sim.insert(
         policy.clone(),
         json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
                "metadata": {"name": "allow-frontend", "namespace": "shop"}, "spec": {}}),
     );
-    // another controller's Gateway (e.g. the platform's ingress)
     let ingress = meshfleet_agent::ObjectRef::new(
         "gateway.networking.k8s.io/v1",
         "Gateway",
         Some("edge"),
         "public",
     );
-    agent.sim.insert(
+    sim.insert(
         ingress.clone(),
         json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
                "metadata": {"name": "public", "namespace": "edge"},
                "spec": {"gatewayClassName": "gke-l7-global-external-managed",
                         "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}),
     );
+    (policy, ingress)
+}
+
+/// Polls an operation until it succeeds (30 s at most).
+async fn wait_operation(app: &TestApp, op: &str) {
+    let t = app.owner("acme");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let o = app.get(op).token(&t).send().await;
+        if o.body["status"] == "Succeeded" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "operation: {}",
+            o.text
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_cluster_that_asked_for_a_crd_purge_keeps_the_crds_its_customers_resources_use()
+{
+    let app = TestApp::spawn().await;
+    let mut body = meshfleet_tests::agents::spec("1.28.2");
+    body["mesh"]["uninstall"] = json!({"purgeCrds": true});
+    app.create("acme", "c1", &body).await;
+    let agent = meshfleet_tests::agents::agent_for(&app, "acme", "c1").await;
+    wait_status(&app, "c1", "Healthy", |s| s["health"] == "Healthy").await;
+    let running = meshfleet_tests::reconciler::run(&app.reconciler().await);
+    let (policy, ingress) = customer_objects(&agent.sim);
+    let t = app.owner("acme");
+    let r = app.delete("/v1/clusters/c1").token(&t).send().await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    wait_operation(&app, r.header("operation-location").unwrap()).await;
+
+    let snapshot = agent.stop().await.snapshot();
+    let crds: Vec<&str> = snapshot
+        .keys()
+        .filter(|r| r.kind == "CustomResourceDefinition")
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(
+        crds,
+        [
+            "authorizationpolicies.security.istio.io",
+            "gateways.gateway.networking.k8s.io"
+        ],
+        "the purge took every CRD but the two the customer's objects use"
+    );
+    assert!(snapshot.contains_key(&policy) && snapshot.contains_key(&ingress));
+    let deleted = events(&app, "c1", "cluster.deleted").await;
+    let kept = deleted[0]["detail"]["kept"].to_string();
+    assert!(
+        kept.contains("authorizationpolicies.security.istio.io (shop/allow-frontend)")
+            && kept.contains("gateways.gateway.networking.k8s.io (edge/public)"),
+        "the deletion says what it kept and why: {kept}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_cluster_with_a_connected_agent_uninstalls_the_mesh_first() {
+    let app = TestApp::spawn().await;
+    let agent = cluster_with_agent(&app, "c1", "1.28.2").await;
+    wait_status(&app, "c1", "Healthy", |s| s["health"] == "Healthy").await;
+    let running = meshfleet_tests::reconciler::run(&app.reconciler().await);
+    let (policy, ingress) = customer_objects(&agent.sim);
     let t = app.owner("acme");
     let r = app.delete("/v1/clusters/c1").token(&t).send().await;
     assert_eq!(r.status, 202, "{}", r.text);
@@ -386,19 +447,7 @@ async fn deleting_a_cluster_with_a_connected_agent_uninstalls_the_mesh_first() {
     assert_eq!(again.status, 202, "a second DELETE is the same operation");
     assert_eq!(again.header("operation-location"), Some(op.as_str()));
 
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let o = app.get(&op).token(&t).send().await;
-        if o.body["status"] == "Succeeded" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "operation: {}",
-            o.text
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_operation(&app, &op).await;
     assert_eq!(
         app.get("/v1/clusters/c1").token(&t).send().await.status,
         404
@@ -443,8 +492,7 @@ async fn deleting_a_cluster_with_a_connected_agent_uninstalls_the_mesh_first() {
     let deleted = events(&app, "c1", "cluster.deleted").await;
     assert_eq!(deleted.len(), 1);
     assert_eq!(deleted[0]["actor"], "reconciler");
-    let _ = stop.send(true);
-    let _ = running.await;
+    running.stop().await;
 }
 
 #[tokio::test]

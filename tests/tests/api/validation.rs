@@ -21,7 +21,8 @@ fn full_body() -> Value {
                 "accessLogEncoding": "JSON",
                 "enableTracing": true,
                 "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}
-            }
+            },
+            "uninstall": {"purgeCrds": true, "force": false}
         }
     })
 }
