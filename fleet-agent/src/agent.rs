@@ -140,6 +140,8 @@ pub struct AgentState {
     passes: AtomicU64,
     last_sync: Mutex<Option<DateTime<Utc>>>,
     last_report: Mutex<Option<StatusReport>>,
+    /// The generation of the last new desired state received, and when.
+    received: Mutex<Option<(i64, DateTime<Utc>)>>,
     /// Why the agent has stopped applying (its credential was refused).
     stopped: Mutex<Option<String>>,
     /// Imported bundles fetched and verified, by digest (each is fetched once).
@@ -181,6 +183,12 @@ impl AgentState {
     /// When the last pass converged.
     pub fn last_sync(&self) -> Option<DateTime<Utc>> {
         *self.last_sync.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The generation of the last new desired state the agent received,
+    /// and when it arrived (before the pass that applies it).
+    pub fn received(&self) -> Option<(i64, DateTime<Utc>)> {
+        *self.received.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The last status report the agent built (sent or not).
@@ -671,6 +679,7 @@ impl<B: ClusterBackend> Agent<B> {
                         if desired.as_ref().map(|(d, x)| (d, x)) != Some((&*state, &directives)) {
                             session.record("cluster", state.cluster_name.as_str());
                             info!(generation = state.generation, version = %state.version, "desired state changed");
+                            *self.state.received.lock().unwrap_or_else(|e| e.into_inner()) = Some((state.generation, Utc::now()));
                             if let Some(p) = pass.take() {
                                 p.abort();
                             }

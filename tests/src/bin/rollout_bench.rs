@@ -156,6 +156,19 @@ struct Args {
     /// The whole run (registration, convergence, rollout) must end within this.
     #[arg(long, default_value = "540s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Before the rollout, change every cluster's spec (its mesh config) and
+    /// time each change from its write to its agent receiving it.
+    #[arg(long)]
+    propagate: bool,
+    /// Spec changes in flight at once during --propagate.
+    #[arg(long, default_value_t = 16)]
+    propagate_concurrency: usize,
+    /// Target for the propagation p99, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    target_propagation: f64,
+    /// Target for this process's memory (all simulated clusters and agents), in MiB.
+    #[arg(long, default_value_t = 2048.0)]
+    target_sim_mib: f64,
     /// Target for the overhead, in seconds.
     #[arg(long, default_value_t = 5.0)]
     target_overhead: f64,
@@ -1116,6 +1129,7 @@ async fn main() {
     let start_over = a.start_over.unwrap_or(a.heartbeat);
     let slots = (start_over.as_millis() / start_pause.as_millis()).max(1) as usize;
     let start_batch = a.clusters.div_ceil(slots).max(1);
+    let mut agent_states = Vec::with_capacity(probes.len());
     for (i, (_, probe)) in probes.iter().enumerate() {
         if i > 0 && i % start_batch == 0 {
             tokio::time::sleep(start_pause).await;
@@ -1127,6 +1141,7 @@ async fn main() {
         config.reconcile.poll_interval = a.agent_poll;
         config.backoff_max = a.agent_backoff_max;
         let agent = Agent::new(config, probe.clone());
+        agent_states.push(agent.state());
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _ = agent
@@ -1189,6 +1204,26 @@ async fn main() {
     }
     // Let the status reports of the last clusters settle before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let sim_kib = meshfleet_tests::bench::rss_kib(Some(std::process::id())).unwrap_or(0);
+    let sim_mib = sim_kib as f64 / 1024.0;
+    println!(
+        "simulator: {} clusters with their agents hold {sim_mib:.0} MiB RSS in this process ({:.0} KiB each)   (target <= {} MiB)",
+        a.clusters,
+        sim_kib as f64 / a.clusters.max(1) as f64,
+        a.target_sim_mib
+    );
+    let mut results = vec![format!(
+        "RESULT fleet_sim_rss {sim_mib:.0} MiB target <= {} {}",
+        a.target_sim_mib,
+        if sim_mib <= a.target_sim_mib {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    )];
+    if a.propagate {
+        results.push(propagate(&a, &client, &token, &probes, &agent_states, deadline).await);
+    }
 
     // 4. The idle fleet's load (heartbeats), then the rollout.
     let mut baseline = None;
@@ -1429,9 +1464,109 @@ async fn main() {
         );
     }
     let pass = succeeded && overhead <= a.target_overhead;
+    for line in results {
+        println!("{line}");
+    }
     println!("{}", result_line(overhead, a.target_overhead, pass));
     // The agents stop with the process.
     std::process::exit(if succeeded { 0 } else { 1 });
+}
+
+/// `--propagate`: one spec change per cluster (its mesh config's tracing
+/// flag), `--propagate-concurrency` writes in flight; for each, the time from
+/// the write's acknowledgement (and from its sending) to its agent receiving
+/// the new generation. Returns the RESULT line.
+async fn propagate(
+    a: &Args,
+    client: &reqwest::Client,
+    token: &str,
+    probes: &[(String, Probe)],
+    agents: &[Arc<meshfleet_agent::AgentState>],
+    deadline: Instant,
+) -> String {
+    println!(
+        "propagation: changing the spec of each of {} clusters, {} writes in flight",
+        probes.len(),
+        a.propagate_concurrency
+    );
+    let t0 = Instant::now();
+    let body = json!({"mesh": {"meshConfig": {"enableTracing": true}}}).to_string();
+    // (index, generation, sent, acknowledged)
+    let writes: Vec<(usize, i64, DateTime<Utc>, DateTime<Utc>)> =
+        futures::stream::iter(probes.iter().enumerate())
+            .map(|(i, (name, _))| {
+                let url = format!("{}/v1/clusters/{name}", a.base);
+                let body = body.clone();
+                async move {
+                    let sent = Utc::now();
+                    let r = send("changing a spec", || {
+                        client
+                            .patch(&url)
+                            .bearer_auth(token)
+                            .header("content-type", "application/merge-patch+json")
+                            .body(body.clone())
+                    })
+                    .await;
+                    let acked = Utc::now();
+                    let status = r.status();
+                    let v: Value = r.json().await.unwrap_or(Value::Null);
+                    assert!(status.is_success(), "changing {name}: {status} {v}");
+                    (i, v["generation"].as_i64().unwrap_or(i64::MAX), sent, acked)
+                }
+            })
+            .buffer_unordered(a.propagate_concurrency.max(1))
+            .collect()
+            .await;
+    let wrote = t0.elapsed().as_secs_f64();
+    println!(
+        "  {} writes in {wrote:.1} s ({:.0}/s)",
+        writes.len(),
+        writes.len() as f64 / wrote.max(1e-3)
+    );
+    let mut from_ack = Vec::with_capacity(writes.len());
+    let mut from_sent = Vec::with_capacity(writes.len());
+    let mut missing = writes.clone();
+    while !missing.is_empty() && Instant::now() < deadline {
+        missing.retain(|(i, generation, sent, acked)| match agents[*i].received() {
+            Some((g, at)) if g >= *generation => {
+                from_ack.push(secs(at - *acked).max(0.0));
+                from_sent.push(secs(at - *sent));
+                false
+            }
+            _ => true,
+        });
+        if !missing.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    println!(
+        "  write acknowledged → agent received  {}",
+        spread(&mut from_ack)
+    );
+    println!(
+        "  write sent         → agent received  {}",
+        spread(&mut from_sent)
+    );
+    // `spread` sorted it.
+    let p99 = from_ack
+        .get(((from_ack.len().max(1) - 1) as f64 * 0.99).round() as usize)
+        .copied()
+        .unwrap_or(f64::INFINITY);
+    let pass = missing.is_empty() && p99 <= a.target_propagation;
+    if !missing.is_empty() {
+        println!("  {} agents never received their change", missing.len());
+    }
+    println!(
+        "  p99 {p99:.3} s   (target <= {} s, all {} received: {})",
+        a.target_propagation,
+        writes.len(),
+        missing.is_empty()
+    );
+    format!(
+        "RESULT spec_propagation_p99 {p99:.3} s target <= {} {}",
+        a.target_propagation,
+        if pass { "PASS" } else { "FAIL" }
+    )
 }
 
 /// `--prepare-database`: make sure pg_stat_statements is preloaded.
