@@ -8,6 +8,9 @@
 # ends with `RESULT rollout_overhead <s> s target <= 5 PASS|FAIL`.
 #
 #   bench/rollout.sh [CLUSTERS=10000] [more rollout-bench flags, e.g. --watch rollout]
+#   REPLICAS=2 bench/rollout.sh ...   # plus REPLICAS-1 more api processes (`meshfleet
+#                                     # serve`) and reconcilers (`meshfleet reconcile`) on
+#                                     # the same PostgreSQL; agents spread over every api
 #
 # Stops by itself: the run after the build is bounded to 10 minutes.
 set -euo pipefail
@@ -21,6 +24,34 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 deadline=$((SECONDS + 600))
 data=$(mktemp -d /tmp/meshfleet-rollout.XXXXXX)
 server=
+
+replicas=${REPLICAS:-1}
+extra=()
+
+start_replicas() {
+    # More api processes and reconcilers on up's PostgreSQL. `serve` refuses
+    # up's dev key, so tenant calls stay on up's api; the agents, which use
+    # their own credentials, are spread over every api.
+    [ "$replicas" -gt 1 ] || return 0
+    [ -n "$dburl" ] || { echo "REPLICAS needs up's database URL" >&2; exit 1; }
+    openssl genpkey -algorithm ed25519 -out "$data/replica-signer.pem" 2>/dev/null
+    openssl pkey -in "$data/replica-signer.pem" -pubout -out "$data/replica.pem" 2>/dev/null
+    agent_bases=()
+    for r in $(seq 2 "$replicas"); do
+        port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        DATABASE_URL="$dburl" MESHFLEET_LOG=warn MESHFLEET_AGENT_RATE_LIMIT=0 MESHFLEET_TENANT_RATE_LIMIT=0 \
+            MESHFLEET_MAX_CLUSTERS_PER_TENANT=0 MESHFLEET_DB_MAX_CONNECTIONS=40 \
+            MESHFLEET_JWT_KEYS="EdDSA:$data/replica.pem" MESHFLEET_JWT_ISSUER=https://bench.invalid MESHFLEET_JWT_AUDIENCE=meshfleet \
+            ./target/release/meshfleet serve --listen "127.0.0.1:$port" >"$data/serve-$r.log" 2>&1 &
+        extra+=($!)
+        DATABASE_URL="$dburl" MESHFLEET_LOG=warn ./target/release/meshfleet reconcile >"$data/reconcile-$r.log" 2>&1 &
+        extra+=($!)
+        for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+        curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "api replica $r did not start:" >&2; tail "$data/serve-$r.log" >&2; exit 1; }
+        agent_bases+=(--agent-base "http://127.0.0.1:$port")
+    done
+    echo "replicas: $replicas apis and $replicas reconcilers on one PostgreSQL (extra pids ${extra[*]})"
+}
 
 start_up() {
     MESHFLEET_LOG=warn MESHFLEET_TENANT_RATE_LIMIT=0 MESHFLEET_AGENT_RATE_LIMIT=0 MESHFLEET_MAX_CLUSTERS_PER_TENANT=0 MESHFLEET_DB_MAX_CONNECTIONS=40 ./target/release/meshfleet up --port 0 --data-dir "$data" >"$data/up.log" 2>&1 &
@@ -49,6 +80,8 @@ stop_up() {
     fi
 }
 cleanup() {
+    for p in "${extra[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+    for p in "${extra[@]}"; do wait "$p" 2>/dev/null || true; done
     stop_up
     if [ -f "$data/pg-location" ]; then
         pg=$(cat "$data/pg-location")
@@ -69,12 +102,14 @@ if [ -n "$dburl" ]; then
     fi
 fi
 echo "meshfleet up at $base (data $data)"
+agent_bases=()
+start_replicas
 
 budget=$((deadline - SECONDS))
 [ "$budget" -gt 60 ] || budget=60
 set +e
 timeout -s INT -k 20 "$budget" ./target/release/rollout-bench --base "$base" --data-dir "$data" \
-    --clusters "$clusters" ${dburl:+--database-url "$dburl"} --server-pid "$server" --timeout "$((budget - 15))s" "$@" \
+    --clusters "$clusters" ${dburl:+--database-url "$dburl"} --server-pid "$server" --timeout "$((budget - 15))s" "${agent_bases[@]}" "$@" \
     | tee "$data/bench.out" | grep --line-buffered -v '^RESULT '
 rc=${PIPESTATUS[0]}
 set -e

@@ -156,6 +156,10 @@ struct Args {
     /// The whole run (registration, convergence, rollout) must end within this.
     #[arg(long, default_value = "540s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// More api replicas for the agents (repeatable): agent i talks to the
+    /// i-th of [--base, --agent-base...] in turn. Tenant calls go to --base.
+    #[arg(long)]
+    agent_base: Vec<String>,
     /// Before the rollout, change every cluster's spec (its mesh config) and
     /// time each change from its write to its agent receiving it.
     #[arg(long)]
@@ -1064,14 +1068,25 @@ async fn main() {
     // 1. Register the clusters.
     let target: Arc<str> = Arc::from(a.target.as_str());
     let started = Instant::now();
+    let agent_bases: Vec<String> = std::iter::once(a.base.clone())
+        .chain(a.agent_base.iter().cloned())
+        .collect();
+    let agent_base = |i: usize| agent_bases[i % agent_bases.len()].clone();
+    if agent_bases.len() > 1 {
+        println!(
+            "agents spread over {} api replicas: {agent_bases:?}",
+            agent_bases.len()
+        );
+    }
     let probes: Vec<(String, Probe)> = futures::stream::iter(0..a.clusters)
         .map(|i| {
-            let (client, a, token, run, target) = (
+            let (client, a, token, run, target, agent_base) = (
                 client.clone(),
                 &a,
                 token.clone(),
                 run.clone(),
                 target.clone(),
+                agent_base(i),
             );
             async move {
                 let name = format!("rb-{run}-{i:05}");
@@ -1108,7 +1123,7 @@ async fn main() {
                     AGENT_NAMESPACE,
                     BOOTSTRAP_SECRET,
                     bt["token"].as_str().unwrap(),
-                    Some(&a.base),
+                    Some(&agent_base),
                 );
                 (name, Probe::new(sim, target))
             }
@@ -1134,7 +1149,7 @@ async fn main() {
         if i > 0 && i % start_batch == 0 {
             tokio::time::sleep(start_pause).await;
         }
-        let mut config = AgentConfig::new(a.base.clone());
+        let mut config = AgentConfig::new(agent_base(i));
         config.http = Some(client.clone());
         config.heartbeat = a.heartbeat;
         config.poll_wait = Duration::from_secs(55);
@@ -1463,6 +1478,32 @@ async fn main() {
             a.timeout
         );
     }
+    if let Some(c) = db.as_mut() {
+        match rollout_events(c, &id).await {
+            Ok(rows) => {
+                println!(
+                    "events written by rollout:{id} (one per cluster and change: none missed or doubled)"
+                );
+                for (action, n, clusters) in &rows {
+                    println!("  {action:<32} {n:>7} events for {clusters:>7} distinct clusters");
+                }
+                let per_cluster: Vec<_> = rows
+                    .iter()
+                    .filter(|(action, ..)| !action.starts_with("rollout."))
+                    .collect();
+                let exact = !per_cluster.is_empty()
+                    && per_cluster
+                        .iter()
+                        .all(|(_, n, clusters)| n == clusters && *clusters as usize == a.clusters);
+                results.push(format!(
+                    "RESULT rollout_cluster_events_exact {} bool target = 1 {}",
+                    u8::from(exact),
+                    if exact { "PASS" } else { "FAIL" }
+                ));
+            }
+            Err(e) => println!("events of the rollout: cannot read ({e})"),
+        }
+    }
     let pass = succeeded && overhead <= a.target_overhead;
     for line in results {
         println!("{line}");
@@ -1470,6 +1511,20 @@ async fn main() {
     println!("{}", result_line(overhead, a.target_overhead, pass));
     // The agents stop with the process.
     std::process::exit(if succeeded { 0 } else { 1 });
+}
+
+/// (action, events, distinct clusters) of the events a rollout wrote.
+async fn rollout_events(
+    db: &mut PgConnection,
+    id: &str,
+) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT action, count(*), count(DISTINCT cluster_id) FROM events
+         WHERE actor = $1 GROUP BY action ORDER BY action",
+    )
+    .bind(format!("rollout:{id}"))
+    .fetch_all(db)
+    .await
 }
 
 /// `--propagate`: one spec change per cluster (its mesh config's tracing
