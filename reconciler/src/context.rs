@@ -20,6 +20,10 @@ pub struct Config {
     pub poll: Duration,
     /// The longest a cluster goes unchecked.
     pub max_interval: Duration,
+    /// Sweeps woken by notifications start at most this often: a burst of
+    /// them (every agent report hints the rollout engine) is one sweep, and
+    /// a rollout's members are read at most this often, not per report.
+    pub settle: Duration,
 }
 
 impl Default for Config {
@@ -31,6 +35,7 @@ impl Default for Config {
             lease: Duration::from_secs(30),
             poll: Duration::from_secs(1),
             max_interval: Duration::from_secs(3600),
+            settle: Duration::from_millis(200),
         }
     }
 }

@@ -197,6 +197,7 @@ impl Reconciler {
             if *shutdown.borrow() {
                 break;
             }
+            let began = Instant::now();
             match self.run_once().await {
                 Ok(n) if n > 0 => tracing::debug!(clusters = n, "sweep"),
                 Ok(_) => {}
@@ -204,7 +205,14 @@ impl Reconciler {
             }
             let poll = self.ctx.config.poll;
             tokio::select! {
-                _ = self.wake.notified() => {},
+                _ = self.wake.notified() => {
+                    // Let the burst this wake-up belongs to settle.
+                    let settle = self.ctx.config.settle.saturating_sub(began.elapsed());
+                    tokio::select! {
+                        _ = tokio::time::sleep(settle) => {},
+                        _ = shutdown.changed() => {},
+                    }
+                },
                 _ = tokio::time::sleep(poll) => {},
                 _ = shutdown.changed() => {},
             }
