@@ -67,6 +67,9 @@ pub struct AgentPrincipal {
     pub cluster_id: Uuid,
     pub cluster_name: String,
     pub credential_hash: Vec<u8>,
+    /// Whether a fence of the hub completed during this request (the cache
+    /// may be answered from without another; see `Hub::remembered`).
+    pub fenced: bool,
 }
 
 impl AgentPrincipal {

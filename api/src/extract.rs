@@ -103,14 +103,41 @@ impl FromRequestParts<AppState> for AgentPrincipal {
             ));
         };
         let credential_hash = agent_auth::hash(token);
-        let cluster_name =
-            agents::authenticate_agent(&state.pool, &tenant, cluster_id, &credential_hash)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::Unauthorized(
-                        "the agent credential is unknown, revoked, replaced or expired".into(),
-                    )
-                })?;
+        let refused = || {
+            ApiError::Unauthorized(
+                "the agent credential is unknown, revoked, replaced or expired".into(),
+            )
+        };
+        // Validity is judged by the wall clock, as the database's now() does.
+        let now = chrono::Utc::now();
+        let mut fenced = false;
+        let remembered = state
+            .hub
+            .remembered(&mut fenced, |c| {
+                c.credential(&tenant, cluster_id, &credential_hash, now)
+            })
+            .await;
+        let cluster_name = match remembered {
+            Some(name) => name,
+            None => {
+                let stamp = state.hub.stamp();
+                let (name, until) =
+                    agents::authenticate_agent(&state.pool, &tenant, cluster_id, &credential_hash)
+                        .await?
+                        .ok_or_else(refused)?;
+                if let Some(stamp) = stamp {
+                    state.hub.cache.store_credential(
+                        &tenant,
+                        cluster_id,
+                        stamp,
+                        &credential_hash,
+                        &name,
+                        until,
+                    );
+                }
+                name
+            }
+        };
         let span = tracing::Span::current();
         span.record("tenant", tenant.as_str());
         span.record("cluster", cluster_name.as_str());
@@ -124,6 +151,7 @@ impl FromRequestParts<AppState> for AgentPrincipal {
             cluster_id,
             cluster_name,
             credential_hash,
+            fenced,
         })
     }
 }

@@ -1,17 +1,24 @@
 //! Wakes long-polling agents when their cluster's desired state changes:
 //! the process's LISTEN loop (`meshfleet_core::notify`) feeds this in-memory
-//! fan-out to the requests waiting for that cluster.
+//! fan-out to the requests waiting for that cluster, and keeps this replica's
+//! [`Cache`] of what conditional GETs compare (see `cache` for its rules).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use meshfleet_core::notify::{
-    DESIRED_STATE_CHANNEL, RELEASES_CHANNEL, Signal, parse_cluster_payload,
+    CLUSTER_CHANNEL, DESIRED_STATE_CHANNEL, Fence, RELEASES_CHANNEL, Signal, parse_cluster_payload,
 };
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
+
+use crate::cache::{Cache, Stamp};
+
+/// The longest a request waits for a fence before it reads the database instead.
+const FENCE_LIMIT: Duration = Duration::from_secs(1);
 
 type Key = (String, Uuid);
 
@@ -22,6 +29,9 @@ pub struct Hub {
     /// Whether the LISTEN connection is up (false until it first connects):
     /// while it is down, changes do not wake waiting long polls.
     listening: AtomicBool,
+    /// What conditional GETs compare, per cluster (kept by the notifications).
+    pub cache: Cache,
+    fence: Fence,
 }
 
 /// A registration for one cluster's changes; dropping it unregisters.
@@ -76,6 +86,35 @@ impl Hub {
         }
     }
 
+    /// For a database read whose result may be remembered: `None` while the
+    /// LISTEN connection is down (nothing is remembered then).
+    pub fn stamp(&self) -> Option<Stamp> {
+        self.listening().then(|| self.cache.stamp())
+    }
+
+    /// What `look` finds in the cache, once it may be answered from: after a
+    /// fence that started after the request arrived (`fenced` remembers, for
+    /// the rest of the request, that one completed). `None` (read the
+    /// database) when nothing is remembered, the LISTEN connection is down,
+    /// or the fence does not complete within [`FENCE_LIMIT`].
+    pub async fn remembered<T>(
+        &self,
+        fenced: &mut bool,
+        look: impl Fn(&Cache) -> Option<T>,
+    ) -> Option<T> {
+        if !self.listening() {
+            return None;
+        }
+        look(&self.cache)?;
+        if !*fenced {
+            *fenced = self.fence.wait(FENCE_LIMIT).await;
+        }
+        if !*fenced || !self.listening() {
+            return None;
+        }
+        look(&self.cache)
+    }
+
     /// Wakes everyone (after a lost listener connection or a catalog change):
     /// waiters re-read their state and go back to waiting if nothing changed.
     pub fn wake_all(&self) {
@@ -87,7 +126,7 @@ impl Hub {
 
     /// Whether this process's LISTEN connection is up (`/readyz`).
     pub fn listening(&self) -> bool {
-        self.listening.load(Ordering::Acquire)
+        self.listening.load(Ordering::SeqCst)
     }
 
     /// How many clusters have at least one waiter.
@@ -98,33 +137,47 @@ impl Hub {
 
     fn dispatch(&self, channel: &str, payload: &str) {
         if channel == RELEASES_CHANNEL {
+            // a release's images are in every desired state on it
+            self.cache.forget_all();
             self.wake_all();
             return;
         }
         match parse_cluster_payload(payload) {
-            Some((tenant, id)) => self.wake(tenant, id),
-            None => tracing::warn!(%payload, "ignoring a malformed desired-state notification"),
+            Some((tenant, id)) => {
+                // forgotten before the waiters wake, so that they re-read
+                self.cache.forget(tenant, id);
+                if channel == DESIRED_STATE_CHANNEL {
+                    self.wake(tenant, id);
+                }
+            }
+            None => tracing::warn!(%payload, "ignoring a malformed cluster notification"),
         }
     }
 }
 
 /// Runs this process's listener, feeding the hub (ends when the pool is closed).
 pub async fn listen(pool: PgPool, hub: Arc<Hub>) {
+    let handler = hub.clone();
     meshfleet_core::notify::listen(
         pool,
-        &[DESIRED_STATE_CHANNEL, RELEASES_CHANNEL],
+        &[DESIRED_STATE_CHANNEL, CLUSTER_CHANNEL, RELEASES_CHANNEL],
+        Some(&hub.fence),
         move |signal| match signal {
-            Signal::Notification { channel, payload } => hub.dispatch(channel, payload),
-            // Either way notifications may have been missed: every waiting
-            // long poll re-reads its cluster (a poll woken while the database
-            // is down answers 503 and its agent retries).
+            Signal::Notification { channel, payload } => handler.dispatch(channel, payload),
+            // Either way notifications may have been missed: the cache forgets
+            // everything (after `listening` changes, so that no read stamped
+            // before is stored), and every waiting long poll re-reads its
+            // cluster (a poll woken while the database is down answers 503
+            // and its agent retries).
             Signal::Connected => {
-                hub.listening.store(true, Ordering::Release);
-                hub.wake_all();
+                handler.listening.store(true, Ordering::SeqCst);
+                handler.cache.forget_all();
+                handler.wake_all();
             }
             Signal::Lost => {
-                hub.listening.store(false, Ordering::Release);
-                hub.wake_all();
+                handler.listening.store(false, Ordering::SeqCst);
+                handler.cache.forget_all();
+                handler.wake_all();
             }
         },
     )

@@ -11,6 +11,7 @@
 pub mod agent_auth;
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod extract;

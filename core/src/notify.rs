@@ -3,10 +3,12 @@
 //! wrote), and hands them to a handler. A gap (lost connection) is reported
 //! too: notifications may have been missed, so whoever waits must re-check.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgListener, PgPoolOptions};
+use tokio::sync::{Notify, watch};
 
 /// A cluster's effective desired state changed; payload `tenant/cluster-id`.
 pub const DESIRED_STATE_CHANNEL: &str = "meshfleet_desired_state";
@@ -15,6 +17,10 @@ pub const RELEASES_CHANNEL: &str = "meshfleet_releases";
 /// A rollout has something to look at (a cluster in flight reported);
 /// payload `tenant/rollout-id`.
 pub const ROLLOUT_CHANNEL: &str = "meshfleet_rollout";
+/// Something a replica may remember about a cluster changed without changing
+/// its desired state (its resource version, its first report, its agent
+/// credential); payload `tenant/cluster-id`. Wakes nobody; forgets.
+pub const CLUSTER_CHANNEL: &str = "meshfleet_cluster";
 /// Reconcile work became due early; payload a hint (ignored).
 pub const RECONCILE_CHANNEL: &str = "meshfleet_reconcile";
 
@@ -44,15 +50,67 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 /// `application_name` of the LISTEN connections (in `pg_stat_activity`).
 pub const LISTENER_APPLICATION_NAME: &str = "meshfleet-listener";
 
+/// A fence through the LISTEN connection: [`Fence::wait`] returns once every
+/// notification of a transaction whose COMMIT was acknowledged before the
+/// call has been handed to the handler.
+///
+/// How: the listener runs a statement on its own connection, and PostgreSQL
+/// sends a listening session the notifications it has been signalled about
+/// before that statement's ReadyForQuery (a committing session signals the
+/// listeners before its COMMIT is acknowledged). One statement serves every
+/// caller that asked before it started.
+pub struct Fence {
+    wanted: Notify,
+    started: AtomicU64,
+    done: watch::Sender<u64>,
+}
+
+impl Default for Fence {
+    fn default() -> Self {
+        Fence {
+            wanted: Notify::new(),
+            started: AtomicU64::new(0),
+            done: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Fence {
+    /// Waits (at most `limit`) for a fence that starts after this call;
+    /// whether one completed.
+    pub async fn wait(&self, limit: Duration) -> bool {
+        let mut done = self.done.subscribe();
+        // A fence numbered above `started` has not sent its statement yet.
+        let target = self.started.load(Ordering::SeqCst) + 1;
+        self.wanted.notify_one();
+        matches!(
+            tokio::time::timeout(limit, done.wait_for(|d| *d >= target)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+fn dispatch(handler: &mut impl FnMut(Signal<'_>), n: &sqlx::postgres::PgNotification) {
+    metrics::counter!("meshfleet_notifications_total", "channel" => n.channel().to_string())
+        .increment(1);
+    handler(Signal::Notification {
+        channel: n.channel(),
+        payload: n.payload(),
+    });
+}
+
 /// Runs until `pool` is closed; reconnects with a pause. `Connected` is
 /// signalled only once the channels are listened to again.
 ///
 /// The LISTEN connection is not taken from `pool` but made with its options
 /// (named [`LISTENER_APPLICATION_NAME`]): requests that use up the pool
 /// cannot keep the listener from coming back, and it holds no slot of theirs.
+///
+/// With a `fence`, answers its [`Fence::wait`]s while connected.
 pub async fn listen(
     pool: PgPool,
     channels: &'static [&'static str],
+    fence: Option<&Fence>,
     mut handler: impl FnMut(Signal<'_>) + Send,
 ) {
     let own = PgPoolOptions::new()
@@ -87,19 +145,33 @@ pub async fn listen(
         tracing::info!(?channels, "listener connected");
         handler(Signal::Connected);
         loop {
+            let fence_wanted = async {
+                match fence {
+                    Some(f) => f.wanted.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             let received = tokio::select! {
                 r = listener.try_recv() => r,
+                _ = fence_wanted => {
+                    let Some(fence) = fence else { continue };
+                    let number = fence.started.fetch_add(1, Ordering::SeqCst) + 1;
+                    if let Err(e) = crate::store::ping_on(&mut listener).await {
+                        tracing::warn!(error = %e, "listener failed; reconnecting");
+                        handler(Signal::Lost);
+                        break;
+                    }
+                    // what arrived before the statement's end, in order
+                    while let Some(n) = listener.next_buffered() {
+                        dispatch(&mut handler, &n);
+                    }
+                    fence.done.send_replace(number);
+                    continue;
+                }
                 _ = &mut closed => break,
             };
             match received {
-                Ok(Some(n)) => {
-                    metrics::counter!("meshfleet_notifications_total", "channel" => n.channel().to_string())
-                        .increment(1);
-                    handler(Signal::Notification {
-                        channel: n.channel(),
-                        payload: n.payload(),
-                    });
-                }
+                Ok(Some(n)) => dispatch(&mut handler, &n),
                 Ok(None) => {
                     // sqlx has already connected again and re-issued LISTEN
                     // (eager reconnect; had that failed we would get `Err`)

@@ -174,6 +174,7 @@ impl Reconciler {
             notify::listen(
                 pool,
                 &[RECONCILE_CHANNEL, RELEASES_CHANNEL, ROLLOUT_CHANNEL],
+                None,
                 move |signal| {
                     if let Signal::Notification { channel, .. } = signal
                         && channel == ROLLOUT_CHANNEL

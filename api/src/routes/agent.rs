@@ -396,37 +396,50 @@ pub async fn desired_state(
     // Subscribe before reading, so that a change committed in between is not missed.
     let subscription = state.hub.subscribe(&agent.tenant, agent.cluster_id);
     let mut shutdown = state.shutdown.clone();
+    let mut fenced = agent.fenced;
     loop {
         let notified = subscription.notify().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let row = clusters::desired_state(&state.pool, &agent.tenant, agent.cluster_id)
-            .await?
-            .ok_or_else(|| ApiError::cluster_not_found(&agent.cluster_name))?;
-        let change = row.change_traceparent.clone();
-        let current = desired::effective(row);
-        let tag = desired::etag(&current);
-        let unchanged = pre.if_none_match.as_ref().is_some_and(|m| m.matches(&tag));
-        if !unchanged {
-            metrics::counter!("meshfleet_long_poll_answers_total", "result" => "changed")
-                .increment(1);
-            let mut response = with_etag(axum::Json(&current).into_response(), &tag);
-            // An agent that had an older state receives a change: continue
-            // the writer's trace (a first poll only learns the current state).
-            if pre.if_none_match.is_some()
-                && let Some(delivery) = change
-                    .as_deref()
-                    .and_then(parse_traceparent)
-                    .and_then(|change| delivery_traceparent(change, &agent, current.generation))
-            {
-                response = with_header(
-                    response,
-                    header::HeaderName::from_static(CHANGE_TRACEPARENT_HEADER),
-                    &delivery,
-                );
+        // An unchanged state is answered from this replica's cache when it
+        // may be (see `cache`); anything else reads the database.
+        let remembered = match &pre.if_none_match {
+            Some(m) => {
+                state
+                    .hub
+                    .remembered(&mut fenced, |c| {
+                        c.desired_etag(&agent.tenant, agent.cluster_id)
+                            .filter(|tag| m.matches(tag))
+                    })
+                    .await
             }
-            return Ok(response);
-        }
+            None => None,
+        };
+        let tag = match remembered {
+            Some(tag) => tag,
+            None => {
+                let stamp = state.hub.stamp();
+                let row = clusters::desired_state(&state.pool, &agent.tenant, agent.cluster_id)
+                    .await?
+                    .ok_or_else(|| ApiError::cluster_not_found(&agent.cluster_name))?;
+                let change = row.change_traceparent.clone();
+                let current = desired::effective(row);
+                let tag = desired::etag(&current);
+                if let Some(stamp) = stamp {
+                    state.hub.cache.store_desired_etag(
+                        &agent.tenant,
+                        agent.cluster_id,
+                        stamp,
+                        &tag,
+                    );
+                }
+                let unchanged = pre.if_none_match.as_ref().is_some_and(|m| m.matches(&tag));
+                if !unchanged {
+                    return Ok(changed_state(&agent, &pre, current, &tag, change));
+                }
+                tag
+            }
+        };
         let draining = *shutdown.borrow();
         let woken = tokio::time::Instant::now() < deadline
             && !draining
@@ -441,6 +454,33 @@ pub async fn desired_state(
             return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), &tag));
         }
     }
+}
+
+/// The answer of a desired-state read whose ETag is not the agent's.
+fn changed_state(
+    agent: &AgentPrincipal,
+    pre: &Preconditions,
+    current: DesiredState,
+    tag: &str,
+    change: Option<String>,
+) -> Response {
+    metrics::counter!("meshfleet_long_poll_answers_total", "result" => "changed").increment(1);
+    let mut response = with_etag(axum::Json(&current).into_response(), tag);
+    // An agent that had an older state receives a change: continue
+    // the writer's trace (a first poll only learns the current state).
+    if pre.if_none_match.is_some()
+        && let Some(delivery) = change
+            .as_deref()
+            .and_then(parse_traceparent)
+            .and_then(|change| delivery_traceparent(change, agent, current.generation))
+    {
+        response = with_header(
+            response,
+            header::HeaderName::from_static(CHANGE_TRACEPARENT_HEADER),
+            &delivery,
+        );
+    }
+    response
 }
 
 /// Counts a long poll in `meshfleet_long_poll_waiters` while it lasts.

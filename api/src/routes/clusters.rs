@@ -275,20 +275,37 @@ pub async fn get_cluster(
 ) -> ApiResult<Response> {
     principal.require_read()?;
     known_name(&name)?;
+    let not_modified =
+        |tag: &str| with_header(StatusCode::NOT_MODIFIED.into_response(), header::ETAG, tag);
+    // The ETag versions the spec and labels; a reported status changes
+    // without it, so only a cluster no agent reports for can be "not
+    // modified" (and only such a cluster's ETag is remembered: see `cache`).
+    if let Some(m) = &pre.if_none_match
+        && let Some(tag) = state
+            .hub
+            .remembered(&mut false, |c| {
+                c.resource_etag(&principal.tenant, &name)
+                    .filter(|tag| m.matches(tag))
+            })
+            .await
+    {
+        return Ok(not_modified(&tag));
+    }
+    let stamp = state.hub.stamp();
     let row = store::get_cluster(&state.pool, &principal.tenant, &name)
         .await?
         .ok_or_else(|| ApiError::cluster_not_found(&name))?;
-    // The ETag versions the spec and labels; a reported status changes
-    // without it, so only a cluster no agent reports for can be "not modified".
-    if let Some(m) = &pre.if_none_match
-        && row.report.is_none()
-        && m.matches(&etag(&row))
-    {
-        return Ok(with_header(
-            StatusCode::NOT_MODIFIED.into_response(),
-            header::ETAG,
-            &etag(&row),
-        ));
+    if row.report.is_none() {
+        let tag = etag(&row);
+        if let Some(stamp) = stamp {
+            state
+                .hub
+                .cache
+                .store_resource_etag(&principal.tenant, &name, row.id, stamp, &tag);
+        }
+        if pre.if_none_match.as_ref().is_some_and(|m| m.matches(&tag)) {
+            return Ok(not_modified(&tag));
+        }
     }
     Ok(cluster_response(&state, StatusCode::OK, row))
 }

@@ -143,15 +143,18 @@ pub async fn delete_credential(
     Ok(done.rows_affected() == 1)
 }
 
-/// The cluster an agent credential is valid for (current, or previous within its grace).
+/// The cluster an agent credential is valid for (current, or previous within
+/// its grace), and until when.
 pub async fn authenticate_agent(
     db: impl PgExecutor<'_>,
     tenant: &str,
     cluster_id: Uuid,
     credential_hash: &[u8],
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT c.name FROM agent_credentials a
+) -> Result<Option<(String, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.name, CASE WHEN a.credential_hash = $3 THEN a.expires_at
+                             ELSE a.previous_valid_until END
+         FROM agent_credentials a
          JOIN clusters c ON c.tenant_id = a.tenant_id AND c.id = a.cluster_id
          WHERE a.tenant_id = $1 AND a.cluster_id = $2
            AND ((a.credential_hash = $3 AND a.expires_at > now())

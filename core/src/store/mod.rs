@@ -56,5 +56,11 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 }
 
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+    ping_on(pool).await
+}
+
+/// A round trip on `db` (e.g. the LISTEN connection: its notifications
+/// arrive before the answer; see `notify::Fence`).
+pub async fn ping_on<'c>(db: impl sqlx::PgExecutor<'c>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(db).await.map(|_| ())
 }

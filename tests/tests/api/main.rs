@@ -7,6 +7,7 @@ mod auth;
 mod bundles;
 mod clusters;
 mod concurrency;
+mod conditional_get;
 mod contract;
 mod dashboard;
 mod fleet;

@@ -1,0 +1,256 @@
+//! What this replica remembers per cluster so that a conditional GET can be
+//! answered without PostgreSQL: the ETag of the effective desired state, the
+//! ETag of the cluster resource while no agent reports for it, and the agent
+//! credentials (by hash) valid for it.
+//!
+//! Kept correct by the LISTEN connection (`hub`): every change of what is
+//! remembered notifies at commit (`meshfleet_desired_state`,
+//! `meshfleet_cluster`), and the notification makes this replica forget that
+//! cluster. Three rules make a remembered value safe to answer from:
+//!
+//! - A value is stored only if its cluster was not forgotten between the
+//!   [`Stamp`] taken before the database read and the store (a read that
+//!   raced a change cannot leave the older state behind).
+//! - A value is answered from only after a `notify::Fence` that started after
+//!   the request arrived: every change whose COMMIT was acknowledged before
+//!   the request has then been forgotten (the notification travels after the
+//!   commit; the fence closes that window).
+//! - Nothing is stored or answered from while the LISTEN connection is down,
+//!   and everything is forgotten when it is lost or comes back (the `epoch`),
+//!   or when the release catalog changes.
+//!
+//! Keys lead with the tenant: a tenant's request only ever looks up its own
+//! tenant's clusters.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// More clusters than this remembered (or forgotten) and all is forgotten.
+const CAPACITY: usize = 250_000;
+
+/// Taken before a database read whose result may be stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    epoch: u64,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// The `seq` of the last time this cluster was forgotten.
+    forgotten_at: u64,
+    desired_etag: Option<String>,
+    /// The cluster resource's ETag, remembered only while it has no report.
+    resource_etag: Option<String>,
+    /// Credential hashes valid for this cluster: (hash, cluster name, until).
+    credentials: Vec<(Vec<u8>, String, DateTime<Utc>)>,
+}
+
+#[derive(Default)]
+struct Inner {
+    slots: HashMap<(String, Uuid), Slot>,
+    /// A tenant's cluster name → id (to find the slot of `GET /v1/clusters/{name}`).
+    names: HashMap<(String, String), Uuid>,
+}
+
+#[derive(Default)]
+pub struct Cache {
+    epoch: AtomicU64,
+    seq: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+impl Cache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            epoch: self.epoch.load(Ordering::SeqCst),
+            seq: self.seq.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Forgets what is remembered of one cluster (a notification about it).
+    pub fn forget(&self, tenant: &str, cluster_id: Uuid) {
+        let mut inner = self.lock();
+        let at = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        if inner.slots.len() >= CAPACITY {
+            self.forget_all_locked(&mut inner);
+        }
+        let slot = inner
+            .slots
+            .entry((tenant.to_string(), cluster_id))
+            .or_default();
+        *slot = Slot {
+            forgotten_at: at,
+            ..Slot::default()
+        };
+    }
+
+    /// Forgets everything (the listener was lost or is back; the catalog changed).
+    pub fn forget_all(&self) {
+        let mut inner = self.lock();
+        self.forget_all_locked(&mut inner);
+    }
+
+    fn forget_all_locked(&self, inner: &mut Inner) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        inner.slots.clear();
+        inner.names.clear();
+    }
+
+    /// Stores into the slot of a cluster unless it was forgotten since `stamp`.
+    fn store(&self, tenant: &str, cluster_id: Uuid, stamp: Stamp, f: impl FnOnce(&mut Slot)) {
+        let mut inner = self.lock();
+        if self.epoch.load(Ordering::SeqCst) != stamp.epoch || inner.slots.len() >= CAPACITY {
+            return;
+        }
+        let slot = inner
+            .slots
+            .entry((tenant.to_string(), cluster_id))
+            .or_default();
+        if slot.forgotten_at <= stamp.seq {
+            f(slot);
+        }
+    }
+
+    fn read<T>(
+        &self,
+        tenant: &str,
+        cluster_id: Uuid,
+        f: impl FnOnce(&Slot) -> Option<T>,
+    ) -> Option<T> {
+        let inner = self.lock();
+        inner
+            .slots
+            .get(&(tenant.to_string(), cluster_id))
+            .and_then(f)
+    }
+
+    pub fn desired_etag(&self, tenant: &str, cluster_id: Uuid) -> Option<String> {
+        self.read(tenant, cluster_id, |s| s.desired_etag.clone())
+    }
+
+    pub fn store_desired_etag(&self, tenant: &str, cluster_id: Uuid, stamp: Stamp, etag: &str) {
+        self.store(tenant, cluster_id, stamp, |s| {
+            s.desired_etag = Some(etag.to_string());
+        });
+    }
+
+    /// The ETag of the tenant's cluster `name`, if remembered (only while it has no report).
+    pub fn resource_etag(&self, tenant: &str, name: &str) -> Option<String> {
+        let inner = self.lock();
+        let id = inner.names.get(&(tenant.to_string(), name.to_string()))?;
+        inner
+            .slots
+            .get(&(tenant.to_string(), *id))
+            .and_then(|s| s.resource_etag.clone())
+    }
+
+    pub fn store_resource_etag(
+        &self,
+        tenant: &str,
+        name: &str,
+        cluster_id: Uuid,
+        stamp: Stamp,
+        etag: &str,
+    ) {
+        let mut stored = false;
+        self.store(tenant, cluster_id, stamp, |s| {
+            s.resource_etag = Some(etag.to_string());
+            stored = true;
+        });
+        if stored {
+            self.lock()
+                .names
+                .insert((tenant.to_string(), name.to_string()), cluster_id);
+        }
+    }
+
+    /// The cluster name a credential (by hash) is valid for, if remembered and valid `now`.
+    pub fn credential(
+        &self,
+        tenant: &str,
+        cluster_id: Uuid,
+        hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Option<String> {
+        self.read(tenant, cluster_id, |s| {
+            s.credentials
+                .iter()
+                .find(|(h, _, until)| h == hash && now < *until)
+                .map(|(_, name, _)| name.clone())
+        })
+    }
+
+    pub fn store_credential(
+        &self,
+        tenant: &str,
+        cluster_id: Uuid,
+        stamp: Stamp,
+        hash: &[u8],
+        name: &str,
+        until: DateTime<Utc>,
+    ) {
+        self.store(tenant, cluster_id, stamp, |s| {
+            // a rotation leaves two valid at once; more is someone guessing
+            s.credentials.retain(|(h, _, _)| h != hash);
+            s.credentials.truncate(3);
+            s.credentials.push((hash.to_vec(), name.to_string(), until));
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_that_raced_a_change_is_not_stored() {
+        let cache = Cache::default();
+        let id = Uuid::new_v4();
+        let before = cache.stamp();
+        cache.forget("t", id);
+        cache.store_desired_etag("t", id, before, "\"old\"");
+        assert_eq!(cache.desired_etag("t", id), None);
+        let after = cache.stamp();
+        cache.store_desired_etag("t", id, after, "\"new\"");
+        assert_eq!(cache.desired_etag("t", id).as_deref(), Some("\"new\""));
+        assert_eq!(cache.desired_etag("u", id), None, "another tenant's key");
+    }
+
+    #[test]
+    fn forgetting_everything_voids_stamps_taken_before() {
+        let cache = Cache::default();
+        let id = Uuid::new_v4();
+        let before = cache.stamp();
+        cache.forget_all();
+        cache.store_resource_etag("t", "a", id, before, "\"x-1\"");
+        assert_eq!(cache.resource_etag("t", "a"), None);
+        cache.store_resource_etag("t", "a", id, cache.stamp(), "\"x-1\"");
+        assert_eq!(cache.resource_etag("t", "a").as_deref(), Some("\"x-1\""));
+        assert_eq!(cache.resource_etag("u", "a"), None);
+        cache.forget("t", id);
+        assert_eq!(cache.resource_etag("t", "a"), None);
+    }
+
+    #[test]
+    fn a_credential_is_remembered_until_it_expires() {
+        let cache = Cache::default();
+        let id = Uuid::new_v4();
+        let now = Utc::now();
+        let until = now + chrono::Duration::seconds(60);
+        cache.store_credential("t", id, cache.stamp(), b"h", "a", until);
+        assert_eq!(cache.credential("t", id, b"h", now).as_deref(), Some("a"));
+        assert_eq!(cache.credential("t", id, b"other", now), None);
+        assert_eq!(cache.credential("t", id, b"h", until), None);
+        cache.forget("t", id);
+        assert_eq!(cache.credential("t", id, b"h", now), None);
+    }
+}
