@@ -42,7 +42,7 @@ pub struct AppState {
     /// When `/metrics` last read the fleet gauges from the database.
     pub fleet_gauges_read: Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
     /// More conditions `/readyz` reports on ([`AppState::with_readiness_check`]).
-    pub readiness: Vec<ReadinessCheck>,
+    pub readiness: Arc<[ReadinessCheck]>,
 }
 
 impl AppState {
@@ -68,7 +68,7 @@ impl AppState {
             shutdown: rx,
             shutdown_tx: Arc::new(tx),
             fleet_gauges_read: Arc::default(),
-            readiness: Vec::new(),
+            readiness: Arc::new([]),
         }
     }
 
@@ -77,7 +77,9 @@ impl AppState {
         mut self,
         check: impl Fn() -> Option<String> + Send + Sync + 'static,
     ) -> Self {
-        self.readiness.push(Arc::new(check));
+        let mut checks = self.readiness.to_vec();
+        checks.push(Arc::new(check));
+        self.readiness = checks.into();
         self
     }
 

@@ -50,6 +50,10 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 /// `application_name` of the LISTEN connections (in `pg_stat_activity`).
 pub const LISTENER_APPLICATION_NAME: &str = "meshfleet-listener";
 
+/// The least time between the starts of two fences (a fence's wait is at
+/// most this plus a round trip to PostgreSQL).
+const FENCE_SPACING: Duration = Duration::from_millis(1);
+
 /// A fence through the LISTEN connection: [`Fence::wait`] returns once every
 /// notification of a transaction whose COMMIT was acknowledged before the
 /// call has been handed to the handler.
@@ -144,17 +148,34 @@ pub async fn listen(
         }
         tracing::info!(?channels, "listener connected");
         handler(Signal::Connected);
+        let mut fence_pending = false;
+        let mut next_fence_at = tokio::time::Instant::now();
         loop {
-            let fence_wanted = async {
+            // A fence is run when one is wanted, at most one per
+            // FENCE_SPACING: under load one statement serves many requests.
+            let fence_due = async {
                 match fence {
-                    Some(f) => f.wanted.notified().await,
-                    None => std::future::pending().await,
+                    None => std::future::pending::<bool>().await,
+                    Some(f) if !fence_pending => {
+                        f.wanted.notified().await;
+                        false
+                    }
+                    Some(_) => {
+                        tokio::time::sleep_until(next_fence_at).await;
+                        true
+                    }
                 }
             };
             let received = tokio::select! {
                 r = listener.try_recv() => r,
-                _ = fence_wanted => {
+                run = fence_due => {
                     let Some(fence) = fence else { continue };
+                    if !run {
+                        fence_pending = true;
+                        continue;
+                    }
+                    fence_pending = false;
+                    next_fence_at = tokio::time::Instant::now() + FENCE_SPACING;
                     let number = fence.started.fetch_add(1, Ordering::SeqCst) + 1;
                     if let Err(e) = crate::store::ping_on(&mut listener).await {
                         tracing::warn!(error = %e, "listener failed; reconnecting");

@@ -60,7 +60,8 @@ pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
 }
 
 /// A round trip on `db` (e.g. the LISTEN connection: its notifications
-/// arrive before the answer; see `notify::Fence`).
+/// arrive before the answer; see `notify::Fence`), in the simple protocol:
+/// one message each way, no statement to prepare.
 pub async fn ping_on<'c>(db: impl sqlx::PgExecutor<'c>) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT 1").execute(db).await.map(|_| ())
+    sqlx::raw_sql("SELECT 1").execute(db).await.map(|_| ())
 }

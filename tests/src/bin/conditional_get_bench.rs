@@ -7,11 +7,11 @@
 //! binary with `--bare-server`) whose `GET /v1/clusters/{name}` answers a
 //! constant 304 with an ETag, and a private release `meshfleet up` (request
 //! limits off) with clusters registered. The same client (reqwest, keep-alive,
-//! `--connections` requests in flight) measures, after a warm-up, for
-//! `--seconds` each:
+//! `--connections` requests in flight) measures, after a warm-up, each path
+//! for `--seconds` in all, cut into `--rounds` rounds that take the three in
+//! turn (so a change of the machine's load weighs on all alike):
 //!
-//! - bare:   `GET /v1/clusters/{name}` → 304 (measured before and after the
-//!   real paths; the figure is their mean)
+//! - bare:   `GET /v1/clusters/{name}` → 304
 //! - tenant: `GET /v1/clusters/{name}`, a tenant's JWT and the cluster's
 //!   current ETag (no agent reports for it, so its ETag is all that changes)
 //! - agent:  `GET /v1/agent/desired-state` (no `waitSeconds`), the cluster's
@@ -20,7 +20,7 @@
 //! Every answer must be 304; each real path's rate is divided by the bare
 //! rate and ends with `RESULT conditional_get_ratio_<path> <x> x target >= 0.5 PASS|FAIL`.
 //!
-//!   bench/conditional-get.sh [--seconds 10] [--connections 32] [--clusters 200]
+//!   bench/conditional-get.sh [--seconds 10] [--rounds 5] [--connections 32] [--clusters 200]
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -41,9 +41,13 @@ struct Args {
     /// The `meshfleet` binary to run.
     #[arg(long, default_value = "target/release/meshfleet")]
     meshfleet: PathBuf,
-    /// How long each measurement lasts (after a warm-up of a quarter of it).
+    /// How long each path is measured in all (after a 2 s warm-up of each).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Rounds the measurement is cut into: each round measures every path
+    /// for its share of `--seconds`, in turn.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
     /// Requests in flight (keep-alive connections).
     #[arg(long, default_value_t = 32)]
     connections: usize,
@@ -102,62 +106,77 @@ struct Target {
     etag: String,
 }
 
+#[derive(Default)]
 struct Rate {
-    per_second: f64,
     not_modified: u64,
     other: u64,
+    seconds: f64,
+    /// The rate of each round's slice (to show the machine's spread).
+    slices: Vec<f64>,
 }
 
-/// `connections` workers going round `targets` at full speed for `seconds`.
-async fn measure(client: &reqwest::Client, targets: &Arc<Vec<Target>>, args: &Args) -> Rate {
-    let run = |secs: f64| {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let other = Arc::new(AtomicU64::new(0));
-        let workers: Vec<_> = (0..args.connections)
-            .map(|w| {
-                let (client, targets) = (client.clone(), targets.clone());
-                let (stop, ok, other) = (stop.clone(), ok.clone(), other.clone());
-                tokio::spawn(async move {
-                    let mut i = w;
-                    while !stop.load(Ordering::Relaxed) {
-                        let t = &targets[i % targets.len()];
-                        i += 1;
-                        let mut request = client.get(&t.url).header(header::IF_NONE_MATCH, &t.etag);
-                        if let Some(token) = &t.token {
-                            request = request.bearer_auth(token);
-                        }
-                        let counter = match request.send().await {
-                            Ok(r) if r.status() == StatusCode::NOT_MODIFIED => &ok,
-                            Ok(r) => {
-                                let _ = r.bytes().await;
-                                &other
-                            }
-                            Err(_) => &other,
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
+impl Rate {
+    fn per_second(&self) -> f64 {
+        self.not_modified as f64 / self.seconds.max(1e-9)
+    }
+
+    fn spread(&self) -> (f64, f64) {
+        let min = self.slices.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.slices.iter().copied().fold(0.0, f64::max);
+        (min, max)
+    }
+}
+
+/// `connections` workers going round `targets` at full speed for `secs`;
+/// adds what they did to `into`.
+async fn run(
+    client: &reqwest::Client,
+    targets: &Arc<Vec<Target>>,
+    connections: usize,
+    secs: f64,
+    into: &mut Rate,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let other = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..connections)
+        .map(|w| {
+            let (client, targets) = (client.clone(), targets.clone());
+            let (stop, ok, other) = (stop.clone(), ok.clone(), other.clone());
+            tokio::spawn(async move {
+                let mut i = w;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = &targets[i % targets.len()];
+                    i += 1;
+                    let mut request = client.get(&t.url).header(header::IF_NONE_MATCH, &t.etag);
+                    if let Some(token) = &t.token {
+                        request = request.bearer_auth(token);
                     }
-                })
+                    let counter = match request.send().await {
+                        Ok(r) if r.status() == StatusCode::NOT_MODIFIED => &ok,
+                        Ok(r) => {
+                            let _ = r.bytes().await;
+                            &other
+                        }
+                        Err(_) => &other,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
             })
-            .collect();
-        async move {
-            let started = Instant::now();
-            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-            let (n_ok, n_other) = (ok.load(Ordering::Relaxed), other.load(Ordering::Relaxed));
-            let elapsed = started.elapsed().as_secs_f64();
-            stop.store(true, Ordering::Relaxed);
-            for w in workers {
-                let _ = w.await;
-            }
-            Rate {
-                per_second: n_ok as f64 / elapsed,
-                not_modified: n_ok,
-                other: n_other,
-            }
-        }
-    };
-    let _ = run((args.seconds as f64 / 4.0).max(1.0)).await;
-    run(args.seconds as f64).await
+        })
+        .collect();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let (n_ok, n_other) = (ok.load(Ordering::Relaxed), other.load(Ordering::Relaxed));
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    into.not_modified += n_ok;
+    into.other += n_other;
+    into.seconds += elapsed;
+    into.slices.push(n_ok as f64 / elapsed);
 }
 
 async fn expect(response: reqwest::Result<reqwest::Response>, status: u16) -> reqwest::Response {
@@ -254,8 +273,8 @@ async fn main() {
         return;
     }
     println!(
-        "conditional GET: {} s per measurement after a warm-up, {} requests in flight, {} clusters",
-        args.seconds, args.connections, args.clusters
+        "conditional GET: {} s per path in {} rounds (after a warm-up), {} requests in flight, {} clusters",
+        args.seconds, args.rounds, args.connections, args.clusters
     );
 
     let mut bare = tokio::process::Command::new(std::env::current_exe().expect("own path"))
@@ -303,29 +322,44 @@ async fn main() {
         .collect();
     let (tenant, agent, bare_targets) = (Arc::new(tenant), Arc::new(agent), Arc::new(bare_targets));
 
-    // (on stderr, for a profiler to attach to the right phase)
-    eprintln!("measuring bare (before), then tenant, agent, bare (after)");
-    let bare_before = measure(&client, &bare_targets, &args).await;
-    eprintln!("measuring tenant");
-    let tenant_rate = measure(&client, &tenant, &args).await;
-    eprintln!("measuring agent");
-    let agent_rate = measure(&client, &agent, &args).await;
-    eprintln!("measuring bare (after)");
-    let bare_after = measure(&client, &bare_targets, &args).await;
+    // Warm-up, then rounds of one slice each, in turn: a machine whose load
+    // changes meanwhile weighs on all three alike.
+    let paths = [&bare_targets, &tenant, &agent];
+    for targets in paths {
+        run(
+            &client,
+            targets,
+            args.connections,
+            2.0,
+            &mut Rate::default(),
+        )
+        .await;
+    }
+    let slice = args.seconds as f64 / args.rounds.max(1) as f64;
+    let mut rates: [Rate; 3] = Default::default();
+    for round in 0..args.rounds.max(1) {
+        for (i, targets) in paths.iter().enumerate() {
+            // (on stderr, for a profiler to attach to the right phase)
+            eprintln!("measuring {} round {round}", ["bare", "tenant", "agent"][i]);
+            run(&client, targets, args.connections, slice, &mut rates[i]).await;
+        }
+    }
+    let [bare_rate, tenant_rate, agent_rate] = rates;
     drop(bare.stdin.take());
     let _ = tokio::time::timeout(Duration::from_secs(5), bare.wait()).await;
     up.stop().await;
 
-    let bare_rps = (bare_before.per_second + bare_after.per_second) / 2.0;
+    let bare_rps = bare_rate.per_second();
     let show = |label: &str, r: &Rate| {
+        let (min, max) = r.spread();
         println!(
-            "  {label:<58} {:9.0} req/s  ({} answered 304, {} other)",
-            r.per_second, r.not_modified, r.other
+            "  {label:<58} {:9.0} req/s  (rounds {min:.0}..{max:.0}; {} answered 304, {} other)",
+            r.per_second(),
+            r.not_modified,
+            r.other
         );
     };
-    show("bare axum GET /v1/clusters/{name} (before)", &bare_before);
-    show("bare axum GET /v1/clusters/{name} (after)", &bare_after);
-    println!("  {:<58} {bare_rps:9.0} req/s", "bare axum, mean");
+    show("bare axum GET /v1/clusters/{name}", &bare_rate);
     show(
         "meshfleet GET /v1/clusters/{name} (tenant JWT)",
         &tenant_rate,
@@ -338,7 +372,7 @@ async fn main() {
         ("tenant_get", &tenant_rate),
         ("agent_desired_state", &agent_rate),
     ] {
-        let ratio = rate.per_second / bare_rps.max(1.0);
+        let ratio = rate.per_second() / bare_rps.max(1.0);
         // every answer must have been a 304
         let pass = ratio >= 0.5 && rate.other == 0;
         println!("  {name}: {ratio:.2} x the bare handler (target >= 0.5)");
