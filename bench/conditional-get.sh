@@ -7,7 +7,7 @@
 # three in turn. Prints each rate and ends with
 # `RESULT conditional_get_ratio_<path> <x> x target >= 0.5 PASS|FAIL` per path.
 #
-#   bench/conditional-get.sh [--seconds 10] [--rounds 5] [--connections 32] [--clusters 200]
+#   bench/conditional-get.sh [--seconds 10] [--rounds 5] [--connections 128] [--clusters 200]
 #
 # Takes about a minute after the build; stops by itself.
 set -euo pipefail
