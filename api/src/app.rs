@@ -1,11 +1,17 @@
 //! The application: the router with its middleware, and serving.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::http::HEADER_LIMIT;
 use crate::request_context::request_context;
 use crate::state::AppState;
 use crate::{http, route_stats};
@@ -27,37 +33,98 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Largest buffer of a connection: the read buffer for a request head, and
+/// the queue of response bytes not yet written. Twice [`HEADER_LIMIT`], so a
+/// head over the limit still reaches the app and gets its 431 problem; a
+/// larger one is refused by the server with a bare 431. A connection starts
+/// with 8 KiB to read and 8 KiB to write (hyper's fixed initial sizes) and
+/// only a request or response this large grows them.
+pub const CONNECTION_BUFFER_LIMIT: usize = 2 * HEADER_LIMIT;
+
 /// A server bound to an address, not yet serving.
 pub struct Server {
     listener: TcpListener,
     router: Router,
+    header_read_timeout: Duration,
 }
 
 impl Server {
-    pub async fn bind(addr: SocketAddr, router: Router) -> std::io::Result<Server> {
-        Ok(Server {
-            listener: TcpListener::bind(addr).await?,
-            router,
-        })
+    /// The app of `state` ([`router`]) on `addr`, with the connection
+    /// settings of `state.config`.
+    pub async fn bind(addr: SocketAddr, state: &AppState) -> std::io::Result<Server> {
+        Ok(Server::from_listener(TcpListener::bind(addr).await?, state))
     }
 
-    pub fn from_listener(listener: TcpListener, router: Router) -> Server {
-        Server { listener, router }
+    pub fn from_listener(listener: TcpListener, state: &AppState) -> Server {
+        Server {
+            listener,
+            router: router(state.clone()),
+            header_read_timeout: state.config.header_read_timeout,
+        }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then drains the requests in flight.
+    /// Serves HTTP/1.1 until `shutdown` resolves, then stops accepting, lets
+    /// the requests in flight finish (long polls answer at once once the app
+    /// drains: `AppState::begin_shutdown`) and closes idle connections.
+    ///
+    /// hyper directly rather than `axum::serve`, for the connection settings
+    /// and because `axum::serve` rebuilds the router's route tables for every
+    /// connection (≈ 11 KiB each); here a connection shares the router.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .max_buf_size(CONNECTION_BUFFER_LIMIT)
+            // queue response bodies rather than copying them into the
+            // connection's buffer, which would keep the largest one's size
+            .writev(true);
+        let connections = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        accept_failed(e).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let service = TowerToHyperService::new(self.router.clone());
+            let connection =
+                connections.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        connections.shutdown().await;
+        Ok(())
     }
+}
+
+/// A failed accept: the peer gave up (nothing to do), or the process is out
+/// of something (file descriptors): say so and pause rather than spin.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept connections; retrying in 1s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -13,6 +13,10 @@ pub struct AppConfig {
     pub request_timeout: Duration,
     /// Limit for the desired-state long poll (which waits up to 60 s by design).
     pub long_poll_timeout: Duration,
+    /// How long a connection may take to send a request's head, counted
+    /// from when the server starts waiting for it: so also how long a
+    /// keep-alive connection may stay idle between requests before it is closed.
+    pub header_read_timeout: Duration,
     pub bootstrap_ttl: Duration,
     pub credential_ttl: Duration,
     /// How long a rotated agent credential stays valid.
@@ -31,6 +35,11 @@ pub struct AppConfig {
     pub max_clusters_per_tenant: Option<u32>,
 }
 
+/// Longer than any pause of the agent between requests (a 30 s heartbeat; a
+/// long poll is followed at once by the next), shorter than HTTP clients'
+/// usual 90 s idle-connection timeout.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Defaults of the shared service's limits (the `meshfleet` command's too).
 pub const DEFAULT_TENANT_RATE: f64 = 50.0;
 pub const DEFAULT_TENANT_BURST: u32 = 200;
@@ -43,6 +52,7 @@ impl Default for AppConfig {
         AppConfig {
             request_timeout: Duration::from_secs(30),
             long_poll_timeout: Duration::from_secs(90),
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             bootstrap_ttl: Duration::from_secs(24 * 3600),
             credential_ttl: Duration::from_secs(30 * 24 * 3600),
             rotation_grace: Duration::from_secs(600),

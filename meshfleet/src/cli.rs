@@ -293,6 +293,7 @@ fn settings(args: &SettingsArgs) -> Result<Settings, CliError> {
 fn app_config(http: &HttpArgs, settings: Settings) -> AppConfig {
     AppConfig {
         request_timeout: http.request_timeout,
+        header_read_timeout: http.header_read_timeout,
         bootstrap_ttl: http.bootstrap_ttl,
         agent_image: http.agent_image.clone(),
         public_url: http.public_url.clone(),
@@ -398,7 +399,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     );
     let listener = state.spawn_listener();
     let (stop_tx, _) = watch::channel(false);
-    let server = Server::bind(args.listen, app::router(state.clone()))
+    let server = Server::bind(args.listen, &state)
         .await
         .map_err(|source| CliError::Bind {
             addr: args.listen,
@@ -523,7 +524,7 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
     if !state.wait_listening(Duration::from_secs(10)).await {
         tracing::warn!("the LISTEN connection is not up yet; /readyz says so until it is");
     }
-    let server = Server::from_listener(tcp, app::router(state.clone()));
+    let server = Server::from_listener(tcp, &state);
     let bound = server.local_addr().map_err(|source| CliError::Io {
         what: "no local address".into(),
         source,

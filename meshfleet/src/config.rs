@@ -134,6 +134,11 @@ pub struct HttpArgs {
     #[arg(long, env = "MESHFLEET_REQUEST_TIMEOUT", value_name = "MESHFLEET_REQUEST_TIMEOUT",
           default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+    /// Close a connection that has not sent a whole request head this long
+    /// after the server began to wait for one (also: idle keep-alive).
+    #[arg(long, env = "MESHFLEET_HEADER_READ_TIMEOUT", value_name = "MESHFLEET_HEADER_READ_TIMEOUT",
+          default_value = "60s", value_parser = parse_header_read_timeout)]
+    pub header_read_timeout: Duration,
     /// Connections in the database pool.
     #[arg(long, env = "MESHFLEET_DB_MAX_CONNECTIONS", value_name = "MESHFLEET_DB_MAX_CONNECTIONS", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -183,6 +188,15 @@ pub struct HttpArgs {
     #[arg(long, env = "MESHFLEET_MAX_CLUSTERS_PER_TENANT", value_name = "MESHFLEET_MAX_CLUSTERS_PER_TENANT",
           default_value_t = meshfleet_api::config::DEFAULT_MAX_CLUSTERS_PER_TENANT)]
     pub max_clusters_per_tenant: u32,
+}
+
+/// A header read timeout: a duration of at least a second.
+fn parse_header_read_timeout(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err(format!("`{s}` is too short: give at least 1s")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A request rate: a finite number ≥ 0 of requests per second.

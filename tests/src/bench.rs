@@ -19,3 +19,17 @@ pub fn rss_kib(pid: Option<u32>) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
+
+/// A benchmark's closing line for one figure:
+/// `RESULT <name> <value> <unit> target <op> <target> PASS|FAIL` (`op` is
+/// `<=` or `>=`).
+pub fn result(name: &str, value: f64, unit: &str, op: &str, target: f64) -> String {
+    let pass = match op {
+        "<=" => value <= target,
+        _ => value >= target,
+    };
+    format!(
+        "RESULT {name} {value:.1} {unit} target {op} {target} {}",
+        if pass { "PASS" } else { "FAIL" }
+    )
+}

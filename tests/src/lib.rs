@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use meshfleet::pg::{EmbeddedPg, PgOptions};
 use meshfleet::telemetry::metrics_handle;
-use meshfleet_api::app::{self, Server};
+use meshfleet_api::app::Server;
 use meshfleet_api::auth::{DevSigner, Role};
 pub use meshfleet_api::config::AppConfig;
 use meshfleet_api::state::AppState;
@@ -170,9 +170,7 @@ struct Running {
 }
 
 async fn serve(addr: std::net::SocketAddr, state: AppState) -> (std::net::SocketAddr, Running) {
-    let server = Server::bind(addr, app::router(state.clone()))
-        .await
-        .expect("bind");
+    let server = Server::bind(addr, &state).await.expect("bind");
     let addr = server.local_addr().expect("addr");
     let listener = state.spawn_listener();
     // Ready (`/readyz`) once its LISTEN connection is up.

@@ -1,8 +1,29 @@
 //! Long-poll benchmark client: holds N concurrent agent long polls against a
-//! running `meshfleet` server, changes M clusters' specs, and prints the
-//! change→agent-received latency and the server's resident memory; then
-//! measures status-report throughput (changed reports, then unchanged
+//! running `meshfleet` server and measures the server's memory per held poll;
+//! changes M clusters' specs and prints the change→agent-received latency;
+//! then measures status-report throughput (changed reports, then unchanged
 //! heartbeats, which only touch the heartbeat timestamp).
+//!
+//! Memory per held poll. `--polls 2000,10000` holds polls in stages (2,000,
+//! then 8,000 more) and reads the server's resident memory (`VmRSS`):
+//!
+//! - *base*: after all clusters are registered and a warm-up (unconditional
+//!   GETs of the desired state from 256 agents, 128 at a time, over
+//!   connections that are then closed), so the database pool's connections
+//!   and the lazily built parts of the server already exist;
+//! - *connected*, per stage: every agent of the stage has had its first,
+//!   unconditional GET answered and keeps its connection open and idle
+//!   (keep-alive), the agents of the earlier stages still waiting;
+//! - *holding*, per stage: every agent so far waits in a long poll (the
+//!   server's `meshfleet_long_poll_waiters` gauge equals their number).
+//!
+//! The figure is (holding − base) / polls held: all that a connected, waiting
+//! agent costs the server (its connection and buffers, the waiting request,
+//! its entry in the wake map), split into the connection ((connected −
+//! previous holding) / agents added) and the wait ((holding − connected) /
+//! agents added). The worst stage is the `RESULT` line (target ≤ 16 KiB).
+//! Memory the allocator kept from the warm-up may be reused by the first
+//! polls; with 256 warm-up requests against ≥ 2,000 polls that hides little.
 //!
 //! Run it through `bench/longpoll.sh`, which builds release binaries, starts a
 //! private server, and passes `--base`, `--token` and `--server-pid`.
@@ -14,56 +35,80 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use futures::StreamExt;
-use meshfleet_tests::bench::{percentile, rss_kib};
+use meshfleet_tests::bench::{percentile, result, rss_kib};
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
+#[derive(Debug, Parser)]
 struct Args {
+    #[arg(long)]
     base: String,
+    #[arg(long)]
     token: String,
-    polls: usize,
+    /// Long polls held, in ascending stages (`2000,10000`): memory is read at each.
+    #[arg(long, value_delimiter = ',', default_value = "2000")]
+    polls: Vec<usize>,
+    /// Spec changes spread over the fleet, for the latency.
+    #[arg(long, default_value_t = 200)]
     changes: usize,
+    /// The server's process id, for its memory.
+    #[arg(long)]
     server_pid: Option<u32>,
+    /// How long unchanged heartbeats are driven.
+    #[arg(long = "heartbeat-seconds", default_value_t = 10)]
     heartbeat_secs: u64,
 }
 
-fn args() -> Args {
-    let mut a = Args {
-        base: String::new(),
-        token: String::new(),
-        polls: 2000,
-        changes: 200,
-        server_pid: None,
-        heartbeat_secs: 10,
-    };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i + 1 < argv.len() {
-        let v = argv[i + 1].clone();
-        match argv[i].as_str() {
-            "--base" => a.base = v,
-            "--token" => a.token = v,
-            "--polls" => a.polls = v.parse().expect("--polls N"),
-            "--changes" => a.changes = v.parse().expect("--changes M"),
-            "--server-pid" => a.server_pid = Some(v.parse().expect("--server-pid PID")),
-            "--heartbeat-seconds" => a.heartbeat_secs = v.parse().expect("--heartbeat-seconds S"),
-            other => panic!("unknown argument {other}"),
+/// Target of the memory a held long poll costs the server (issue 10).
+const MEMORY_PER_POLL_TARGET_KIB: f64 = 16.0;
+/// A change reaches its agent within a second at p99 (the design's target).
+const CHANGE_P99_TARGET_MS: f64 = 1000.0;
+/// Unchanged heartbeats per second one api ingests (issue 10).
+const HEARTBEATS_TARGET: f64 = 10_000.0;
+
+/// The value of an unlabelled series in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (series, value) = l.split_once(' ')?;
+        (series == name).then(|| value.trim().parse().ok())?
+    })
+}
+
+/// Waits until `n` long polls wait in the server (its own gauge), at most 60 s.
+async fn wait_for_waiters(client: &reqwest::Client, base: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = None;
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{base}/metrics")).send().await
+            && let Ok(text) = r.text().await
+        {
+            seen = metric(&text, "meshfleet_long_poll_waiters");
+            if seen == Some(n as f64) {
+                return;
+            }
         }
-        i += 2;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        !a.base.is_empty() && !a.token.is_empty(),
-        "--base URL and --token T are required"
-    );
-    a
+    println!("warning: the server counts {seen:?} waiting long polls, not {n}");
+}
+
+fn kib_per(delta_kib: u64, n: usize) -> f64 {
+    delta_kib as f64 / n.max(1) as f64
 }
 
 #[tokio::main]
 async fn main() {
-    let a = args();
+    let a = Args::parse();
+    let stages = a.polls.clone();
+    assert!(
+        !stages.is_empty() && stages.windows(2).all(|w| w[0] < w[1]),
+        "--polls takes ascending counts"
+    );
+    let polls = *stages.last().unwrap();
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(a.polls + 64)
+        .pool_max_idle_per_host(polls + 64)
         .timeout(Duration::from_secs(120))
         .build()
         .unwrap();
@@ -71,7 +116,7 @@ async fn main() {
     let run = format!("{:x}", std::process::id());
 
     // 1. clusters and their agents' credentials
-    let credentials: Vec<String> = futures::stream::iter(0..a.polls)
+    let credentials: Vec<String> = futures::stream::iter(0..polls)
         .map(|i| {
             let (client, base, token, run) = (client.clone(), a.base.clone(), a.token.clone(), run.clone());
             async move {
@@ -95,69 +140,98 @@ async fn main() {
         .collect()
         .await;
     println!(
-        "setup: {} clusters registered in {:.1}s",
-        a.polls,
+        "setup: {polls} clusters registered in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    let rss_before = rss_kib(a.server_pid);
+    let url = format!("{}/v1/agent/desired-state", a.base);
 
-    // 2. N agents long-polling
+    // 2. warm-up over connections of its own, closed afterwards
+    {
+        let warm = reqwest::Client::new();
+        futures::stream::iter(credentials.iter().take(256))
+            .map(|cred| {
+                let (warm, url) = (warm.clone(), url.clone());
+                async move {
+                    let r = warm.get(&url).bearer_auth(cred).send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            })
+            .buffer_unordered(128)
+            .collect::<Vec<()>>()
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_base = rss_kib(a.server_pid);
+
+    // 3. N agents: connect (an unconditional GET), wait for their stage, long-poll
     let received: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
-    let parked = Arc::new(AtomicUsize::new(0));
+    let connected = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
+    // how many stages may long-poll
+    let (go, released) = watch::channel(0usize);
     let mut tasks = Vec::new();
-    for (i, cred) in credentials.iter().enumerate() {
-        let (client, base, cred) = (client.clone(), a.base.clone(), cred.clone());
-        let (received, parked, errors) = (received.clone(), parked.clone(), errors.clone());
-        tasks.push(tokio::spawn(async move {
-            let url = format!("{base}/v1/agent/desired-state");
-            let mut etag = loop {
-                match client.get(&url).bearer_auth(&cred).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        break r.headers()["etag"].to_str().unwrap().to_string();
+    // (agents, connected RSS, holding RSS) per stage
+    let mut memory = Vec::new();
+    let mut spawned = 0;
+    for (stage, &n) in stages.iter().enumerate() {
+        for (i, cred) in credentials.iter().enumerate().take(n).skip(spawned) {
+            let (client, url, cred) = (client.clone(), url.clone(), cred.clone());
+            let (received, connected, errors) =
+                (received.clone(), connected.clone(), errors.clone());
+            let mut released = released.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut etag = loop {
+                    match client.get(&url).bearer_auth(&cred).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            break r.headers()["etag"].to_str().unwrap().to_string();
+                        }
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
                     }
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                };
+                connected.fetch_add(1, Ordering::Relaxed);
+                let _ = released.wait_for(|s| *s > stage).await;
+                loop {
+                    let request = client
+                        .get(format!("{url}?waitSeconds=60"))
+                        .bearer_auth(&cred)
+                        .header("if-none-match", &etag)
+                        .send();
+                    match request.await {
+                        Ok(r) if r.status() == 200 => {
+                            let at = Instant::now();
+                            etag = r.headers()["etag"].to_str().unwrap().to_string();
+                            received.lock().await.entry(i).or_insert(at);
+                        }
+                        Ok(r) if r.status() == 304 => {}
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
                     }
                 }
-            };
-            let mut first = true;
-            loop {
-                let request = client
-                    .get(format!("{url}?waitSeconds=60"))
-                    .bearer_auth(&cred)
-                    .header("if-none-match", &etag)
-                    .send();
-                if first {
-                    parked.fetch_add(1, Ordering::Relaxed);
-                    first = false;
-                }
-                match request.await {
-                    Ok(r) if r.status() == 200 => {
-                        let at = Instant::now();
-                        etag = r.headers()["etag"].to_str().unwrap().to_string();
-                        received.lock().await.entry(i).or_insert(at);
-                    }
-                    Ok(r) if r.status() == 304 => {}
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-            }
-        }));
+            }));
+        }
+        while connected.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        wait_for_waiters(&client, &a.base, spawned).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss_connected = rss_kib(a.server_pid);
+        go.send_replace(stage + 1);
+        wait_for_waiters(&client, &a.base, n).await;
+        // let the last polls settle into waiting
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss_holding = rss_kib(a.server_pid);
+        memory.push((n, rss_connected, rss_holding));
+        spawned = n;
     }
-    while parked.load(Ordering::Relaxed) < a.polls {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // let the last requests reach the server and park there
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_held = rss_kib(a.server_pid);
 
-    // 3. M changes, spread over the fleet
-    let step = (a.polls / a.changes.max(1)).max(1);
-    let targets: Vec<usize> = (0..a.changes.min(a.polls)).map(|k| k * step).collect();
+    // 4. M changes, spread over the fleet
+    let step = (polls / a.changes.max(1)).max(1);
+    let targets: Vec<usize> = (0..a.changes.min(polls)).map(|k| k * step).collect();
     let sent: HashMap<usize, Instant> = futures::stream::iter(targets.clone())
         .map(|i| {
             let (client, base, token, run) =
@@ -196,31 +270,57 @@ async fn main() {
         t.abort();
     }
 
-    println!("long polls held: {}", a.polls);
+    println!("long polls held: {polls}");
     println!(
         "changes: {} (missed: {missed}, agents woken without a change: {unexpected})",
         targets.len()
     );
+    let p99_ms = percentile(&latencies, 0.99).as_secs_f64() * 1e3;
     println!(
-        "change->agent-received latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "change->agent-received latency: p50 {:.1} ms, p99 {p99_ms:.1} ms, max {:.1} ms",
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     );
-    if let (Some(before), Some(held)) = (rss_before, rss_held) {
+    let mut per_poll_worst = None::<f64>;
+    if let Some(base) = rss_base {
         println!(
-            "server RSS: {:.1} MiB before the polls, {:.1} MiB holding them ({:.1} KiB per poll)",
-            before as f64 / 1024.0,
-            held as f64 / 1024.0,
-            (held.saturating_sub(before)) as f64 / a.polls as f64
+            "server RSS: {:.1} MiB after registering {polls} clusters and a warm-up",
+            base as f64 / 1024.0
         );
+        println!(
+            "  {:>6}  {:>15}  {:>13}  {:>15}  {:>12}  {:>14}",
+            "polls",
+            "connected, idle",
+            "holding polls",
+            "per connection",
+            "per waiting",
+            "per held poll"
+        );
+        let mut before = (0, base);
+        for &(n, connected, holding) in &memory {
+            let (Some(connected), Some(holding)) = (connected, holding) else {
+                continue;
+            };
+            let added = n - before.0;
+            let per_poll = kib_per(holding.saturating_sub(base), n);
+            println!(
+                "  {n:>6}  {:>11.1} MiB  {:>9.1} MiB  {:>11.1} KiB  {:>8.1} KiB  {:>10.1} KiB",
+                connected as f64 / 1024.0,
+                holding as f64 / 1024.0,
+                kib_per(connected.saturating_sub(before.1), added),
+                kib_per(holding.saturating_sub(connected), added),
+                per_poll,
+            );
+            per_poll_worst = Some(per_poll_worst.map_or(per_poll, |w| w.max(per_poll)));
+            before = (n, holding);
+        }
     }
     println!(
         "client-side request errors/retries: {}",
         errors.load(Ordering::Relaxed)
     );
 
-    // 4. heartbeats: every agent reports once (a changed report: the full write),
+    // 5. heartbeats: every agent reports once (a changed report: the full write),
     //    then unchanged reports as fast as 64 workers can send them.
     let report = json!({"observedGeneration": 1, "components": [
         {"name": "istiod", "desiredVersion": "1.27.1", "observedVersion": "1.27.1", "ready": true,
@@ -290,11 +390,52 @@ async fn main() {
         beats.extend(w.await.unwrap());
     }
     beats.sort();
+    let heartbeats = beats.len() as f64 / window.as_secs_f64();
     println!(
-        "unchanged heartbeats: {:.0}/s over {}s from 64 workers (p50 {:.1} ms, p99 {:.1} ms)",
-        beats.len() as f64 / window.as_secs_f64(),
+        "unchanged heartbeats: {heartbeats:.0}/s over {}s from 64 workers (p50 {:.1} ms, p99 {:.1} ms)",
         window.as_secs(),
         percentile(&beats, 0.50).as_secs_f64() * 1e3,
         percentile(&beats, 0.99).as_secs_f64() * 1e3,
+    );
+
+    println!(
+        "{}",
+        result(
+            "longpoll_memory_per_poll",
+            per_poll_worst.unwrap_or(f64::INFINITY),
+            "KiB",
+            "<=",
+            MEMORY_PER_POLL_TARGET_KIB
+        )
+    );
+    println!(
+        "{}",
+        result(
+            "longpoll_change_p99",
+            p99_ms,
+            "ms",
+            "<=",
+            CHANGE_P99_TARGET_MS
+        )
+    );
+    println!(
+        "{}",
+        result(
+            "longpoll_changes_missed",
+            missed as f64,
+            "changes",
+            "<=",
+            0.0
+        )
+    );
+    println!(
+        "{}",
+        result(
+            "longpoll_unchanged_heartbeats",
+            heartbeats,
+            "reports/s",
+            ">=",
+            HEARTBEATS_TARGET
+        )
     );
 }

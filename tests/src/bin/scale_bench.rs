@@ -129,13 +129,9 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn result(name: &str, value: f64, unit: &str, op: &str, target: f64) {
-    let pass = match op {
-        "<=" => value <= target,
-        _ => value >= target,
-    };
     println!(
-        "RESULT {name} {value:.1} {unit} target {op} {target} {}",
-        if pass { "PASS" } else { "FAIL" }
+        "{}",
+        meshfleet_tests::bench::result(name, value, unit, op, target)
     );
 }
 

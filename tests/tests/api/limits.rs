@@ -1,9 +1,14 @@
 //! The limits of a shared service: request rates per tenant and per agent
-//! (429 with `Retry-After`), the cluster quota, header size.
+//! (429 with `Retry-After`), the cluster quota, header size, and the
+//! connection's limits (header read timeout, buffer size).
 
+use std::time::Duration;
+
+use meshfleet_api::app::CONNECTION_BUFFER_LIMIT;
 use meshfleet_api::limits::RateLimit;
 use meshfleet_tests::{TestApp, cluster_body, test_config};
 use reqwest::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A limit that refills so slowly that a test never sees a token come back.
 fn burst_only(burst: u32) -> Option<RateLimit> {
@@ -210,4 +215,36 @@ async fn oversized_headers_get_431_problem() {
         "{}",
         r.text
     );
+}
+
+#[tokio::test]
+async fn headers_past_the_connection_buffer_are_refused_with_431() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .get("/v1/clusters")
+        .token(&app.owner("acme"))
+        .header("x-padding", &"a".repeat(CONNECTION_BUFFER_LIMIT + 1024))
+        .send()
+        .await;
+    assert_eq!(r.status.as_u16(), 431, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_connection_that_does_not_finish_its_request_head_in_time_is_closed() {
+    let mut config = test_config();
+    config.header_read_timeout = Duration::from_secs(1);
+    let app = TestApp::spawn_with(config).await;
+    let mut conn = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: meshfleet\r\nx-slow: ")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    // The server closes it (without an answer: there is no request to answer);
+    // the outer limit only keeps a broken server from hanging the test.
+    let read = tokio::time::timeout(Duration::from_secs(60), conn.read_to_end(&mut answer))
+        .await
+        .expect("the server kept the connection open");
+    assert_eq!(read.unwrap(), 0, "{}", String::from_utf8_lossy(&answer));
 }
