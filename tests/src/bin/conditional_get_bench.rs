@@ -226,34 +226,10 @@ async fn real_targets(
             token: Some(token.clone()),
             etag: tag,
         });
-        let issued = expect(
-            client
-                .post(format!("{base}/v1/clusters/{name}/bootstrap-tokens"))
-                .bearer_auth(&owner)
-                .send()
-                .await,
-            201,
-        )
-        .await
-        .json::<serde_json::Value>()
-        .await
-        .expect("token");
-        let registered = expect(
-            client
-                .post(format!("{base}/v1/agent/register"))
-                .json(&json!({"bootstrapToken": issued["token"]}))
-                .send()
-                .await,
-            201,
-        )
-        .await
-        .json::<serde_json::Value>()
-        .await
-        .expect("credential");
-        let credential = registered["credential"]
-            .as_str()
-            .expect("credential")
-            .to_string();
+        let credential =
+            meshfleet_tests::bench::register_agent(client, base, &owner, &name, json!({}))
+                .await
+                .unwrap_or_else(|e| panic!("registering the agent of {name}: {e}"));
         let url = format!("{base}/v1/agent/desired-state");
         let first = client.get(&url).bearer_auth(&credential).send().await;
         let tag = etag(&expect(first, 200).await);

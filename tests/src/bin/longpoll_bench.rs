@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use futures::StreamExt;
 use meshfleet_tests::bench::{percentile, result, rss_kib};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{Mutex, watch};
 
 #[derive(Debug, Parser)]
@@ -124,16 +124,9 @@ async fn main() {
                 let body = json!({"labels": {"bench": run}, "mesh": {"upgrade": {"mode": "manual", "version": "1.27.1"}}});
                 let r = client.put(format!("{base}/v1/clusters/{name}")).bearer_auth(&token).json(&body).send().await.unwrap();
                 assert!(r.status().is_success(), "create: {}", r.text().await.unwrap());
-                let r = client.post(format!("{base}/v1/clusters/{name}/bootstrap-tokens")).bearer_auth(&token).send().await.unwrap();
-                let bt: Value = r.json().await.unwrap();
-                let r = client
-                    .post(format!("{base}/v1/agent/register"))
-                    .json(&json!({"bootstrapToken": bt["token"]}))
-                    .send()
+                meshfleet_tests::bench::register_agent(&client, &base, &token, &name, json!({}))
                     .await
-                    .unwrap();
-                let cred: Value = r.json().await.unwrap();
-                cred["credential"].as_str().unwrap().to_string()
+                    .unwrap_or_else(|e| panic!("registering the agent of {name}: {e}"))
             }
         })
         .buffered(32)

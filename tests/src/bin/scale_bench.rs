@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::StreamExt;
-use meshfleet_tests::bench::rss_kib;
+use meshfleet_tests::bench::{register_agent, rss_kib};
 use meshfleet_tests::up::Up;
 use serde_json::{Value, json};
 
@@ -191,29 +191,14 @@ async fn main() {
             credentials.clone(),
         );
         async move {
-            let issued = expect(
-                client
-                    .post(format!("{base}/v1/clusters/{}/bootstrap-tokens", name(i)))
-                    .bearer_auth(&token)
-                    .send()
-                    .await,
-                201,
+            *credentials[i].lock().expect("lock") = register_agent(
+                &client,
+                &base,
+                &token,
+                &name(i),
+                json!({"facts": {"kubernetesVersion": "v1.31.2", "nodeCount": 3}}),
             )
             .await?;
-            let registered = expect(
-                client
-                    .post(format!("{base}/v1/agent/register"))
-                    .json(&json!({"bootstrapToken": issued["token"],
-                                  "facts": {"kubernetesVersion": "v1.31.2", "nodeCount": 3}}))
-                    .send()
-                    .await,
-                201,
-            )
-            .await?;
-            *credentials[i].lock().expect("lock") = registered["credential"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
             Ok(())
         }
     })
