@@ -150,7 +150,7 @@ async fn no_token_bootstrap_token_or_agent_credential_appears_in_logs_events_pro
     let replayed = register(token.clone()).await;
     assert_eq!(replayed.status, 401, "used once");
     answers.push(replayed.text);
-    let unknown = format!("{}0", &token[..token.len() - 1]);
+    let unknown = altered(&token);
     secrets.push(unknown.clone());
     let refused = register(unknown).await;
     assert_eq!(refused.status, 401);
@@ -172,7 +172,7 @@ async fn no_token_bootstrap_token_or_agent_credential_appears_in_logs_events_pro
         .send()
         .await;
     assert_eq!(put.status, 204, "{}", put.text);
-    let wrong = format!("{}0", &credential[..credential.len() - 1]);
+    let wrong = altered(&credential);
     secrets.push(wrong.clone());
     let refused = app
         .get("/v1/agent/desired-state")
@@ -318,4 +318,12 @@ async fn no_token_bootstrap_token_or_agent_credential_appears_in_logs_events_pro
                 && l["span"]["tenant"] == "acme"),
         "{text}"
     );
+}
+
+/// The secret with its last character changed: a different secret of the same shape. (Replacing it with a
+/// fixed character gave back the same secret whenever it already ended in that character.)
+fn altered(secret: &str) -> String {
+    let last = secret.chars().last().expect("a secret is never empty");
+    let other = if last == '0' { '1' } else { '0' };
+    format!("{}{other}", &secret[..secret.len() - last.len_utf8()])
 }
