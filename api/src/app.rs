@@ -8,6 +8,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use meshfleet_core::ops::heartbeat::Heartbeats;
 use tokio::net::TcpListener;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -46,6 +47,8 @@ pub struct Server {
     listener: TcpListener,
     router: Router,
     header_read_timeout: Duration,
+    /// Written once the requests in flight are done.
+    heartbeats: Heartbeats,
 }
 
 impl Server {
@@ -60,6 +63,7 @@ impl Server {
             listener,
             router: router(state.clone()),
             header_read_timeout: state.config.header_read_timeout,
+            heartbeats: state.heartbeats.clone(),
         }
     }
 
@@ -69,7 +73,8 @@ impl Server {
 
     /// Serves HTTP/1.1 until `shutdown` resolves, then stops accepting, lets
     /// the requests in flight finish (long polls answer at once once the app
-    /// drains: `AppState::begin_shutdown`) and closes idle connections.
+    /// drains: `AppState::begin_shutdown`), closes idle connections and writes
+    /// the heartbeats not written yet.
     ///
     /// hyper directly rather than `axum::serve`, for the connection settings
     /// and because `axum::serve` rebuilds the router's route tables for every
@@ -109,6 +114,10 @@ impl Server {
         }
         drop(self.listener);
         connections.shutdown().await;
+        // the heartbeats acknowledged from memory since the last flush
+        if let Err(e) = self.heartbeats.flush().await {
+            tracing::warn!(error = %e, "could not write the last heartbeats");
+        }
         Ok(())
     }
 }

@@ -1,7 +1,9 @@
-//! What this replica remembers per cluster so that a conditional GET can be
-//! answered without PostgreSQL: the ETag of the effective desired state, the
-//! ETag of the cluster resource while no agent reports for it, and the agent
-//! credentials (by hash) valid for it.
+//! What this replica remembers per cluster so that a conditional GET or a
+//! heartbeat can be answered without PostgreSQL: the ETag of the effective
+//! desired state, the ETag of the cluster resource while no agent reports for
+//! it, the agent credentials (by hash) valid for it, and the hash of its
+//! stored status report (while its health was derived against the current
+//! generation and its agent is Connected: an equal report is a heartbeat).
 //!
 //! Kept correct by the LISTEN connection (`hub`): every change of what is
 //! remembered notifies at commit (`meshfleet_desired_state`,
@@ -48,6 +50,8 @@ struct Slot {
     resource_etag: Option<String>,
     /// Credential hashes valid for this cluster: (hash, cluster name, until).
     credentials: Vec<(Vec<u8>, String, DateTime<Utc>)>,
+    /// The stored report's hash (see `meshfleet_core::ops::status::record_report`).
+    report_hash: Option<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -207,6 +211,22 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// Whether `hash` is the remembered hash of the cluster's stored report.
+    pub fn report_is(&self, tenant: &str, cluster_id: Uuid, hash: &[u8]) -> bool {
+        self.read(tenant, cluster_id, |s| {
+            (s.report_hash.as_deref() == Some(hash)).then_some(())
+        })
+        .is_some()
+    }
+
+    pub fn store_report_hash(&self, tenant: &str, cluster_id: Uuid, stamp: Stamp, hash: &[u8]) {
+        self.store(tenant, cluster_id, stamp, |s| {
+            s.report_hash = Some(hash.to_vec());
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +272,23 @@ mod tests {
         assert_eq!(cache.credential("t", id, b"h", until), None);
         cache.forget("t", id);
         assert_eq!(cache.credential("t", id, b"h", now), None);
+    }
+
+    #[test]
+    fn a_report_hash_is_remembered_until_its_cluster_is_forgotten() {
+        let cache = Cache::default();
+        let id = Uuid::new_v4();
+        let before = cache.stamp();
+        cache.store_report_hash("t", id, before, b"h1");
+        assert!(cache.report_is("t", id, b"h1"));
+        assert!(!cache.report_is("t", id, b"h2"), "another report");
+        assert!(!cache.report_is("u", id, b"h1"), "another tenant's key");
+        cache.forget("t", id);
+        assert!(!cache.report_is("t", id, b"h1"));
+        cache.store_report_hash("t", id, before, b"h1");
+        assert!(
+            !cache.report_is("t", id, b"h1"),
+            "stamped before the change"
+        );
     }
 }

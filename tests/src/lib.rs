@@ -396,6 +396,11 @@ impl TestApp {
         )
     }
 
+    /// The serving app's state (panics while stopped).
+    pub fn state(&self) -> &AppState {
+        &self.running.as_ref().expect("the app is serving").state
+    }
+
     /// Stops serving (as an outage would): drains, then closes the port.
     pub async fn stop(&mut self) {
         if let Some(running) = self.running.take() {

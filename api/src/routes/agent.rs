@@ -21,7 +21,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use utoipa::IntoParams;
 
 use meshfleet_core::domain::{desired, health, report};
-use meshfleet_core::ops::status::{Recorded, record_report};
+use meshfleet_core::ops::status::{Fingerprint, Recorded, record_report};
 use meshfleet_core::store::events::{NewEvent, insert_event};
 use meshfleet_core::store::{agents as db, clusters, releases, status};
 
@@ -546,22 +546,49 @@ pub async fn put_status(
     JsonBody(report): JsonBody<StatusReport>,
 ) -> ApiResult<StatusCode> {
     report::validate_report(&report).map_err(ApiError::invalid)?;
-    let recorded = record_report(
-        &state.pool,
-        &state.heartbeats,
-        &agent.tenant,
-        agent.cluster_id,
-        &agent.cluster_name,
-        &report,
-        state.clock.now(),
-        &state.config.settings,
-    )
-    .await?;
-    // Every report is a heartbeat; an unchanged one is coalesced into a
-    // heartbeat-only write, a changed one writes status and history.
-    let result = match recorded {
-        Recorded::Heartbeat => "coalesced",
-        Recorded::Changed => "changed",
+    let fingerprint = Fingerprint::of(&report)?;
+    let now = state.clock.now();
+    let (tenant, cluster_id) = (&agent.tenant, agent.cluster_id);
+    // Known to be unchanged (this replica remembers the stored report, and
+    // would have been told of any change committed before this request):
+    // only the heartbeat time moves, written with the others within a second.
+    let mut fenced = agent.fenced;
+    let unchanged = state
+        .hub
+        .remembered(&mut fenced, |c| {
+            c.report_is(tenant, cluster_id, &fingerprint.hash)
+                .then_some(())
+        })
+        .await;
+    let result = if unchanged.is_some() {
+        state.heartbeats.remember(tenant, cluster_id, now);
+        "remembered"
+    } else {
+        let stamp = state.hub.stamp();
+        let recorded = record_report(
+            &state.pool,
+            &state.heartbeats,
+            tenant,
+            cluster_id,
+            &agent.cluster_name,
+            &report,
+            &fingerprint,
+            now,
+            &state.config.settings,
+        )
+        .await?;
+        if let Some(stamp) = stamp {
+            state
+                .hub
+                .cache
+                .store_report_hash(tenant, cluster_id, stamp, &fingerprint.hash);
+        }
+        // an unchanged one was coalesced into a batch's heartbeat-only write,
+        // a changed one wrote status and history
+        match recorded {
+            Recorded::Heartbeat => "coalesced",
+            Recorded::Changed => "changed",
+        }
     };
     metrics::counter!("meshfleet_agent_heartbeats_total").increment(1);
     metrics::counter!("meshfleet_status_writes_total", "result" => result).increment(1);

@@ -1,10 +1,25 @@
-//! Heartbeats written in batches: every unchanged status report waits for
-//! the one statement that records it together with the others that arrived
-//! meanwhile (group commit). Nothing is acknowledged before it is stored, and
-//! an idle service adds no delay: a batch is whatever queued up while the
-//! previous statement ran.
+//! Heartbeats written in batches, two ways:
+//!
+//! - **Checked** ([`Heartbeats::beat`]): a report the api does not know to be
+//!   unchanged waits for the one statement that checks it against the stored
+//!   report and records it together with the others that arrived meanwhile
+//!   (group commit). Nothing is acknowledged before it is stored, and an idle
+//!   service adds no delay: a batch is whatever queued up while the previous
+//!   statement ran.
+//! - **Remembered** ([`Heartbeats::remember`]): a report the api's replica
+//!   knows to be unchanged (see `meshfleet_api::cache`) only moves a time
+//!   forward; it is acknowledged at once and written with every other one of
+//!   the last [`FLUSH_EVERY`] in one statement. What is acknowledged before it
+//!   is stored is only that time: a process that dies loses at most one
+//!   interval of heartbeat times (each agent's next one comes within its
+//!   heartbeat interval, far inside `MESHFLEET_STALE_AFTER`); a status
+//!   *change* always takes the full write.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
@@ -15,6 +30,12 @@ use crate::store::status::{self, Beat};
 
 /// Most heartbeats in one statement.
 pub const MAX_BATCH: usize = 2000;
+
+/// How often remembered heartbeats are written.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Remembered heartbeats not written yet: the newest time per cluster.
+type Unwritten = Mutex<HashMap<(String, Uuid), DateTime<Utc>>>;
 
 struct Pending {
     beat: Beat,
@@ -43,14 +64,42 @@ impl From<Failure> for Error {
 #[derive(Clone)]
 pub struct Heartbeats {
     tx: mpsc::Sender<Pending>,
+    unwritten: Arc<Unwritten>,
+    pool: PgPool,
 }
 
 impl Heartbeats {
-    /// Starts the writer over `pool`; it ends when every handle is dropped.
+    /// Starts the writers over `pool`; they end when every handle is dropped
+    /// (call [`Heartbeats::flush`] before, on shutdown).
     pub fn spawn(pool: PgPool) -> Heartbeats {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(write_batches(pool, rx));
-        Heartbeats { tx }
+        tokio::spawn(write_batches(pool.clone(), rx));
+        let unwritten = Arc::new(Unwritten::default());
+        tokio::spawn(flush_every_interval(
+            pool.clone(),
+            Arc::downgrade(&unwritten),
+        ));
+        Heartbeats {
+            tx,
+            unwritten,
+            pool,
+        }
+    }
+
+    /// Records a heartbeat of a report known to be unchanged; it is written
+    /// within [`FLUSH_EVERY`].
+    pub fn remember(&self, tenant: &str, cluster_id: Uuid, at: DateTime<Utc>) {
+        let mut unwritten = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
+        let newest = unwritten
+            .entry((tenant.to_string(), cluster_id))
+            .or_insert(at);
+        *newest = (*newest).max(at);
+    }
+
+    /// Writes the remembered heartbeats now (on shutdown); how many clusters
+    /// were written. On failure they stay for the next flush.
+    pub async fn flush(&self) -> Result<u64> {
+        flush(&self.pool, &self.unwritten).await
     }
 
     /// Records the heartbeat if the report is unchanged (see
@@ -65,6 +114,51 @@ impl Heartbeats {
             .await
             .map_err(|_| Error::Internal("the heartbeat writer has stopped".into()))?
             .map_err(Error::from)
+    }
+}
+
+/// Takes the unwritten heartbeats and writes them in one statement; put back
+/// (keeping the newer time) when the write fails.
+async fn flush(pool: &PgPool, unwritten: &Unwritten) -> Result<u64> {
+    let taken = std::mem::take(&mut *unwritten.lock().unwrap_or_else(|e| e.into_inner()));
+    if taken.is_empty() {
+        return Ok(0);
+    }
+    let mut rows: Vec<((String, Uuid), DateTime<Utc>)> = taken.into_iter().collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut written = 0;
+    for (i, chunk) in rows.chunks(MAX_BATCH * 5).enumerate() {
+        let tenants: Vec<String> = chunk.iter().map(|((t, _), _)| t.clone()).collect();
+        let ids: Vec<Uuid> = chunk.iter().map(|((_, id), _)| *id).collect();
+        let ats: Vec<DateTime<Utc>> = chunk.iter().map(|(_, at)| *at).collect();
+        match status::flush_heartbeats(pool, &tenants, &ids, &ats).await {
+            Ok(n) => written += n,
+            Err(e) => {
+                let left = &rows[i * MAX_BATCH * 5..];
+                tracing::warn!(error = %e, heartbeats = left.len(), "heartbeat flush failed; retrying at the next one");
+                let mut unwritten = unwritten.lock().unwrap_or_else(|e| e.into_inner());
+                for (key, at) in left {
+                    let newest = unwritten.entry(key.clone()).or_insert(*at);
+                    *newest = (*newest).max(*at);
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    metrics::histogram!("meshfleet_heartbeat_flush_size").record(rows.len() as f64);
+    Ok(written)
+}
+
+async fn flush_every_interval(pool: PgPool, unwritten: Weak<Unwritten>) {
+    let mut every = tokio::time::interval(FLUSH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(unwritten) = unwritten.upgrade() else {
+            return;
+        };
+        // a failure is logged and retried at the next tick
+        let _ = flush(&pool, &unwritten).await;
     }
 }
 

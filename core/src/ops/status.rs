@@ -41,7 +41,26 @@ pub fn observed_versions(report: &StatusReport) -> Vec<String> {
     v
 }
 
-/// Records a validated report of the agent of `cluster_id`.
+/// A report as stored: its JSON and the hash that tells an unchanged one.
+#[derive(Debug, Clone)]
+pub struct Fingerprint {
+    value: serde_json::Value,
+    pub hash: Vec<u8>,
+}
+
+impl Fingerprint {
+    pub fn of(report: &StatusReport) -> Result<Fingerprint> {
+        let value = serde_json::to_value(report).map_err(|e| Error::Internal(e.to_string()))?;
+        let hash = Sha256::digest(value.to_string().as_bytes()).to_vec();
+        Ok(Fingerprint { value, hash })
+    }
+}
+
+/// Records a validated report of the agent of `cluster_id` (`fingerprint`
+/// is the report's). Afterwards, until a notification on `meshfleet_cluster`
+/// says otherwise, the stored report hash is `fingerprint.hash`, its health
+/// was derived against the cluster's generation, and the agent is Connected:
+/// what lets the api answer the same report from memory.
 #[allow(clippy::too_many_arguments)]
 #[tracing::instrument(name = "status.record", skip_all, fields(cluster = cluster_name))]
 pub async fn record_report(
@@ -51,11 +70,14 @@ pub async fn record_report(
     cluster_id: Uuid,
     cluster_name: &str,
     report: &StatusReport,
+    fingerprint: &Fingerprint,
     now: DateTime<Utc>,
     settings: &Settings,
 ) -> Result<Recorded> {
-    let value = serde_json::to_value(report).map_err(|e| Error::Internal(e.to_string()))?;
-    let report_hash = Sha256::digest(value.to_string().as_bytes()).to_vec();
+    let Fingerprint {
+        value,
+        hash: report_hash,
+    } = fingerprint;
     let beat = Beat {
         tenant: tenant.to_string(),
         cluster_id,
@@ -77,8 +99,8 @@ pub async fn record_report(
         tenant,
         cluster_id,
         status::StatusWrite {
-            report: &value,
-            report_hash: &report_hash,
+            report: value,
+            report_hash,
             health: health_name,
             health_generation: lock.generation,
             observed_generation: report.observed_generation,

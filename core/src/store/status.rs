@@ -59,6 +59,42 @@ pub async fn heartbeats_if_unchanged(
     .await
 }
 
+/// Heartbeats answered from an api replica's memory (the report was known
+/// to be unchanged), written once per flush: each moves its cluster's
+/// `last_heartbeat_at` forward, only while the agent is recorded as Connected
+/// (a cluster marked Stale or Disconnected meanwhile comes back through the
+/// full write). Rows are locked in key order like [`heartbeats_if_unchanged`].
+/// Returns how many clusters were written.
+pub async fn flush_heartbeats(
+    db: impl PgExecutor<'_>,
+    tenants: &[String],
+    cluster_ids: &[Uuid],
+    ats: &[DateTime<Utc>],
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "WITH b AS (
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[])
+                  AS b(tenant_id, cluster_id, at)),
+         due AS (
+             SELECT s.tenant_id, s.cluster_id, b.at
+             FROM cluster_status s
+             JOIN b ON b.tenant_id = s.tenant_id AND b.cluster_id = s.cluster_id
+             WHERE s.connectivity = 'Connected' AND s.last_heartbeat_at < b.at
+             ORDER BY s.tenant_id, s.cluster_id
+             FOR UPDATE OF s)
+         UPDATE cluster_status s SET last_heartbeat_at = GREATEST(s.last_heartbeat_at, due.at)
+         FROM due
+         WHERE s.tenant_id = due.tenant_id AND s.cluster_id = due.cluster_id
+           AND s.connectivity = 'Connected'",
+    )
+    .bind(tenants)
+    .bind(cluster_ids)
+    .bind(ats)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected())
+}
+
 /// What a status write needs to know, read under the cluster's lock.
 #[derive(Debug)]
 pub struct StatusLock {

@@ -1,12 +1,19 @@
-//! Conditional GETs answered from a replica's memory (`api::cache`): a 304
-//! never hides a change committed before the request, whoever committed it
-//! (this replica, another one, or a statement straight to the database), a
-//! revoked or replaced agent credential stops working at once, and one
-//! tenant's memory never answers another's request.
+//! Conditional GETs and heartbeats answered from a replica's memory
+//! (`api::cache`): a 304 never hides a change committed before the request,
+//! whoever committed it (this replica, another one, or a statement straight
+//! to the database), a report remembered as unchanged is stored again once
+//! another replica stored a different one, a revoked or replaced agent
+//! credential stops working at once, and one tenant's memory never answers
+//! another's request.
 
+use std::time::{Duration, Instant};
+
+use meshfleet_core::ops::status::Fingerprint;
+use meshfleet_model::StatusReport;
 use meshfleet_tests::{TestApp, cluster_body};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
+use uuid::Uuid;
 
 /// The cluster's ETag after two conditional GETs answered 304 (the second
 /// from memory).
@@ -262,4 +269,110 @@ async fn one_tenants_remembered_answers_never_reach_another_tenant() {
     assert_ne!(forged, credential);
     assert_eq!(desired_with_etag(&app, &forged, &desired).await, 401);
     assert_eq!(desired_with_etag(&app, &credential, &desired).await, 304);
+}
+
+fn status_report(ztunnel_ready: bool) -> Value {
+    json!({
+        "observedGeneration": 1,
+        "components": [
+            {"name": "istiod", "desiredVersion": "1.27.1", "observedVersion": "1.27.1", "ready": true,
+             "desiredReplicas": 2, "readyReplicas": 2},
+            {"name": "ztunnel", "desiredVersion": "1.27.1", "observedVersion": "1.27.1",
+             "ready": ztunnel_ready, "desiredReplicas": 3, "readyReplicas": if ztunnel_ready { 3 } else { 2 }}
+        ],
+        "facts": {"kubernetesVersion": "v1.31.2", "nodeCount": 3, "agentVersion": "0.1.0"}
+    })
+}
+
+async fn put_status(app: &TestApp, credential: &str, report: &Value) {
+    let r = app
+        .put("/v1/agent/status")
+        .token(credential)
+        .json(report)
+        .send()
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+}
+
+async fn last_heartbeat(app: &TestApp, id: Uuid) -> chrono::DateTime<chrono::Utc> {
+    sqlx::query_scalar(
+        "SELECT last_heartbeat_at FROM cluster_status WHERE tenant_id = 'acme' AND cluster_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_report_remembered_as_unchanged_is_stored_again_once_another_replica_stored_a_change() {
+    let a = TestApp::spawn().await;
+    let b = a.replica().await;
+    let credential = a.registered("acme", "c1").await;
+    let cluster = a
+        .get("/v1/clusters/c1")
+        .token(&a.owner("acme"))
+        .send()
+        .await;
+    let id: Uuid = cluster.body["id"].as_str().unwrap().parse().unwrap();
+    let (ready, not_ready) = (status_report(true), status_report(false));
+    let hash = |v: &Value| {
+        let report: StatusReport = serde_json::from_value(v.clone()).unwrap();
+        Fingerprint::of(&report).unwrap().hash
+    };
+
+    // Replica a comes to remember the stored report (its first write's own
+    // notification makes it forget once; the next unchanged report, checked
+    // against the database, is remembered).
+    put_status(&a, &credential, &ready).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a.state().hub.cache.report_is("acme", id, &hash(&ready)) {
+        assert!(
+            Instant::now() < deadline,
+            "replica a never remembered the report"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        put_status(&a, &credential, &ready).await;
+    }
+
+    // Answered from memory, the heartbeat is still written (within the flush interval).
+    let before = last_heartbeat(&a, id).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    put_status(&a, &credential, &ready).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while last_heartbeat(&a, id).await <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the remembered heartbeat was never written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // b stores a change; the report a remembered is a change again, through a.
+    put_status(&b, &credential, &not_ready).await;
+    put_status(&a, &credential, &ready).await;
+    let c1 = a
+        .get("/v1/clusters/c1")
+        .token(&a.owner("acme"))
+        .send()
+        .await;
+    assert_eq!(c1.body["status"]["health"], "Healthy", "{}", c1.text);
+    let history = a
+        .get("/v1/clusters/c1/status/history")
+        .token(&a.owner("acme"))
+        .send()
+        .await;
+    let healths: Vec<&str> = history.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["health"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        healths.len(),
+        3,
+        "ready, not ready, ready again: {}",
+        history.text
+    );
+    assert_ne!(healths[1], "Healthy", "{}", history.text);
 }
