@@ -47,19 +47,76 @@ fn chrono(d: std::time::Duration) -> chrono::Duration {
 pub async fn reconcile(claim: &Claim, ctx: &Context) -> Result<DateTime<Utc>> {
     meshfleet_telemetry::record_trace_id(&tracing::Span::current());
     let now = ctx.clock.now();
-    let settings = &ctx.config.settings;
-    let mut next = NextCheck(now + chrono(ctx.config.max_interval));
+    let tenant = claim.tenant_id.as_str();
     let mut tx = ctx.pool.begin().await?;
-    let Some(row) =
-        clusters::lock_cluster_by_id(&mut tx, &claim.tenant_id, claim.cluster_id).await?
-    else {
+    let Some(row) = clusters::lock_cluster_by_id(&mut tx, tenant, claim.cluster_id).await? else {
         // deleted meanwhile; its bookkeeping went with it
         tx.commit().await?;
-        return Ok(next.0);
+        return Ok(now + chrono(ctx.config.max_interval));
     };
     tracing::Span::current().record("cluster", row.name.as_str());
-    let tenant = claim.tenant_id.as_str();
-    let mut book = reconcile::bookkeeping(&mut tx, tenant, row.id).await?;
+    let book = reconcile::bookkeeping(&mut tx, tenant, row.id).await?;
+    let catalog = releases::load_catalog(&mut *tx).await?;
+    let id = row.id;
+    let next = match evaluate(&mut tx, tenant, row, book, &catalog, now, ctx).await? {
+        Some((book, next)) => {
+            reconcile::finish(&mut tx, tenant, id, &book, next).await?;
+            next
+        }
+        None => now + chrono(ctx.config.max_interval),
+    };
+    tx.commit().await?;
+    Ok(next)
+}
+
+/// Reconciles claimed clusters of one tenant together: one transaction, their
+/// rows locked in id order, the catalog read once, and what each decided
+/// written in one statement. Most looks change nothing but when to look
+/// again; this makes them a few statements per batch rather than several per
+/// cluster. Any failure rolls the whole batch back (the caller then takes
+/// the clusters one by one, each with its own error policy). Returns how many
+/// clusters it looked at.
+#[tracing::instrument(name = "reconcile.clusters", skip_all, fields(%tenant, clusters = claims.len()))]
+pub async fn reconcile_many(tenant: &str, claims: &[Claim], ctx: &Context) -> Result<usize> {
+    let now = ctx.clock.now();
+    let ids: Vec<uuid::Uuid> = claims.iter().map(|c| c.cluster_id).collect();
+    let mut tx = ctx.pool.begin().await?;
+    let rows = clusters::lock_clusters_by_ids(&mut tx, tenant, &ids).await?;
+    let mut books = reconcile::bookkeeping_many(&mut tx, tenant, &ids).await?;
+    let catalog = releases::load_catalog(&mut *tx).await?;
+    let mut done = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id = row.id;
+        let book = books.remove(&id).unwrap_or_default();
+        let span = tracing::info_span!("reconcile.cluster", %tenant, cluster_id = %id, cluster = %row.name);
+        let decided = tracing::Instrument::instrument(
+            evaluate(&mut tx, tenant, row, book, &catalog, now, ctx),
+            span,
+        )
+        .await?;
+        if let Some((book, next)) = decided {
+            done.push((id, book, next));
+        }
+    }
+    reconcile::finish_many(&mut tx, tenant, &done).await?;
+    tx.commit().await?;
+    Ok(claims.len())
+}
+
+/// One look at a locked cluster: deletion, progress deadline, end of support
+/// and channel following. Returns what to remember and when to look again,
+/// or `None` when the look completed the cluster's deletion.
+async fn evaluate(
+    tx: &mut PgConnection,
+    tenant: &str,
+    row: ClusterRow,
+    mut book: Bookkeeping,
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+    ctx: &Context,
+) -> Result<Option<(Bookkeeping, DateTime<Utc>)>> {
+    let settings = &ctx.config.settings;
+    let mut next = NextCheck(now + chrono(ctx.config.max_interval));
     let report = row.report.as_ref().map(|r| r.0.clone());
 
     if row.deletion_operation.is_some() {
@@ -71,18 +128,15 @@ pub async fn reconcile(claim: &Claim, ctx: &Context) -> Result<DateTime<Utc>> {
                 h.max(row.generation_changed_at)
             });
         let gone_at = quiet_since + chrono(settings.disconnected_after);
-        if finish_deletion(&mut tx, tenant, &row, report.as_ref(), now >= gone_at, now).await? {
-            tx.commit().await?;
-            return Ok(next.0);
+        if finish_deletion(tx, tenant, &row, report.as_ref(), now >= gone_at, now).await? {
+            return Ok(None);
         }
         next.at_most(gone_at);
-        reconcile::finish(&mut tx, tenant, row.id, &book, next.0).await?;
-        tx.commit().await?;
-        return Ok(next.0);
+        return Ok(Some((book, next.0)));
     }
 
     check_progress_deadline(
-        &mut tx,
+        tx,
         tenant,
         &row,
         report.as_ref(),
@@ -92,24 +146,19 @@ pub async fn reconcile(claim: &Claim, ctx: &Context) -> Result<DateTime<Utc>> {
         ctx,
     )
     .await?;
-
-    let catalog = releases::load_catalog(&mut *tx).await?;
-    notify_end_of_support(&mut tx, tenant, &row, &catalog, now, &mut book, ctx).await?;
-    let row = follow_channel(
-        &mut tx,
+    notify_end_of_support(tx, tenant, &row, catalog, now, &mut book, ctx).await?;
+    follow_channel(
+        tx,
         tenant,
         row,
         report.as_ref(),
-        &catalog,
+        catalog,
         now,
         &mut book,
         &mut next,
     )
     .await?;
-
-    reconcile::finish(&mut tx, tenant, row.id, &book, next.0).await?;
-    tx.commit().await?;
-    Ok(next.0)
+    Ok(Some((book, next.0)))
 }
 
 /// Component conditions by which an uninstall says what it kept.

@@ -33,6 +33,10 @@ pub struct Reconciler {
 /// `cluster_status`, so not on every sweep.
 const CONNECTIVITY_EVERY: i64 = 5;
 
+/// Most clusters looked at in one transaction (their rows stay locked until
+/// it commits, so a user's write to one of them waits that long at most).
+const GROUP: usize = 50;
+
 /// Backoff after `attempts` consecutive failures: 1 s, 2 s, 4 s ... 5 min.
 fn backoff(attempts: i32) -> chrono::Duration {
     let secs = 1i64 << attempts.clamp(0, 9);
@@ -151,15 +155,48 @@ impl Reconciler {
         let claims =
             reconcile::claim_due(&self.ctx.pool, now, lease_until, self.ctx.config.batch).await?;
         let n = claims.len();
-        futures::stream::iter(claims)
-            .for_each_concurrent(self.ctx.config.concurrency, |claim| async move {
-                self.handle(claim, lease_until).await;
+        // A tenant's clusters are looked at together (a transaction per
+        // group); a group that fails is retried one cluster at a time, each
+        // with its own backoff.
+        let mut groups: Vec<Vec<Claim>> = Vec::new();
+        let mut by_tenant: std::collections::BTreeMap<String, Vec<Claim>> = Default::default();
+        for claim in claims {
+            by_tenant
+                .entry(claim.tenant_id.clone())
+                .or_default()
+                .push(claim);
+        }
+        for (_, claims) in by_tenant {
+            for chunk in claims.chunks(GROUP) {
+                groups.push(chunk.to_vec());
+            }
+        }
+        futures::stream::iter(groups)
+            .for_each_concurrent(self.ctx.config.concurrency, |group| async move {
+                self.handle_group(group, lease_until).await;
             })
             .await;
         Ok(n)
     }
 
-    /// Wakes the sweep now (e.g. from a NOTIFY).
+    async fn handle_group(&self, group: Vec<Claim>, lease_until: chrono::DateTime<chrono::Utc>) {
+        let started = Instant::now();
+        match cluster::reconcile_many(&group[0].tenant_id, &group, &self.ctx).await {
+            Ok(n) => {
+                metrics::histogram!("meshfleet_reconcile_batch_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!("meshfleet_reconcile_total", "result" => "ok")
+                    .increment(n as u64);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, clusters = group.len(), "a group failed; taking its clusters one by one");
+                for claim in group {
+                    self.handle(claim, lease_until).await;
+                }
+            }
+        }
+    }
+
     pub fn wake(&self) {
         self.wake.notify_one();
     }

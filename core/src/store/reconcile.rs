@@ -137,6 +137,67 @@ pub async fn bookkeeping(
     .unwrap_or_default())
 }
 
+/// [`bookkeeping`] of many clusters of one tenant (read under their locks);
+/// a cluster without a row is missing from the map.
+pub async fn bookkeeping_many(
+    conn: &mut PgConnection,
+    tenant: &str,
+    cluster_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Bookkeeping>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        cluster_id: Uuid,
+        #[sqlx(flatten)]
+        book: Bookkeeping,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT cluster_id, pending_upgrade, eos_notified_version, deadline_notified_generation
+         FROM cluster_reconcile WHERE tenant_id = $1 AND cluster_id = ANY($2)",
+    )
+    .bind(tenant)
+    .bind(cluster_ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.cluster_id, r.book)).collect())
+}
+
+/// [`finish`] for many clusters of one tenant in one statement.
+pub async fn finish_many(
+    conn: &mut PgConnection,
+    tenant: &str,
+    done: &[(Uuid, Bookkeeping, DateTime<Utc>)],
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = done.iter().map(|d| d.0).collect();
+    let pending: Vec<Option<Json<PendingUpgrade>>> =
+        done.iter().map(|d| d.1.pending_upgrade.clone()).collect();
+    let eos: Vec<Option<String>> = done
+        .iter()
+        .map(|d| d.1.eos_notified_version.clone())
+        .collect();
+    let deadline: Vec<Option<i64>> = done
+        .iter()
+        .map(|d| d.1.deadline_notified_generation)
+        .collect();
+    let next: Vec<DateTime<Utc>> = done.iter().map(|d| d.2).collect();
+    sqlx::query(
+        "UPDATE cluster_reconcile r SET pending_upgrade = u.pending_upgrade,
+             eos_notified_version = u.eos, deadline_notified_generation = u.deadline,
+             next_check_at = u.next, attempts = 0, last_error = NULL
+         FROM unnest($2::uuid[], $3::jsonb[], $4::text[], $5::bigint[], $6::timestamptz[])
+              AS u(cluster_id, pending_upgrade, eos, deadline, next)
+         WHERE r.tenant_id = $1 AND r.cluster_id = u.cluster_id",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(&pending)
+    .bind(&eos)
+    .bind(&deadline)
+    .bind(&next)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Writes the outcome of one reconcile: what to remember and when to look again.
 pub async fn finish(
     conn: &mut PgConnection,

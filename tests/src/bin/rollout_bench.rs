@@ -51,6 +51,7 @@ use meshfleet_agent::{
 };
 use meshfleet_api::auth::{DevSigner, Role};
 use meshfleet_model::{AGENT_NAMESPACE, BOOTSTRAP_SECRET, ClusterFacts, Rollout};
+use meshfleet_tests::bench::{cpu_snapshot, print_cpu};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, Row};
 
@@ -862,88 +863,6 @@ fn analyse(
     t
 }
 
-// ---------------------------------------------------------------------------
-// CPU time of this process, of `meshfleet up` and of its PostgreSQL.
-
-/// comm → CPU seconds (user + system, with reaped children), for this
-/// process and every process under `server`.
-fn cpu_snapshot(server: Option<u32>) -> BTreeMap<String, f64> {
-    // USER_HZ is 100 on every Linux ABI.
-    const HZ: f64 = 100.0;
-    let mut procs: Vec<(u32, u32, String, f64)> = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-                continue;
-            };
-            let comm = stat[open + 1..close].to_string();
-            let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            let ppid = f.get(1).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
-            procs.push((
-                pid,
-                ppid,
-                comm,
-                (num(11) + num(12) + num(13) + num(14)) / HZ,
-            ));
-        }
-    }
-    let me = std::process::id();
-    let mut out = BTreeMap::new();
-    let mut mine: Vec<u32> = server.into_iter().collect();
-    let mut i = 0;
-    while i < mine.len() {
-        let parent = mine[i];
-        for (pid, ppid, _, _) in &procs {
-            if *ppid == parent && !mine.contains(pid) {
-                mine.push(*pid);
-            }
-        }
-        i += 1;
-    }
-    for (pid, _, comm, cpu) in &procs {
-        let key = if *pid == me {
-            "rollout-bench (simulator, agents)".to_string()
-        } else if mine.contains(pid) {
-            if comm.starts_with("postgres") {
-                "postgres".to_string()
-            } else {
-                format!("{comm} (server, reconciler)")
-            }
-        } else {
-            continue;
-        };
-        *out.entry(key).or_insert(0.0) += cpu;
-    }
-    out
-}
-
-fn print_cpu(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, dt: f64) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let mut parts = Vec::new();
-    let mut total = 0.0;
-    for (k, v) in after {
-        let d = v - before.get(k).copied().unwrap_or(0.0);
-        total += d;
-        parts.push(format!("{k} {d:.1} s ({:.0}%)", d / dt * 100.0));
-    }
-    if parts.is_empty() {
-        return;
-    }
-    println!(
-        "  CPU over {dt:.1} s: {}; together {total:.1} of {:.1} core-seconds ({:.0}%)",
-        parts.join(", "),
-        dt * cores,
-        total / (dt * cores) * 100.0
-    );
-}
-
 async fn get_rollout(
     client: &reqwest::Client,
     a: &Args,
@@ -1248,7 +1167,7 @@ async fn main() {
             Some(c) => db_snapshot(c, statements_ok).await.ok(),
             None => None,
         };
-        let c0 = cpu_snapshot(a.server_pid);
+        let c0 = cpu_snapshot(a.server_pid, "rollout-bench (simulator, agents)");
         tokio::time::sleep(a.baseline).await;
         baseline = Some((m0, d0, c0));
     }
@@ -1257,7 +1176,7 @@ async fn main() {
         Some(c) => db_snapshot(c, statements_ok).await.ok(),
         None => None,
     };
-    let cpu_before = cpu_snapshot(a.server_pid);
+    let cpu_before = cpu_snapshot(a.server_pid, "rollout-bench (simulator, agents)");
     let body = json!({
         "name": format!("bench-{run}"),
         "targetVersion": a.target,
@@ -1358,7 +1277,7 @@ async fn main() {
         Some(c) => db_snapshot(c, statements_ok).await.ok(),
         None => None,
     };
-    let cpu_after = cpu_snapshot(a.server_pid);
+    let cpu_after = cpu_snapshot(a.server_pid, "rollout-bench (simulator, agents)");
     let metrics_after = scrape(&client, &a.base).await;
 
     // 5. What happened.

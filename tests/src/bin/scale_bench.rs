@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::StreamExt;
-use meshfleet_tests::bench::{register_agent, rss_kib};
+use meshfleet_tests::bench::{cpu_snapshot, print_cpu, register_agent, rss_kib};
 use meshfleet_tests::up::Up;
 use serde_json::{Value, json};
 
@@ -233,6 +233,7 @@ async fn main() {
     );
     let until = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
+    let cpu_before = cpu_snapshot(up.pid(), "scale-bench (load generator)");
     let workers: Vec<_> = (0..args.concurrency)
         .map(|_| {
             let (client, base, credentials) = (client.clone(), base.clone(), credentials.clone());
@@ -273,12 +274,14 @@ async fn main() {
         let _ = w.await;
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu_after = cpu_snapshot(up.pid(), "scale-bench (load generator)");
     let heartbeats_per_s = beats.load(Ordering::Relaxed) as f64 / secs;
     let changes_per_s = changes.load(Ordering::Relaxed) as f64 / secs;
     let failed = failed.load(Ordering::Relaxed);
     println!(
         "  status reports for {secs:.1} s: {heartbeats_per_s:.0}/s unchanged (heartbeats), {changes_per_s:.0}/s changed, {failed} failed"
     );
+    print_cpu(&cpu_before, &cpu_after, secs);
 
     // latency at this size, the driver otherwise idle
     let n = args.clusters;

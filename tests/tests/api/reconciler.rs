@@ -147,6 +147,43 @@ async fn a_version_past_end_of_support_is_upgraded_outside_the_window() {
     );
 }
 
+/// The reconciler looks at a tenant's due clusters together in one
+/// transaction; one that cannot be reconciled must not hold the others back.
+#[tokio::test]
+async fn a_cluster_that_cannot_be_reconciled_backs_off_alone_and_its_neighbours_still_move() {
+    let clock = ManualClock::at(at(TUESDAY));
+    let app = TestApp::spawn_at(&clock).await;
+    for name in ["c1", "c2", "c3"] {
+        app.create("acme", name, &automatic("regular")).await;
+    }
+    // c2's stored version no longer parses (as a bad manual fix would leave it)
+    sqlx::query("UPDATE clusters SET desired_version = 'not-a-version' WHERE tenant_id = 'acme' AND name = 'c2'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // regular's head ended support: c1 and c3 move even outside the window
+    publish(&app, "1.28.3", &["regular"], "2027-01-31").await;
+    app.reconciler().await.run_once().await.unwrap();
+    for name in ["c1", "c3"] {
+        assert_eq!(get(&app, name).await["desiredVersion"], "1.28.3", "{name}");
+    }
+    let (attempts, error): (i32, Option<String>) = sqlx::query_as(
+        "SELECT r.attempts, r.last_error FROM cluster_reconcile r
+         JOIN clusters c ON c.tenant_id = r.tenant_id AND c.id = r.cluster_id
+         WHERE c.tenant_id = 'acme' AND c.name = 'c2'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.contains("not-a-version")),
+        "{error:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_pinned_version_near_its_end_of_support_carries_a_condition_and_one_event() {
     let clock = ManualClock::at(at(TUESDAY));
