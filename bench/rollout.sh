@@ -19,6 +19,7 @@ clusters=${1:-10000}
 shift || true
 
 cargo build --release -q -p meshfleet -p meshfleet-tests --bin meshfleet --bin rollout-bench
+bin=${CARGO_TARGET_DIR:-target}/release
 # N agents hold N long polls: the server and the simulator each need N sockets.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 deadline=$((SECONDS + 600))
@@ -42,9 +43,9 @@ start_replicas() {
         DATABASE_URL="$dburl" MESHFLEET_LOG=warn MESHFLEET_AGENT_RATE_LIMIT=0 MESHFLEET_TENANT_RATE_LIMIT=0 \
             MESHFLEET_MAX_CLUSTERS_PER_TENANT=0 MESHFLEET_DB_MAX_CONNECTIONS=40 \
             MESHFLEET_JWT_KEYS="EdDSA:$data/replica.pem" MESHFLEET_JWT_ISSUER=https://bench.invalid MESHFLEET_JWT_AUDIENCE=meshfleet \
-            ./target/release/meshfleet serve --listen "127.0.0.1:$port" >"$data/serve-$r.log" 2>&1 &
+            "$bin"/meshfleet serve --listen "127.0.0.1:$port" >"$data/serve-$r.log" 2>&1 &
         extra+=($!)
-        DATABASE_URL="$dburl" MESHFLEET_LOG=warn ./target/release/meshfleet reconcile >"$data/reconcile-$r.log" 2>&1 &
+        DATABASE_URL="$dburl" MESHFLEET_LOG=warn "$bin"/meshfleet reconcile >"$data/reconcile-$r.log" 2>&1 &
         extra+=($!)
         for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
         curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "api replica $r did not start:" >&2; tail "$data/serve-$r.log" >&2; exit 1; }
@@ -54,7 +55,7 @@ start_replicas() {
 }
 
 start_up() {
-    MESHFLEET_LOG=warn MESHFLEET_TENANT_RATE_LIMIT=0 MESHFLEET_AGENT_RATE_LIMIT=0 MESHFLEET_MAX_CLUSTERS_PER_TENANT=0 MESHFLEET_DB_MAX_CONNECTIONS=40 ./target/release/meshfleet up --port 0 --data-dir "$data" >"$data/up.log" 2>&1 &
+    MESHFLEET_LOG=warn MESHFLEET_TENANT_RATE_LIMIT=0 MESHFLEET_AGENT_RATE_LIMIT=0 MESHFLEET_MAX_CLUSTERS_PER_TENANT=0 MESHFLEET_DB_MAX_CONNECTIONS=40 "$bin"/meshfleet up --port 0 --data-dir "$data" >"$data/up.log" 2>&1 &
     server=$!
     for _ in $(seq 1 600); do
         grep -q "export TOKEN=" "$data/up.log" && break
@@ -95,7 +96,7 @@ start_up
 if [ -n "$dburl" ]; then
     # pg_stat_statements needs shared_preload_libraries: set it, restart `up`.
     rc=0
-    ./target/release/rollout-bench --prepare-database --database-url "$dburl" || rc=$?
+    "$bin"/rollout-bench --prepare-database --database-url "$dburl" || rc=$?
     if [ "$rc" = 10 ]; then
         stop_up
         start_up
@@ -108,7 +109,7 @@ start_replicas
 budget=$((deadline - SECONDS))
 [ "$budget" -gt 60 ] || budget=60
 set +e
-timeout -s INT -k 20 "$budget" ./target/release/rollout-bench --base "$base" --data-dir "$data" \
+timeout -s INT -k 20 "$budget" "$bin"/rollout-bench --base "$base" --data-dir "$data" \
     --clusters "$clusters" ${dburl:+--database-url "$dburl"} --server-pid "$server" --timeout "$((budget - 15))s" "${agent_bases[@]}" "$@" \
     | tee "$data/bench.out" | grep --line-buffered -v '^RESULT '
 rc=${PIPESTATUS[0]}

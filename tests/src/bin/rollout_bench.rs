@@ -760,6 +760,10 @@ async fn rebootstrap(
 struct Timings {
     stage_rows: Vec<String>,
     dispatch: Vec<f64>,
+    /// Rollout startedAt → the agent's long poll returned the new state.
+    delivered: Vec<f64>,
+    /// Long poll returned → the agent's pass started (the simulator's own wait).
+    pickup: Vec<f64>,
     agent: Vec<f64>,
     report: Vec<f64>,
     server: Vec<f64>,
@@ -794,9 +798,14 @@ fn analyse(
     a: &Args,
     rollout: Option<&Rollout>,
     probes: &[(String, Probe)],
+    agent_states: &[Arc<meshfleet_agent::AgentState>],
     posted_at: DateTime<Utc>,
 ) -> Timings {
-    let by_name: HashMap<&str, &Probe> = probes.iter().map(|(n, p)| (n.as_str(), p)).collect();
+    let by_name: HashMap<&str, (&Probe, Option<&Arc<meshfleet_agent::AgentState>>)> = probes
+        .iter()
+        .enumerate()
+        .map(|(i, (n, p))| (n.as_str(), (p, agent_states.get(i))))
+        .collect();
     let approx_agent = a.ready_after.as_secs_f64() * 3.0;
     let mut t = Timings::default();
     let Some(r) = rollout else { return t };
@@ -805,7 +814,17 @@ fn analyse(
         let mut started: Vec<(DateTime<Utc>, f64)> = Vec::new();
         for c in st.clusters.iter().flatten() {
             let Some(s_at) = c.started_at else { continue };
-            let agent = match by_name.get(c.name.as_str()).and_then(|p| p.timing()) {
+            let entry = by_name.get(c.name.as_str());
+            if let Some((_, Some(state))) = entry
+                && let Some((_, got)) = state.received()
+                && got >= s_at
+            {
+                t.delivered.push(secs(got - s_at));
+                if let Some((received, _)) = entry.and_then(|(p, _)| p.timing()) {
+                    t.pickup.push(secs(received - got));
+                }
+            }
+            let agent = match entry.and_then(|(p, _)| p.timing()) {
                 Some((received, ready)) => {
                     t.dispatch.push(secs(received - s_at));
                     if let Some(f) = c.finished_at {
@@ -1298,7 +1317,7 @@ async fn main() {
     };
     let _ = stop_tx.send(true);
 
-    let t = analyse(&a, rollout.as_ref(), &probes, posted_at);
+    let t = analyse(&a, rollout.as_ref(), &probes, &agent_states, posted_at);
     let wall_s = wall.as_secs_f64();
 
     println!();
@@ -1320,6 +1339,14 @@ async fn main() {
     println!(
         "per cluster: dispatch (rollout startedAt → agent got the desired state)  {}",
         spread(&mut t.dispatch)
+    );
+    println!(
+        "               of which startedAt → the agent's long poll returned it      {}",
+        spread(&mut t.delivered)
+    );
+    println!(
+        "               of which long poll returned → the agent's pass started      {}",
+        spread(&mut t.pickup)
     );
     println!(
         "per cluster: agent    (got it → every target workload read ready)        {}",
