@@ -14,8 +14,8 @@ use tokio::sync::{Notify, watch};
 pub const DESIRED_STATE_CHANNEL: &str = "meshfleet_desired_state";
 /// The release catalog changed; payload the version.
 pub const RELEASES_CHANNEL: &str = "meshfleet_releases";
-/// A rollout has something to look at (a cluster in flight reported);
-/// payload `tenant/rollout-id`.
+/// A rollout may have something to look at (an agent reported); payload
+/// `tenant/cluster-id`.
 pub const ROLLOUT_CHANNEL: &str = "meshfleet_rollout";
 /// Something a replica may remember about a cluster changed without changing
 /// its desired state (its resource version, its first report, its agent

@@ -20,9 +20,10 @@ pub struct Config {
     pub poll: Duration,
     /// The longest a cluster goes unchecked.
     pub max_interval: Duration,
-    /// Sweeps woken by notifications start at most this often: a burst of
-    /// them (every agent report hints the rollout engine) is one sweep, and
-    /// a rollout's members are read at most this often, not per report.
+    /// Sweeps woken by notifications start at most this often, and a
+    /// quarter of it after the end of the last one: a burst of them (every
+    /// agent report hints the rollout engine) is one sweep, and a rollout is
+    /// driven at most this often for reports, not per report.
     pub settle: Duration,
 }
 

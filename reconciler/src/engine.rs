@@ -2,6 +2,7 @@
 //! on failure, back off (the error policy). NOTIFY wakes the sweep early;
 //! the periodic poll is what guarantees progress.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use futures::StreamExt;
 use meshfleet_core::clock::SharedClock;
 use meshfleet_core::notify::{self, RECONCILE_CHANNEL, RELEASES_CHANNEL, ROLLOUT_CHANNEL, Signal};
 use meshfleet_core::store::reconcile::{self, Claim};
+use meshfleet_core::store::rollouts;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -22,11 +24,47 @@ use crate::{cluster, rollout};
 pub struct Reconciler {
     ctx: Arc<Context>,
     wake: Arc<Notify>,
-    /// An agent reported since the last sweep: its cluster may be in flight
-    /// in a rollout (a hint only; the rollouts' own times guarantee progress).
-    hinted: Arc<std::sync::atomic::AtomicBool>,
+    /// Agents that reported since the last sweep: their clusters may be in
+    /// flight in a rollout (a hint only; the rollouts' own times guarantee
+    /// progress).
+    hints: Arc<Mutex<Hints>>,
     /// When (by the clock) quiet agents were last looked for.
     connectivity_swept: Arc<Mutex<Option<chrono::DateTime<chrono::Utc>>>>,
+}
+
+/// Rollout hints gathered between sweeps.
+#[derive(Debug, Default)]
+pub struct Hints {
+    /// Clusters whose agents reported, by tenant.
+    clusters: HashMap<String, HashSet<Uuid>>,
+    /// Notifications may have been missed (the listener connected again, or
+    /// a payload was not understood): every active rollout gets a full look.
+    anything: bool,
+}
+
+impl Hints {
+    /// That these clusters' agents reported (as the listener gathers it).
+    pub fn reported(tenant: &str, clusters: &[Uuid]) -> Self {
+        Hints {
+            clusters: HashMap::from([(tenant.to_string(), clusters.iter().copied().collect())]),
+            anything: false,
+        }
+    }
+
+    fn note(&mut self, payload: &str) {
+        match notify::parse_cluster_payload(payload) {
+            Some((tenant, id)) => match self.clusters.get_mut(tenant) {
+                Some(ids) => {
+                    ids.insert(id);
+                }
+                None => {
+                    self.clusters
+                        .insert(tenant.to_string(), HashSet::from([id]));
+                }
+            },
+            None => self.anything = true,
+        }
+    }
 }
 
 /// How often (by the clock) quiet agents are looked for: a scan of
@@ -52,7 +90,7 @@ impl Reconciler {
                 clock,
             }),
             wake: Arc::new(Notify::new()),
-            hinted: Arc::default(),
+            hints: Arc::default(),
             connectivity_swept: Arc::default(),
         }
     }
@@ -108,29 +146,54 @@ impl Reconciler {
 
     /// One sweep: quiet agents, due clusters and due (or hinted) rollouts,
     /// interleaved batch by batch so that neither starves the other; how
-    /// many items it reconciled.
+    /// many items it reconciled. The rollout hints gathered so far are used
+    /// once: a rollout is driven at most once per sweep for them.
     pub async fn run_once(&self) -> Result<usize> {
         let mut done = self.sweep_connectivity().await?;
+        let mut hints = Some(self.take_hints());
         // bounded, so that `run` gets to check for shutdown
         for _ in 0..100 {
             let clusters = self.sweep_cluster_batch().await?;
-            let rollouts = self.sweep_rollouts().await?;
+            let rollouts = self
+                .sweep_rollouts(hints.take().unwrap_or_default())
+                .await?;
             done += clusters + rollouts;
-            if clusters < self.ctx.config.batch as usize && rollouts == 0 {
+            if clusters < self.ctx.config.batch as usize {
                 break;
             }
         }
         Ok(done)
     }
 
-    /// Drives due and hinted rollouts, one tick each.
-    pub async fn sweep_rollouts(&self) -> Result<usize> {
-        let mut hinted: Vec<Uuid> = if self.hinted.swap(false, std::sync::atomic::Ordering::AcqRel)
-        {
-            meshfleet_core::store::rollouts::active_ids(&self.ctx.pool).await?
-        } else {
-            Vec::new()
-        };
+    fn take_hints(&self) -> Hints {
+        std::mem::take(&mut *self.hints.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Drives due rollouts and those `hints` name, one tick each. A hinted
+    /// rollout another replica holds is left to it (every replica hears
+    /// every hint).
+    pub async fn sweep_rollouts(&self, hints: Hints) -> Result<usize> {
+        let mut hinted: HashMap<Uuid, rollout::Hint> = HashMap::new();
+        if hints.anything {
+            for id in rollouts::active_ids(&self.ctx.pool).await? {
+                hinted.insert(id, rollout::Hint::Anything);
+            }
+        }
+        if !hints.clusters.is_empty() {
+            let reported: Vec<(String, Uuid)> = hints
+                .clusters
+                .into_iter()
+                .flat_map(|(tenant, ids)| ids.into_iter().map(move |id| (tenant.clone(), id)))
+                .collect();
+            for (_, id, cluster) in rollouts::in_flight_among(&self.ctx.pool, &reported).await? {
+                if let rollout::Hint::Reported(clusters) = hinted
+                    .entry(id)
+                    .or_insert_with(|| rollout::Hint::Reported(Vec::new()))
+                {
+                    clusters.push(cluster);
+                }
+            }
+        }
         let mut done = 0;
         // bounded: a rollout is driven at most once per hint and once per due time
         for _ in 0..1000 {
@@ -140,7 +203,7 @@ impl Reconciler {
             };
             metrics::histogram!("meshfleet_rollout_tick_seconds")
                 .record(started.elapsed().as_secs_f64());
-            hinted.retain(|h| *h != id);
+            hinted.remove(&id);
             done += 1;
         }
         Ok(done)
@@ -212,16 +275,23 @@ impl Reconciler {
                 pool,
                 &[RECONCILE_CHANNEL, RELEASES_CHANNEL, ROLLOUT_CHANNEL],
                 None,
-                move |signal| {
-                    if let Signal::Notification { channel, .. } = signal
-                        && channel == ROLLOUT_CHANNEL
-                    {
-                        this.hinted
-                            .store(true, std::sync::atomic::Ordering::Release);
-                        this.wake();
-                    } else {
+                move |signal| match signal {
+                    Signal::Notification { channel, payload } if channel == ROLLOUT_CHANNEL => {
+                        this.hints
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .note(payload);
                         this.wake();
                     }
+                    Signal::Connected => {
+                        // hints may have been missed while not listening
+                        this.hints
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .anything = true;
+                        this.wake();
+                    }
+                    _ => this.wake(),
                 },
             )
             .await
@@ -239,13 +309,23 @@ impl Reconciler {
             match self.run_once().await {
                 Ok(n) if n > 0 => tracing::debug!(clusters = n, "sweep"),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "sweep failed; retrying"),
+                Err(e) => {
+                    // the hints it took may be lost: every active rollout gets a full look
+                    self.hints
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .anything = true;
+                    tracing::warn!(error = %e, "sweep failed; retrying");
+                }
             }
             let poll = self.ctx.config.poll;
             tokio::select! {
                 _ = self.wake.notified() => {
-                    // Let the burst this wake-up belongs to settle.
-                    let settle = self.ctx.config.settle.saturating_sub(began.elapsed());
+                    // Let the burst this wake-up belongs to settle; after a
+                    // sweep longer than that, still a pause (a quarter of it):
+                    // a stream of reports never runs sweeps back to back.
+                    let settle = self.ctx.config.settle;
+                    let settle = settle.saturating_sub(began.elapsed()).max(settle / 4);
                     tokio::select! {
                         _ = tokio::time::sleep(settle) => {},
                         _ = shutdown.changed() => {},

@@ -6,6 +6,8 @@
 //! rollout state, events), so a replica killed mid-tick leaves nothing half
 //! done and no cluster is upgraded twice.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use meshfleet_core::domain::health;
 use meshfleet_core::domain::rollout::threshold_exceeded;
@@ -34,30 +36,53 @@ const IN_FLIGHT_POLL: i64 = 2;
 /// After a failed tick, the rollout is looked at again this much later.
 const RETRY_AFTER: i64 = 5;
 
+/// Why a rollout is looked at before it is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hint {
+    /// These of its clusters in flight reported: a tick looks at them only.
+    Reported(Vec<Uuid>),
+    /// Anything may have changed (notifications may have been missed): a
+    /// tick looks at all its clusters in flight.
+    Anything,
+}
+
 /// Claims and drives one due (or hinted) rollout; its id, `None` when none
 /// was due. A tick that fails is rolled back whole and retried later (the
 /// error policy); it never blocks the other rollouts.
-pub async fn tick(ctx: &Context, hinted: &[Uuid]) -> Result<Option<Uuid>> {
+///
+/// A tick brought by its due time looks at every cluster in flight of the
+/// current stage (deadlines, soak ends, agents gone quiet, clusters
+/// deleted); one brought early by a report looks at the clusters that
+/// reported only, and leaves the due time (at most [`IN_FLIGHT_POLL`] after
+/// the last full look) as it was.
+pub async fn tick(ctx: &Context, hinted: &HashMap<Uuid, Hint>) -> Result<Option<Uuid>> {
     let now = ctx.clock.now();
     let mut tx = ctx.pool.begin().await?;
-    let Some((tenant, mut r)) = rollouts::claim_due_rollout(&mut tx, now, hinted).await? else {
+    let ids: Vec<Uuid> = hinted.keys().copied().collect();
+    let Some(claimed) = rollouts::claim_due_rollout(&mut tx, now, &ids).await? else {
         tx.commit().await?;
         return Ok(None);
     };
+    let (tenant, mut r, due_at) = (claimed.tenant_id, claimed.row, claimed.next_check_at);
     let id = r.id;
+    let only = match hinted.get(&id) {
+        Some(Hint::Reported(clusters)) if due_at > now => Some(clusters.as_slice()),
+        _ => None,
+    };
     let span = tracing::info_span!(
         "rollout.tick",
         %tenant,
         rollout = %id,
         rollout_name = %r.name,
         stage = r.current_stage,
+        looked_at = only.map_or(-1, |c| c.len() as i64),
         state = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
     meshfleet_telemetry::record_trace_id(&span);
     let driven = tracing::Instrument::instrument(
         async {
-            let driven = drive(&mut tx, &tenant, &mut r, ctx, now).await;
+            let driven = drive(&mut tx, &tenant, &mut r, ctx, now, only).await;
             tracing::Span::current().record("state", tracing::field::debug(r.state.0));
             driven
         },
@@ -66,6 +91,12 @@ pub async fn tick(ctx: &Context, hinted: &[Uuid]) -> Result<Option<Uuid>> {
     .await;
     match driven {
         Ok(next) => {
+            // a look at some clusters only keeps the full look when it was due
+            let next = if only.is_some() {
+                next.min(due_at)
+            } else {
+                next
+            };
             // never due again at once: a hint, not a busy loop, brings it back early
             let next = next.max(now + chrono::Duration::seconds(1));
             rollouts::update_rollout(&mut tx, &tenant, &r, next, now).await?;
@@ -323,14 +354,15 @@ fn tally(counts: &[(C, i64)], states: &[C]) -> usize {
 const IN_FLIGHT: [C; 3] = [C::Upgrading, C::Soaking, C::RollingBack];
 
 /// One tick of a claimed rollout; returns when to look again. It reads only
-/// the current stage's clusters in flight, its counts, and as many pending
-/// clusters as it may start.
+/// the current stage's clusters in flight (of them, those in `only` when
+/// given), its counts, and as many pending clusters as it may start.
 async fn drive(
     conn: &mut PgConnection,
     tenant: &str,
     r: &mut RolloutRow,
     ctx: &Context,
     now: DateTime<Utc>,
+    only: Option<&[Uuid]>,
 ) -> Result<DateTime<Utc>> {
     let idle = now
         + chrono::Duration::from_std(ctx.config.max_interval).unwrap_or(chrono::Duration::hours(1));
@@ -351,8 +383,14 @@ async fn drive(
         let soak = chrono::Duration::seconds(i64::from(stage.soak_seconds));
 
         // 1. clusters in flight
-        let in_flight =
-            rollouts::stage_members(conn, tenant, r.id, stage_no, &IN_FLIGHT, i64::MAX).await?;
+        let in_flight = match only {
+            Some(ids) => {
+                rollouts::stage_members_among(conn, tenant, r.id, stage_no, &IN_FLIGHT, ids).await?
+            }
+            None => {
+                rollouts::stage_members(conn, tenant, r.id, stage_no, &IN_FLIGHT, i64::MAX).await?
+            }
+        };
         let mut changed = Vec::new();
         for mut m in in_flight {
             let state = m.rc.state.0;

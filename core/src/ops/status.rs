@@ -165,7 +165,7 @@ pub async fn record_report(
     // Deletions and channel steps wait on reports: look again now.
     reconcile::schedule_on_report(&mut tx, tenant, cluster_id, now).await?;
     // A rollout may wait on this cluster.
-    rollouts::hint(&mut *tx, tenant).await?;
+    rollouts::hint(&mut *tx, tenant, &[cluster_id]).await?;
     tx.commit().await?;
     Ok(Recorded::Changed)
 }

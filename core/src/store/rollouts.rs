@@ -165,29 +165,32 @@ pub async fn lock_rollout(
     .await
 }
 
+/// A rollout claimed for one tick.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Claimed {
+    pub tenant_id: String,
+    #[sqlx(flatten)]
+    pub row: RolloutRow,
+    /// When it was due; after `now` when only a hint brought it.
+    pub next_check_at: DateTime<Utc>,
+}
+
 /// Claims one due rollout for this transaction (`FOR UPDATE SKIP LOCKED`):
 /// due by its time, or because a hint named it.
 pub async fn claim_due_rollout(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     hinted: &[Uuid],
-) -> Result<Option<(String, RolloutRow)>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Claimed {
-        tenant_id: String,
-        #[sqlx(flatten)]
-        row: RolloutRow,
-    }
-    let claimed: Option<Claimed> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT tenant_id, {ROLLOUT_COLUMNS} FROM rollouts
+) -> Result<Option<Claimed>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT tenant_id, {ROLLOUT_COLUMNS}, next_check_at FROM rollouts
          WHERE active AND (next_check_at <= $1 OR id = ANY($2))
          ORDER BY next_check_at LIMIT 1 FOR UPDATE SKIP LOCKED"
     )))
     .bind(now)
     .bind(hinted)
     .fetch_optional(conn)
-    .await?;
-    Ok(claimed.map(|c| (c.tenant_id, c.row)))
+    .await
 }
 
 /// Writes a locked rollout's progress.
@@ -333,6 +336,20 @@ pub struct StageMember {
     pub report_changed_at: Option<DateTime<Utc>>,
 }
 
+// What a stage member adds to its row (see [`StageMember`]), and from where.
+const MEMBER_COLUMNS: &str = "c.generation, s.health AS stored_health, s.observed_generation,
+    s.observed_versions <@ ARRAY[CASE WHEN rc.state = 'RollingBack'
+                                      THEN rc.from_version ELSE rc.to_version END] AS on_versions,
+    -- the report itself only to describe a failure
+    CASE WHEN s.health IN ('Degraded', 'Unhealthy') THEN
+        (SELECT rep.report FROM cluster_reports rep
+         WHERE rep.tenant_id = s.tenant_id AND rep.cluster_id = s.cluster_id)
+    END AS report,
+    s.last_heartbeat_at, s.changed_at AS report_changed_at";
+const MEMBER_FROM: &str = "FROM rollout_clusters rc
+    LEFT JOIN clusters c ON c.tenant_id = rc.tenant_id AND c.id = rc.cluster_id
+    LEFT JOIN cluster_status s ON s.tenant_id = rc.tenant_id AND s.cluster_id = rc.cluster_id";
+
 /// The clusters of a rollout's stage in `states`, by name (at most `limit`).
 pub async fn stage_members(
     conn: &mut PgConnection,
@@ -344,20 +361,7 @@ pub async fn stage_members(
 ) -> Result<Vec<StageMember>, sqlx::Error> {
     let states: Vec<String> = states.iter().map(name_of).collect();
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {RC_COLUMNS}, c.generation,
-                s.health AS stored_health, s.observed_generation,
-                s.observed_versions <@ ARRAY[CASE WHEN rc.state = 'RollingBack'
-                                                  THEN rc.from_version ELSE rc.to_version END]
-                    AS on_versions,
-                -- the report itself only to describe a failure
-                CASE WHEN s.health IN ('Degraded', 'Unhealthy') THEN
-                    (SELECT rep.report FROM cluster_reports rep
-                     WHERE rep.tenant_id = s.tenant_id AND rep.cluster_id = s.cluster_id)
-                END AS report,
-                s.last_heartbeat_at, s.changed_at AS report_changed_at
-         FROM rollout_clusters rc
-         LEFT JOIN clusters c ON c.tenant_id = rc.tenant_id AND c.id = rc.cluster_id
-         LEFT JOIN cluster_status s ON s.tenant_id = rc.tenant_id AND s.cluster_id = rc.cluster_id
+        "SELECT {RC_COLUMNS}, {MEMBER_COLUMNS} {MEMBER_FROM}
          WHERE rc.tenant_id = $1 AND rc.rollout_id = $2 AND rc.stage = $3 AND rc.state = ANY($4)
          ORDER BY rc.cluster_name
          LIMIT $5"
@@ -367,6 +371,35 @@ pub async fn stage_members(
     .bind(stage)
     .bind(&states)
     .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// [`stage_members`] among the clusters `ids` only (found by primary key:
+/// the cost follows `ids`, not the stage's size), by name.
+pub async fn stage_members_among(
+    conn: &mut PgConnection,
+    tenant: &str,
+    rollout: Uuid,
+    stage: i32,
+    states: &[RolloutClusterState],
+    ids: &[Uuid],
+) -> Result<Vec<StageMember>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let states: Vec<String> = states.iter().map(name_of).collect();
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {RC_COLUMNS}, {MEMBER_COLUMNS} {MEMBER_FROM}
+         WHERE rc.tenant_id = $1 AND rc.rollout_id = $2 AND rc.cluster_id = ANY($5)
+           AND rc.stage = $3 AND rc.state = ANY($4)
+         ORDER BY rc.cluster_name"
+    )))
+    .bind(tenant)
+    .bind(rollout)
+    .bind(stage)
+    .bind(&states)
+    .bind(ids)
     .fetch_all(conn)
     .await
 }
@@ -475,14 +508,44 @@ pub async fn active_ids(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Erro
         .await
 }
 
-/// Hints reconcilers that an agent reported (delivered at commit; many in
-/// one transaction are one notification). Cheaper than finding out, on every
-/// report, whether the cluster is in flight in a rollout: the engine looks at
-/// its active rollouts instead.
-pub async fn hint(db: impl PgExecutor<'_>, tenant: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify('meshfleet_rollout', $1)")
-        .bind(tenant)
-        .execute(db)
-        .await?;
+/// The rollouts that have any of these clusters in flight:
+/// `(tenant, rollout, cluster)` for each (by the clusters' index, so the cost
+/// follows the number of clusters asked about).
+pub async fn in_flight_among(
+    db: impl PgExecutor<'_>,
+    clusters: &[(String, Uuid)],
+) -> Result<Vec<(String, Uuid, Uuid)>, sqlx::Error> {
+    let tenants: Vec<&str> = clusters.iter().map(|(t, _)| t.as_str()).collect();
+    let ids: Vec<Uuid> = clusters.iter().map(|(_, id)| *id).collect();
+    sqlx::query_as(
+        "SELECT rc.tenant_id, rc.rollout_id, rc.cluster_id
+         FROM UNNEST($1::text[], $2::uuid[]) AS u(tenant_id, cluster_id), rollout_clusters rc
+         WHERE rc.tenant_id = u.tenant_id AND rc.cluster_id = u.cluster_id
+           AND rc.state IN ('Upgrading', 'Soaking', 'RollingBack')",
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .fetch_all(db)
+    .await
+}
+
+/// Hints reconcilers that these clusters' agents reported (delivered at
+/// commit; payload `tenant/cluster-id`, see
+/// [`crate::notify::parse_cluster_payload`]). Cheaper than finding out, on
+/// every report, whether the cluster is in flight in a rollout: the engine
+/// looks the hinted clusters up in batches, and a rollout's tick then looks
+/// at those of its clusters only.
+pub async fn hint(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    clusters: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT pg_notify('meshfleet_rollout', $1 || '/' || id) FROM UNNEST($2::uuid[]) AS id",
+    )
+    .bind(tenant)
+    .bind(clusters)
+    .execute(db)
+    .await?;
     Ok(())
 }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use meshfleet_core::clock::ManualClock;
+use meshfleet_reconciler::engine::Hints;
 use meshfleet_tests::agents::{RunningAgent, agent_for, wait_status};
 use meshfleet_tests::reconciler::{Running, run};
 use meshfleet_tests::{TestApp, cluster_body};
@@ -560,6 +562,60 @@ async fn two_reconcilers_share_a_rollout_and_a_killed_one_leaves_nothing_half_do
         assert_eq!(list.len(), 1, "{cluster} changed more than once: {list:?}");
     }
     second.stop().await;
+    for a in agents {
+        a.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn reports_from_one_cluster_in_flight_do_not_keep_a_rollout_from_seeing_anothers_deadline() {
+    let clock = ManualClock::at(Utc::now());
+    let app = TestApp::spawn_at(&clock).await;
+    let mut agents = fleet(&app, 2, "1.27.1", |_| json!({"env": "prod"})).await;
+    // c01's agent has reported and goes quiet: only a full look sees its deadline
+    agents.pop().unwrap().stop().await;
+    let reconciler = app.reconciler().await;
+    let body = json!({"name": "long-soak", "targetVersion": "1.28.2",
+        "stages": [{"name": "all", "maxConcurrency": 2, "soakSeconds": 3600}],
+        "progressDeadlineSeconds": 60});
+    let id = start(&app, &body).await["id"].as_str().unwrap().to_string();
+    reconciler.sweep_rollouts(Hints::default()).await.unwrap();
+    let c00 = app
+        .get("/v1/clusters/c00")
+        .token(&app.owner("acme"))
+        .send()
+        .await
+        .body;
+    let generation = c00["generation"].as_i64().unwrap();
+    wait_status(&app, "c00", "Healthy on the target", |s| {
+        s["health"] == "Healthy" && s["observedGeneration"].as_i64() == Some(generation)
+    })
+    .await;
+    let c00_id: uuid::Uuid = c00["id"].as_str().unwrap().parse().unwrap();
+
+    // c00 keeps reporting (soaking) more often than the rollout is due
+    let mut failed = None;
+    for _ in 0..60 {
+        clock.advance(chrono::Duration::milliseconds(1500));
+        reconciler
+            .sweep_rollouts(Hints::reported("acme", &[c00_id]))
+            .await
+            .unwrap();
+        let r = rollout(&app, &id).await;
+        let clusters = r["stages"][0]["clusters"].as_array().unwrap().clone();
+        assert_eq!(clusters[0]["name"], "c00");
+        assert_eq!(clusters[0]["state"], "Soaking", "{}", clusters[0]);
+        if clusters[1]["state"] == "Failed" {
+            failed = Some(clusters[1].clone());
+            break;
+        }
+        assert_eq!(clusters[1]["state"], "Upgrading", "{}", clusters[1]);
+    }
+    let failed = failed.expect("c01's progress deadline never fired");
+    assert_eq!(
+        failed["reason"], "not converged on 1.28.2 within 60s",
+        "{failed}"
+    );
     for a in agents {
         a.stop().await;
     }
