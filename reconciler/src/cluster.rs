@@ -88,7 +88,17 @@ pub async fn reconcile_many(tenant: &str, claims: &[Claim], ctx: &Context) -> Re
     for row in rows {
         let id = row.id;
         let book = books.remove(&id).unwrap_or_default();
-        let span = tracing::info_span!("reconcile.cluster", %tenant, cluster_id = %id, cluster = %row.name);
+        // each cluster's look is its own trace (as when taken alone): the
+        // change it writes carries that trace to the cluster's agent
+        let span = tracing::info_span!(
+            parent: None,
+            "reconcile.cluster",
+            %tenant,
+            cluster_id = %id,
+            cluster = %row.name,
+            trace_id = tracing::field::Empty,
+        );
+        meshfleet_telemetry::record_trace_id(&span);
         let decided = tracing::Instrument::instrument(
             evaluate(&mut tx, tenant, row, book, &catalog, now, ctx),
             span,
