@@ -12,10 +12,10 @@ use meshfleet_core::ops::heartbeat::Heartbeats;
 use tokio::net::TcpListener;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::http;
 use crate::http::HEADER_LIMIT;
-use crate::request_context::request_context;
+use crate::request_context::{ContextState, request_context};
 use crate::state::AppState;
-use crate::{http, route_stats};
 
 pub fn router(state: AppState) -> Router {
     let (api, doc) = crate::openapi::api_router().split_for_parts();
@@ -24,12 +24,11 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::portal::router())
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn_with_state(
-            state.config.clone(),
+            ContextState {
+                config: state.config.clone(),
+                route_stats: state.route_stats.clone(),
+            },
             request_context,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.route_stats.clone(),
-            route_stats::count,
         ))
         .with_state(state)
 }
@@ -38,8 +37,9 @@ pub fn router(state: AppState) -> Router {
 /// the queue of response bytes not yet written. Twice [`HEADER_LIMIT`], so a
 /// head over the limit still reaches the app and gets its 431 problem; a
 /// larger one is refused by the server with a bare 431. A connection starts
-/// with 8 KiB to read and 8 KiB to write (hyper's fixed initial sizes) and
-/// only a request or response this large grows them.
+/// with 1 KiB to read and a response-head buffer made on first use (hyper
+/// itself starts both at 8 KiB; see vendor/hyper/MESHFLEET-PATCH.md), and
+/// reads grow the read buffer by powers of two up to this.
 pub const CONNECTION_BUFFER_LIMIT: usize = 2 * HEADER_LIMIT;
 
 /// A server bound to an address, not yet serving.

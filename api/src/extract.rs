@@ -111,20 +111,24 @@ impl FromRequestParts<AppState> for AgentPrincipal {
         // Validity is judged by the wall clock, as the database's now() does.
         let now = chrono::Utc::now();
         let mut fenced = false;
-        let remembered = state
-            .hub
-            .remembered(&mut fenced, |c| {
-                c.credential(&tenant, cluster_id, &credential_hash, now)
-            })
-            .await;
+        // The awaits are boxed: this future is part of the handler's, which a
+        // long poll keeps while it waits (see `routes::agent::desired_state`).
+        let remembered = Box::pin(state.hub.remembered(&mut fenced, |c| {
+            c.credential(&tenant, cluster_id, &credential_hash, now)
+        }))
+        .await;
         let cluster_name = match remembered {
             Some(name) => name,
             None => {
                 let stamp = state.hub.stamp();
-                let (name, until) =
-                    agents::authenticate_agent(&state.pool, &tenant, cluster_id, &credential_hash)
-                        .await?
-                        .ok_or_else(refused)?;
+                let (name, until) = Box::pin(agents::authenticate_agent(
+                    &state.pool,
+                    &tenant,
+                    cluster_id,
+                    &credential_hash,
+                ))
+                .await?
+                .ok_or_else(refused)?;
                 if let Some(stamp) = stamp {
                     state.hub.cache.store_credential(
                         &tenant,
@@ -142,9 +146,11 @@ impl FromRequestParts<AppState> for AgentPrincipal {
         span.record("tenant", tenant.as_str());
         span.record("cluster", cluster_name.as_str());
         tracing::debug!(%tenant, cluster = %cluster_name, "agent authenticated");
-        limited(state.limits.agent.check(&cluster_id), "agent", || {
-            format!("the agent of cluster `{cluster_name}`")
-        })
+        Box::pin(limited(
+            state.limits.agent.check(&cluster_id),
+            "agent",
+            || format!("the agent of cluster `{cluster_name}`"),
+        ))
         .await?;
         Ok(AgentPrincipal {
             tenant,

@@ -1,7 +1,9 @@
-//! The outermost middleware: request id, tracing span (continuing an
-//! incoming W3C `traceparent`), metrics with labels from closed sets, the
-//! time limit, and a problem body for every error response.
+//! The one middleware: request id, tracing span (continuing an incoming W3C
+//! `traceparent`), metrics with labels from closed sets, this process's route
+//! counters (`route_stats`), the time limit, and a problem body for every
+//! error response.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request};
@@ -18,17 +20,29 @@ use crate::config::AppConfig;
 use crate::error::{PROBLEM_JSON, problem_response};
 use crate::http::{BODY_LIMIT, HEADER_LIMIT, header_bytes, with_header};
 use crate::request_id::{CURRENT_REQUEST_ID, REQUEST_ID, acceptable_request_id};
-use crate::route_stats::method_label;
+use crate::route_stats::{RouteStats, method_label};
 
 /// The `route` label of a request that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// Outermost middleware: assigns the request id (keeping a sane incoming
-/// `x-request-id`), opens the `request` span every log line of the request is
-/// in (continuing an incoming W3C `traceparent`), records metrics, and gives
-/// every error response a problem body.
+/// What [`request_context`] takes of the app's state.
+#[derive(Clone)]
+pub struct ContextState {
+    pub config: Arc<AppConfig>,
+    pub route_stats: Arc<RouteStats>,
+}
+
+/// The only middleware (one layer, so a request waiting in a long poll holds
+/// one middleware future, not one per concern): assigns the request id
+/// (keeping a sane incoming `x-request-id`), opens the `request` span every
+/// log line of the request is in (continuing an incoming W3C `traceparent`),
+/// records metrics and the route counters of `route_stats` (every answer, the
+/// time-limit 503s included), and gives every error response a problem body.
 pub async fn request_context(
-    axum::extract::State(config): axum::extract::State<std::sync::Arc<AppConfig>>,
+    axum::extract::State(ContextState {
+        config,
+        route_stats,
+    }): axum::extract::State<ContextState>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -42,11 +56,11 @@ pub async fn request_context(
         parts.headers.insert(REQUEST_ID, v);
     }
     let method = method_label(&parts.method);
-    let route = parts
-        .extensions
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| UNMATCHED_ROUTE.to_string());
+    // the route template (shared, not copied: the request may wait a minute)
+    let matched = parts.extensions.get::<MatchedPath>().cloned();
+    let route = matched
+        .as_ref()
+        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     // The cluster a tenant's route is about (`/v1/clusters/{name}...`); the
     // agent routes record theirs once the credential is checked.
     let cluster = match RawPathParams::from_request_parts(&mut parts, &()).await {
@@ -97,9 +111,12 @@ pub async fn request_context(
     } else {
         config.request_timeout
     };
+    // The rest of the stack, boxed: the request is then kept in one future,
+    // not copied into each async block below (a long poll holds them all).
+    let mut inner = (header_size <= HEADER_LIMIT).then(|| Box::pin(next.run(req)));
     let work = async move {
         let response = match tokio::time::timeout(limit, async {
-            if header_size > HEADER_LIMIT {
+            let Some(inner) = inner.as_mut() else {
                 return problem_response(
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     format!(
@@ -107,8 +124,14 @@ pub async fn request_context(
                     ),
                     None,
                 );
+            };
+            let response = inner.await;
+            if response.status().is_client_error() || response.status().is_server_error() {
+                // boxed: reading an error's body would size every request's future
+                Box::pin(problemize(response)).await
+            } else {
+                response
             }
-            problemize(next.run(req).await).await
         })
         .await
         {
@@ -134,6 +157,11 @@ pub async fn request_context(
         } else {
             tracing::info!(status = code, elapsed_ms, "request served");
         }
+        let route = matched
+            .as_ref()
+            .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+        route_stats.record(method, route, code);
+        let route = route.to_string();
         metrics::counter!("meshfleet_http_requests_total",
             "method" => method, "route" => route.clone(), "status" => code.to_string())
         .increment(1);

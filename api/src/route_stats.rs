@@ -1,16 +1,13 @@
 //! This process's own request counters per route, per minute for the last
 //! hour: the request and error rates of `GET /v1/ops/sli`. Labels come from
 //! a closed set (the route template, never the raw path; an unknown method
-//! is `other`).
+//! is `other`). `request_context` records every answer.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
 use meshfleet_model::RouteRate;
 
 /// Minutes kept (the longest window rates are given for).
@@ -134,18 +131,6 @@ impl RouteStats {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-/// Outermost middleware: counts every answer, the time-limit 503s included.
-pub async fn count(State(stats): State<Arc<RouteStats>>, req: Request, next: Next) -> Response {
-    let method = method_label(req.method());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let response = next.run(req).await;
-    stats.record(method, &route, response.status().as_u16());
-    response
 }
 
 #[cfg(test)]

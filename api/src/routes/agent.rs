@@ -403,15 +403,16 @@ pub async fn desired_state(
         notified.as_mut().enable();
         // An unchanged state is answered from this replica's cache when it
         // may be (see `cache`); anything else reads the database.
+        // The reads are boxed (here and in the extractor): a future is as
+        // large as its largest step, and a long poll keeps this one while it
+        // waits.
         let remembered = match &pre.if_none_match {
             Some(m) => {
-                state
-                    .hub
-                    .remembered(&mut fenced, |c| {
-                        c.desired_etag(&agent.tenant, agent.cluster_id)
-                            .filter(|tag| m.matches(tag))
-                    })
-                    .await
+                Box::pin(state.hub.remembered(&mut fenced, |c| {
+                    c.desired_etag(&agent.tenant, agent.cluster_id)
+                        .filter(|tag| m.matches(tag))
+                }))
+                .await
             }
             None => None,
         };
@@ -419,9 +420,13 @@ pub async fn desired_state(
             Some(tag) => tag,
             None => {
                 let stamp = state.hub.stamp();
-                let row = clusters::desired_state(&state.pool, &agent.tenant, agent.cluster_id)
-                    .await?
-                    .ok_or_else(|| ApiError::cluster_not_found(&agent.cluster_name))?;
+                let row = Box::pin(clusters::desired_state(
+                    &state.pool,
+                    &agent.tenant,
+                    agent.cluster_id,
+                ))
+                .await?
+                .ok_or_else(|| ApiError::cluster_not_found(&agent.cluster_name))?;
                 let change = row.change_traceparent.clone();
                 let current = desired::effective(row);
                 let tag = desired::etag(&current);
