@@ -50,7 +50,7 @@ use crate::backend::{
 };
 use crate::error::{Error, Result};
 use crate::ownership::{LiveCrd, NamespaceObject};
-use crate::render::{Object, VERSION_LABEL, WAYPOINT_CLASS};
+use crate::render::{CLUSTER_ID_LABEL, Object, VERSION_LABEL, WAYPOINT_CLASS};
 
 /// Label istiod puts on what it builds for a Gateway.
 const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
@@ -64,6 +64,9 @@ pub struct SimOptions {
     pub nodes: u32,
     /// Reported as the Kubernetes version fact, e.g. `v1.33.1`.
     pub kubernetes_version: String,
+    /// Operations kept for [`SimCluster::ops`], oldest dropped first (0:
+    /// none; the fleet simulators, which never read them, keep none).
+    pub op_log: usize,
 }
 
 impl Default for SimOptions {
@@ -72,6 +75,7 @@ impl Default for SimOptions {
             ready_after: Duration::from_millis(20),
             nodes: 3,
             kubernetes_version: "v1.33.1".to_string(),
+            op_log: 1024,
         }
     }
 }
@@ -91,20 +95,17 @@ impl SimOp {
     }
 }
 
-/// Operations kept in the log (oldest dropped first).
-const OP_LOG_LIMIT: usize = 1024;
-
 /// One object. Kept as compact JSON text (serde_json sorts keys, so equal
 /// objects have equal text) rather than as a `Value` tree, which is several
-/// times larger: thousands of simulated clusters share one process.
+/// times larger, and that text shared between clusters (see [`Text`]):
+/// thousands of simulated clusters share one process.
 #[derive(Debug)]
 struct SimObject {
     /// The live object, without `resourceVersion`/`generation` (kept below).
-    /// The same allocation as `applied` when they are equal (the steady
-    /// state), so a converged cluster holds one copy of each object.
-    live: Arc<str>,
-    /// What the agent last applied (its "managed fields").
-    applied: Arc<str>,
+    /// Equal to `applied` in the steady state, and then the same allocation.
+    live: Text,
+    /// What the agent last applied (its "managed fields"), if it ever did.
+    applied: Option<Text>,
     /// Carries the managed-by label; its component label.
     owned: bool,
     component: Option<Box<str>>,
@@ -115,19 +116,98 @@ struct SimObject {
     spec_changed_at: Instant,
 }
 
-fn to_text(v: &Value) -> Arc<str> {
-    Arc::from(v.to_string())
+/// An object's compact JSON text, stored as its *shape* (the text with every
+/// occurrence of the object's own cluster-id label value replaced by
+/// [`ID_MARK`]) and that id. Every agent labels every object with its
+/// cluster's id, so this is what makes the same object of two clusters the
+/// same bytes: shapes and ids are interned process-wide, and ten thousand
+/// clusters on one version hold one copy of each object's text.
+///
+/// The id is read off the text itself, so two texts are equal exactly when
+/// their shapes and ids are; serde_json escapes control characters, so the
+/// mark never occurs in a text and expanding the shape gives the text back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Text {
+    shape: Arc<str>,
+    id: Option<Arc<str>>,
 }
 
-fn from_text(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or(Value::Null)
+/// Stands for the cluster id in a [`Text`]'s shape.
+const ID_MARK: &str = "\u{1}";
+
+impl Text {
+    fn of(v: &Value) -> Text {
+        let text = v.to_string();
+        match label(v, CLUSTER_ID_LABEL).filter(|id| !id.is_empty()) {
+            Some(id) => Text {
+                shape: intern(&text.replace(id, ID_MARK)),
+                id: Some(intern(id)),
+            },
+            None => Text {
+                shape: intern(&text),
+                id: None,
+            },
+        }
+    }
+
+    /// The JSON text.
+    fn expand(&self) -> std::borrow::Cow<'_, str> {
+        match &self.id {
+            Some(id) => self.shape.replace(ID_MARK, id).into(),
+            None => (*self.shape).into(),
+        }
+    }
+
+    fn value(&self) -> Value {
+        serde_json::from_str(&self.expand()).unwrap_or(Value::Null)
+    }
+
+    /// Makes `self` share `other`'s allocations when the two are equal.
+    fn share(&mut self, other: &Text) {
+        if self == other {
+            self.clone_from(other);
+        }
+    }
+}
+
+/// The process-wide set of [`Text`] parts. Parts no object holds any more
+/// are dropped whenever the set has doubled since the last sweep.
+fn intern(s: &str) -> Arc<str> {
+    struct Interned {
+        set: HashSet<Arc<str>>,
+        sweep_at: usize,
+    }
+    static INTERNED: std::sync::OnceLock<Mutex<Interned>> = std::sync::OnceLock::new();
+    let mut i = INTERNED
+        .get_or_init(|| {
+            Mutex::new(Interned {
+                set: HashSet::new(),
+                sweep_at: 1024,
+            })
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(a) = i.set.get(s) {
+        return a.clone();
+    }
+    if i.set.len() >= i.sweep_at {
+        i.set.retain(|a| Arc::strong_count(a) > 1);
+        i.sweep_at = (i.set.len() * 2).max(1024);
+    }
+    let a: Arc<str> = Arc::from(s);
+    i.set.insert(a.clone());
+    a
 }
 
 impl SimObject {
-    fn new(live: &Value, applied: Option<Arc<str>>, rv: u64) -> Self {
+    fn new(live: &Value, applied: Option<Text>, rv: u64) -> Self {
+        let mut text = Text::of(live);
+        if let Some(a) = &applied {
+            text.share(a);
+        }
         let mut o = SimObject {
-            live: to_text(live),
-            applied: applied.unwrap_or_else(|| Arc::from("null")),
+            live: text,
+            applied,
             owned: false,
             component: None,
             other_manager: None,
@@ -135,15 +215,12 @@ impl SimObject {
             generation: 1,
             spec_changed_at: Instant::now(),
         };
-        if *o.live == *o.applied {
-            o.live = o.applied.clone();
-        }
         o.index(live);
         o
     }
 
     fn value(&self) -> Value {
-        from_text(&self.live)
+        self.live.value()
     }
 
     fn index(&mut self, live: &Value) {
@@ -153,8 +230,8 @@ impl SimObject {
 
     /// Replaces the live object; bumps `resourceVersion` (and `generation`
     /// when more than metadata changed). Returns whether it changed.
-    fn replace(&mut self, before: &Value, after: &Value, text: Arc<str>, rv: u64) -> bool {
-        if *text == *self.live {
+    fn replace(&mut self, before: &Value, after: &Value, text: Text, rv: u64) -> bool {
+        if text == self.live {
             return false;
         }
         self.live = text;
@@ -272,7 +349,7 @@ impl SimCluster {
         let before = obj.value();
         let mut after = before.clone();
         f(&mut after);
-        let text = to_text(&after);
+        let text = Text::of(&after);
         if obj.replace(&before, &after, text, rv) {
             inner.next_rv += 1;
         }
@@ -318,7 +395,7 @@ impl SimCluster {
         inner.objects.insert(reference, o);
     }
 
-    /// What the agent did, oldest first (the last 1024 operations).
+    /// What the agent did, oldest first (the last [`SimOptions::op_log`] operations).
     pub fn ops(&self) -> Vec<SimOp> {
         self.lock().ops.iter().cloned().collect()
     }
@@ -441,7 +518,7 @@ impl ClusterBackend for SimCluster {
         self.check_reachable()?;
         let reference = object.reference();
         let new = object.to_json()?;
-        let new_text = to_text(&new);
+        let new_text = Text::of(&new);
         let mut inner = self.lock();
         if let Some((_, _, message)) = inner
             .apply_failures
@@ -465,24 +542,23 @@ impl ClusterBackend for SimCluster {
                 }
             }
             Some(obj) => {
-                let changed = if *obj.live == *new_text {
+                let changed = if obj.live == new_text {
                     // Live is exactly what is applied: nothing to merge.
                     false
                 } else {
                     let before = obj.value();
                     let mut after = before.clone();
-                    ssa_merge(&mut after, &from_text(&obj.applied), &new);
+                    let old = obj.applied.as_ref().map_or(Value::Null, Text::value);
+                    ssa_merge(&mut after, &old, &new);
                     let text = if after == new {
                         new_text.clone()
                     } else {
-                        to_text(&after)
+                        Text::of(&after)
                     };
                     obj.replace(&before, &after, text, rv)
                 };
-                obj.applied = new_text;
-                if *obj.live == *obj.applied {
-                    obj.live = obj.applied.clone();
-                }
+                obj.live.share(&new_text);
+                obj.applied = Some(new_text);
                 Applied {
                     created: false,
                     changed,
@@ -660,14 +736,14 @@ impl ClusterBackend for SimCluster {
                     metadata: Meta,
                     spec: Spec,
                 }
-                let head: Head = serde_json::from_str(&o.live).unwrap_or_default();
+                let head: Head = serde_json::from_str(&o.live.expand()).unwrap_or_default();
                 let mut crd = LiveCrd::named(&r.name);
                 if !head.spec.group.is_empty() {
                     crd.group = head.spec.group;
                 }
                 crd.labels = head.metadata.labels;
                 crd.annotations = head.metadata.annotations;
-                if &*o.applied != "null" {
+                if o.applied.is_some() {
                     crd.managers.push(FIELD_MANAGER.to_string());
                 }
                 crd.managers
@@ -790,7 +866,7 @@ fn deploy_waypoint(inner: &mut Inner, gateway: &ObjectRef, object: &Value) {
     match inner.objects.get_mut(&reference) {
         Some(existing) => {
             let before = existing.value();
-            if existing.replace(&before, &deployment, to_text(&deployment), rv) {
+            if existing.replace(&before, &deployment, Text::of(&deployment), rv) {
                 inner.next_rv += 1;
             }
         }
@@ -804,7 +880,10 @@ fn deploy_waypoint(inner: &mut Inner, gateway: &ObjectRef, object: &Value) {
 }
 
 fn push_op(inner: &mut Inner, op: SimOp) {
-    if inner.ops.len() >= OP_LOG_LIMIT {
+    if inner.opts.op_log == 0 {
+        return;
+    }
+    if inner.ops.len() >= inner.opts.op_log {
         inner.ops.pop_front();
     }
     inner.ops.push_back(op);
@@ -838,6 +917,34 @@ mod tests {
         // Fields owned by others are kept.
         assert_eq!(live["metadata"]["annotations"]["someone"], "else");
         assert!(!sim.apply(dep).await.unwrap().changed);
+    }
+
+    #[tokio::test]
+    async fn two_clusters_share_the_text_of_an_object_and_each_reads_back_its_own_id() {
+        let (a, b) = (SimCluster::default(), SimCluster::default());
+        let (mut da, mut db) = (desired("1.28.2"), desired("1.28.2"));
+        da.cluster_id = uuid::Uuid::new_v4();
+        db.cluster_id = uuid::Uuid::new_v4();
+        let (sa, sb) = (render(&da).unwrap(), render(&db).unwrap());
+        let (oa, ob) = (&sa[1].objects[0], &sb[1].objects[0]);
+        a.apply(oa).await.unwrap();
+        b.apply(ob).await.unwrap();
+        let r = oa.reference();
+        assert_eq!(r, ob.reference());
+        for (sim, object, d) in [(&a, oa, &da), (&b, ob, &db)] {
+            let mut live = sim.get(&r).unwrap();
+            let meta = live["metadata"].as_object_mut().unwrap();
+            meta.remove("resourceVersion");
+            meta.remove("generation");
+            assert_eq!(live, object.to_json().unwrap());
+            assert_eq!(
+                live["metadata"]["labels"][CLUSTER_ID_LABEL],
+                d.cluster_id.to_string()
+            );
+        }
+        let shape = |sim: &SimCluster| sim.lock().objects[&r].live.shape.clone();
+        assert!(Arc::ptr_eq(&shape(&a), &shape(&b)));
+        assert!(!a.apply(oa).await.unwrap().changed);
     }
 
     #[tokio::test]

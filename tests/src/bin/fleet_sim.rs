@@ -211,7 +211,7 @@ async fn main() {
                 assert!(r.status().is_success(), "creating {name}: {}", r.text().await.unwrap());
                 let r = client.post(format!("{}/v1/clusters/{name}/bootstrap-tokens", a.base)).bearer_auth(&token).send().await.unwrap();
                 let bt: Value = r.json().await.unwrap();
-                let sim = SimCluster::new(SimOptions { ready_after: a.ready_after, ..SimOptions::default() });
+                let sim = SimCluster::new(SimOptions { ready_after: a.ready_after, op_log: 0, ..SimOptions::default() });
                 sim.set_bootstrap(AGENT_NAMESPACE, BOOTSTRAP_SECRET, bt["token"].as_str().unwrap(), Some(&a.base));
                 if i % broken_every == broken_every - 1 {
                     sim.break_workload("ztunnel", "CrashLoopBackOff: ztunnel cannot reach istiod");

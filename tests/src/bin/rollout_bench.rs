@@ -171,6 +171,10 @@ struct Args {
     /// Target for the propagation p99, in seconds.
     #[arg(long, default_value_t = 1.0)]
     target_propagation: f64,
+    /// Stop once the simulator's memory is measured (the fleet converged):
+    /// no propagation, no rollout. For profiling the simulator.
+    #[arg(long)]
+    memory_only: bool,
     /// Target for this process's memory (all simulated clusters and agents), in MiB.
     #[arg(long, default_value_t = 2048.0)]
     target_sim_mib: f64,
@@ -1055,6 +1059,7 @@ async fn main() {
                 let bt: Value = r.json().await.unwrap();
                 let sim = SimCluster::new(SimOptions {
                     ready_after: a.ready_after,
+                    op_log: 0,
                     ..SimOptions::default()
                 });
                 sim.set_bootstrap(
@@ -1174,6 +1179,10 @@ async fn main() {
             "FAIL"
         }
     )];
+    if a.memory_only {
+        println!("{}", results[0]);
+        std::process::exit(0);
+    }
     if a.propagate {
         results.push(propagate(&a, &client, &token, &probes, &agent_states, deadline).await);
     }
