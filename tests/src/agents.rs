@@ -41,6 +41,19 @@ pub fn start_agent(sim: SimCluster, config: AgentConfig) -> RunningAgent {
     }
 }
 
+/// The one HTTP client of a simulated fleet (`AgentConfig::http` of every
+/// agent, and the bench's own calls). Each agent holds a long poll, so the
+/// pool has a connection per agent; the idle ones beyond 256 (left over
+/// from bursts of status reports) are closed instead of each keeping its
+/// ~27 KiB of hyper buffers.
+pub fn fleet_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("an HTTP client without TLS settings builds")
+}
+
 /// Long polls of 30 s: only a NOTIFY can wake the agent quickly.
 pub fn config(base: &str) -> AgentConfig {
     let mut c = AgentConfig::fast(base);

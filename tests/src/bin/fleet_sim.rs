@@ -180,10 +180,7 @@ async fn main() {
             )
         }
     };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(90))
-        .build()
-        .unwrap();
+    let client = meshfleet_tests::agents::fleet_http();
     let run = format!("{:x}", std::process::id());
     let broken_every = if a.broken_percent == 0 {
         usize::MAX

@@ -387,6 +387,23 @@ async fn send(what: &str, make: impl Fn() -> reqwest::RequestBuilder) -> reqwest
     panic!("{what}: {last}")
 }
 
+/// [`send`], then reads the body as JSON, retrying the whole request when
+/// the body cannot be read (a 10,000-agent simulator on 2 cores can starve
+/// a read past the client's timeout).
+async fn send_json(what: &str, make: impl Fn() -> reqwest::RequestBuilder) -> Value {
+    let mut last = String::new();
+    for attempt in 0..6u64 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+        }
+        match send(what, &make).await.json().await {
+            Ok(v) => return v,
+            Err(e) => last = e.to_string(),
+        }
+    }
+    panic!("{what}: {last}")
+}
+
 // ---------------------------------------------------------------------------
 // Database load.
 
@@ -697,11 +714,7 @@ async fn census(
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={c}"));
         }
-        let page: Value = send("listing clusters", || client.get(&url).bearer_auth(token))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let page = send_json("listing clusters", || client.get(&url).bearer_auth(token)).await;
         for c in page["items"].as_array().into_iter().flatten() {
             let health = c["status"]["health"].as_str().unwrap_or("Unknown");
             *counts.entry(health.to_string()).or_insert(0) += 1;
@@ -961,10 +974,7 @@ async fn main() {
             )
         }
     };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(90))
-        .build()
-        .unwrap();
+    let client = meshfleet_tests::agents::fleet_http();
     let run = format!(
         "{:x}",
         std::process::id() ^ (Utc::now().timestamp_subsec_micros())
@@ -1164,8 +1174,9 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let sim_kib = meshfleet_tests::bench::rss_kib(Some(std::process::id())).unwrap_or(0);
     let sim_mib = sim_kib as f64 / 1024.0;
+    let sim_cpu: f64 = cpu_snapshot(None).values().sum();
     println!(
-        "simulator: {} clusters with their agents hold {sim_mib:.0} MiB RSS in this process ({:.0} KiB each)   (target <= {} MiB)",
+        "simulator: {} clusters with their agents hold {sim_mib:.0} MiB RSS in this process ({:.0} KiB each; {sim_cpu:.0} s of CPU so far)   (target <= {} MiB)",
         a.clusters,
         sim_kib as f64 / a.clusters.max(1) as f64,
         a.target_sim_mib
