@@ -1174,7 +1174,9 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let sim_kib = meshfleet_tests::bench::rss_kib(Some(std::process::id())).unwrap_or(0);
     let sim_mib = sim_kib as f64 / 1024.0;
-    let sim_cpu: f64 = cpu_snapshot(None, "rollout-bench (simulator, agents)").values().sum();
+    let sim_cpu: f64 = cpu_snapshot(None, "rollout-bench (simulator, agents)")
+        .values()
+        .sum();
     println!(
         "simulator: {} clusters with their agents hold {sim_mib:.0} MiB RSS in this process ({:.0} KiB each; {sim_cpu:.0} s of CPU so far)   (target <= {} MiB)",
         a.clusters,
