@@ -260,6 +260,7 @@ impl Reconciler {
         }
     }
 
+    /// Wakes the sweep now (e.g. from a NOTIFY).
     pub fn wake(&self) {
         self.wake.notify_one();
     }
