@@ -90,10 +90,7 @@ impl Heartbeats {
     /// within [`FLUSH_EVERY`].
     pub fn remember(&self, tenant: &str, cluster_id: Uuid, at: DateTime<Utc>) {
         let mut unwritten = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
-        let newest = unwritten
-            .entry((tenant.to_string(), cluster_id))
-            .or_insert(at);
-        *newest = (*newest).max(at);
+        keep_newest(&mut unwritten, (tenant.to_string(), cluster_id), at);
     }
 
     /// Writes the remembered heartbeats now (on shutdown); how many clusters
@@ -117,6 +114,16 @@ impl Heartbeats {
     }
 }
 
+/// Keeps the newer of `at` and the time already unwritten for `key`.
+fn keep_newest(
+    unwritten: &mut HashMap<(String, Uuid), DateTime<Utc>>,
+    key: (String, Uuid),
+    at: DateTime<Utc>,
+) {
+    let newest = unwritten.entry(key).or_insert(at);
+    *newest = (*newest).max(at);
+}
+
 /// Takes the unwritten heartbeats and writes them in one statement; put back
 /// (keeping the newer time) when the write fails.
 async fn flush(pool: &PgPool, unwritten: &Unwritten) -> Result<u64> {
@@ -138,8 +145,7 @@ async fn flush(pool: &PgPool, unwritten: &Unwritten) -> Result<u64> {
                 tracing::warn!(error = %e, heartbeats = left.len(), "heartbeat flush failed; retrying at the next one");
                 let mut unwritten = unwritten.lock().unwrap_or_else(|e| e.into_inner());
                 for (key, at) in left {
-                    let newest = unwritten.entry(key.clone()).or_insert(*at);
-                    *newest = (*newest).max(*at);
+                    keep_newest(&mut unwritten, key.clone(), *at);
                 }
                 return Err(e.into());
             }
