@@ -111,6 +111,13 @@ struct SimObject {
     component: Option<Box<str>>,
     /// The field manager of whoever else created or changed it.
     other_manager: Option<Box<str>>,
+    /// What a workload status reads, kept so that reading it parses nothing:
+    /// `spec.replicas` and the version label.
+    replicas: Option<i64>,
+    version: Option<Box<str>>,
+    /// [`spec_hash`] of the live object: a change outside `metadata` and
+    /// `status` bumps `generation`.
+    spec_hash: u64,
     resource_version: u64,
     generation: i64,
     spec_changed_at: Instant,
@@ -211,6 +218,9 @@ impl SimObject {
             owned: false,
             component: None,
             other_manager: None,
+            replicas: None,
+            version: None,
+            spec_hash: 0,
             resource_version: rv,
             generation: 1,
             spec_changed_at: Instant::now(),
@@ -226,17 +236,21 @@ impl SimObject {
     fn index(&mut self, live: &Value) {
         self.owned = label(live, MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE);
         self.component = label(live, COMPONENT_LABEL).map(Into::into);
+        self.replicas = live.pointer("/spec/replicas").and_then(Value::as_i64);
+        self.version = label(live, VERSION_LABEL).map(Into::into);
+        self.spec_hash = spec_hash(live);
     }
 
-    /// Replaces the live object; bumps `resourceVersion` (and `generation`
-    /// when more than metadata changed). Returns whether it changed.
-    fn replace(&mut self, before: &Value, after: &Value, text: Text, rv: u64) -> bool {
+    /// Replaces the live object with `after` (whose text is `text`); bumps
+    /// `resourceVersion` (and `generation` when more than metadata changed).
+    /// Returns whether it changed.
+    fn replace(&mut self, after: &Value, text: Text, rv: u64) -> bool {
         if text == self.live {
             return false;
         }
         self.live = text;
         self.resource_version = rv;
-        if without_metadata(after) != without_metadata(before) {
+        if spec_hash(after) != self.spec_hash {
             self.generation += 1;
             self.spec_changed_at = Instant::now();
         }
@@ -346,11 +360,10 @@ impl SimCluster {
         let Some(obj) = inner.objects.get_mut(reference) else {
             return false;
         };
-        let before = obj.value();
-        let mut after = before.clone();
+        let mut after = obj.value();
         f(&mut after);
         let text = Text::of(&after);
-        if obj.replace(&before, &after, text, rv) {
+        if obj.replace(&after, text, rv) {
             inner.next_rv += 1;
         }
         true
@@ -444,13 +457,39 @@ impl SimCluster {
     }
 }
 
-fn without_metadata(v: &Value) -> Value {
-    let mut v = v.clone();
-    if let Some(m) = v.as_object_mut() {
-        m.remove("metadata");
-        m.remove("status");
+/// A hash of everything but `metadata` and `status`, equal for equal
+/// objects whatever the order of their keys.
+fn spec_hash(v: &Value) -> u64 {
+    fn hash(v: &Value, skip: &[&str]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        match v {
+            Value::Null => 0u8.hash(&mut h),
+            Value::Bool(b) => (1u8, b).hash(&mut h),
+            Value::Number(n) => (2u8, n).hash(&mut h),
+            Value::String(s) => (3u8, s).hash(&mut h),
+            Value::Array(items) => {
+                (4u8, items.len()).hash(&mut h);
+                for item in items {
+                    hash(item, &[]).hash(&mut h);
+                }
+            }
+            Value::Object(map) => {
+                // entries combined without regard to their order
+                let entries = map
+                    .iter()
+                    .filter(|(k, _)| !skip.contains(&k.as_str()))
+                    .fold(0u64, |acc, (k, v)| {
+                        let mut e = std::hash::DefaultHasher::new();
+                        (k, hash(v, &[])).hash(&mut e);
+                        acc.wrapping_add(e.finish())
+                    });
+                (5u8, entries).hash(&mut h);
+            }
+        }
+        h.finish()
     }
-    v
+    hash(v, &["metadata", "status"])
 }
 
 fn render_live(o: &SimObject) -> Value {
@@ -545,9 +584,13 @@ impl ClusterBackend for SimCluster {
                 let changed = if obj.live == new_text {
                     // Live is exactly what is applied: nothing to merge.
                     false
+                } else if obj.applied.as_ref() == Some(&obj.live) {
+                    // Every live field is the agent's (nobody else changed
+                    // the object since its last apply): the merge gives
+                    // exactly what is applied now, so nothing is parsed.
+                    obj.replace(&new, new_text.clone(), rv)
                 } else {
-                    let before = obj.value();
-                    let mut after = before.clone();
+                    let mut after = obj.value();
                     let old = obj.applied.as_ref().map_or(Value::Null, Text::value);
                     ssa_merge(&mut after, &old, &new);
                     let text = if after == new {
@@ -555,7 +598,7 @@ impl ClusterBackend for SimCluster {
                     } else {
                         Text::of(&after)
                     };
-                    obj.replace(&before, &after, text, rv)
+                    obj.replace(&after, text, rv)
                 };
                 obj.live.share(&new_text);
                 obj.applied = Some(new_text);
@@ -638,16 +681,14 @@ impl ClusterBackend for SimCluster {
         let Some(obj) = inner.objects.get(reference) else {
             return Ok(None);
         };
-        let live = obj.value();
         let desired = if reference.kind == "DaemonSet" {
             i32::try_from(inner.opts.nodes).unwrap_or(i32::MAX)
         } else {
-            live.pointer("/spec/replicas")
-                .and_then(Value::as_i64)
+            obj.replicas
                 .and_then(|r| i32::try_from(r).ok())
                 .unwrap_or(1)
         };
-        let version = label(&live, VERSION_LABEL).map(str::to_string);
+        let version = obj.version.as_deref().map(str::to_string);
         let mut status = WorkloadStatus {
             generation: obj.generation,
             observed_generation: obj.generation,
@@ -865,8 +906,7 @@ fn deploy_waypoint(inner: &mut Inner, gateway: &ObjectRef, object: &Value) {
     let rv = inner.next_rv;
     match inner.objects.get_mut(&reference) {
         Some(existing) => {
-            let before = existing.value();
-            if existing.replace(&before, &deployment, Text::of(&deployment), rv) {
+            if existing.replace(&deployment, Text::of(&deployment), rv) {
                 inner.next_rv += 1;
             }
         }
@@ -917,6 +957,41 @@ mod tests {
         // Fields owned by others are kept.
         assert_eq!(live["metadata"]["annotations"]["someone"], "else");
         assert!(!sim.apply(dep).await.unwrap().changed);
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_replaces_an_untouched_object_whole_and_bumps_its_generation_once() {
+        let sim = SimCluster::default();
+        // ztunnel's DaemonSet: one object across versions (istiod's
+        // Deployment is named after its revision)
+        let ztunnel = |version: &str| {
+            render(&desired(version))
+                .unwrap()
+                .into_iter()
+                .flat_map(|step| step.objects)
+                .find(|o| o.reference().kind == "DaemonSet" && o.reference().name == "ztunnel")
+                .unwrap()
+        };
+        let (old, new) = (ztunnel("1.27.1"), ztunnel("1.28.2"));
+        let r = old.reference();
+        assert_eq!(r, new.reference());
+        sim.apply(&old).await.unwrap();
+        let generation = |sim: &SimCluster| sim.get(&r).unwrap()["metadata"]["generation"].clone();
+        assert_eq!(generation(&sim), 1);
+        assert!(sim.apply(&new).await.unwrap().changed);
+        let mut live = sim.get(&r).unwrap();
+        assert_eq!(live["metadata"]["generation"], 2);
+        let meta = live["metadata"].as_object_mut().unwrap();
+        meta.remove("resourceVersion");
+        meta.remove("generation");
+        assert_eq!(live, new.to_json().unwrap());
+        let status = sim.workload_status(&r).await.unwrap().unwrap();
+        assert_eq!(status.version.as_deref(), Some("1.28.2"));
+        // a change of metadata only leaves the generation
+        sim.mutate(&r, |v| v["metadata"]["annotations"] = json!({"note": "x"}));
+        assert_eq!(generation(&sim), 2);
+        sim.mutate(&r, |v| v["spec"]["minReadySeconds"] = 5.into());
+        assert_eq!(generation(&sim), 3);
     }
 
     #[tokio::test]

@@ -153,10 +153,13 @@ impl Reconciler {
         let mut hints = Some(self.take_hints());
         // bounded, so that `run` gets to check for shutdown
         for _ in 0..100 {
-            let clusters = self.sweep_cluster_batch().await?;
+            // rollouts first: a report that ends a cluster's upgrade starts
+            // the next one without waiting for the batch of cluster looks
+            // the same reports scheduled
             let rollouts = self
                 .sweep_rollouts(hints.take().unwrap_or_default())
                 .await?;
+            let clusters = self.sweep_cluster_batch().await?;
             done += clusters + rollouts;
             if clusters < self.ctx.config.batch as usize {
                 break;
