@@ -6,9 +6,12 @@
 //! generation and its agent is Connected: an equal report is a heartbeat).
 //!
 //! Kept correct by the LISTEN connection (`hub`): every change of what is
-//! remembered notifies at commit (`meshfleet_desired_state`,
-//! `meshfleet_cluster`), and the notification makes this replica forget that
-//! cluster. Three rules make a remembered value safe to answer from:
+//! remembered notifies at commit, and the notification makes this replica
+//! forget what it changes of that cluster ([`Forget`]):
+//! `meshfleet_desired_state` all but the credentials, `meshfleet_cluster` (a
+//! status, first report or resource change) the report hash and the resource
+//! ETag, `meshfleet_credentials` everything. Three rules make a remembered
+//! value safe to answer from:
 //!
 //! - A value is stored only if its cluster was not forgotten between the
 //!   [`Stamp`] taken before the database read and the store (a read that
@@ -33,6 +36,18 @@ use uuid::Uuid;
 
 /// More clusters than this remembered (or forgotten) and all is forgotten.
 const CAPACITY: usize = 250_000;
+
+/// What a notification about one cluster makes a replica forget of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forget {
+    /// Everything (its agent credential changed).
+    All,
+    /// All but the agent credentials (its desired state changed).
+    AllButCredentials,
+    /// What a status or resource change invalidates: the report hash and the
+    /// resource ETag (the desired state and the credentials are unchanged).
+    StatusAndResource,
+}
 
 /// Taken before a database read whose result may be stored.
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +97,12 @@ impl Cache {
 
     /// Forgets what is remembered of one cluster (a notification about it).
     pub fn forget(&self, tenant: &str, cluster_id: Uuid) {
+        self.forget_some(tenant, cluster_id, Forget::All);
+    }
+
+    /// Forgets `what` of one cluster. Whatever it forgets, no read stamped
+    /// before is stored afterwards (one `forgotten_at` per cluster).
+    pub fn forget_some(&self, tenant: &str, cluster_id: Uuid, what: Forget) {
         let mut inner = self.lock();
         let at = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         if inner.slots.len() >= CAPACITY {
@@ -91,8 +112,17 @@ impl Cache {
             .slots
             .entry((tenant.to_string(), cluster_id))
             .or_default();
+        let kept = std::mem::take(slot);
         *slot = Slot {
             forgotten_at: at,
+            credentials: match what {
+                Forget::All => Vec::new(),
+                Forget::AllButCredentials | Forget::StatusAndResource => kept.credentials,
+            },
+            desired_etag: match what {
+                Forget::StatusAndResource => kept.desired_etag,
+                Forget::All | Forget::AllButCredentials => None,
+            },
             ..Slot::default()
         };
     }
@@ -243,6 +273,43 @@ mod tests {
         cache.store_desired_etag("t", id, after, "\"new\"");
         assert_eq!(cache.desired_etag("t", id).as_deref(), Some("\"new\""));
         assert_eq!(cache.desired_etag("u", id), None, "another tenant's key");
+    }
+
+    #[test]
+    fn a_status_change_keeps_the_credentials_and_the_desired_state_and_a_credential_change_forgets_all()
+     {
+        let cache = Cache::default();
+        let id = Uuid::new_v4();
+        let now = Utc::now();
+        let until = now + chrono::Duration::hours(1);
+        let remember = |cache: &Cache| {
+            let stamp = cache.stamp();
+            cache.store_credential("t", id, stamp, b"h", "a", until);
+            cache.store_desired_etag("t", id, stamp, "\"d\"");
+            cache.store_report_hash("t", id, stamp, b"r");
+        };
+        remember(&cache);
+        cache.forget_some("t", id, Forget::StatusAndResource);
+        assert_eq!(cache.credential("t", id, b"h", now).as_deref(), Some("a"));
+        assert_eq!(cache.desired_etag("t", id).as_deref(), Some("\"d\""));
+        assert!(!cache.report_is("t", id, b"r"));
+
+        remember(&cache);
+        cache.forget_some("t", id, Forget::AllButCredentials);
+        assert_eq!(cache.credential("t", id, b"h", now).as_deref(), Some("a"));
+        assert_eq!(cache.desired_etag("t", id), None);
+        assert!(!cache.report_is("t", id, b"r"));
+
+        // a read stamped before any forget is not stored
+        let before = cache.stamp();
+        cache.forget_some("t", id, Forget::StatusAndResource);
+        cache.store_credential("t", id, before, b"old", "a", until);
+        assert_eq!(cache.credential("t", id, b"old", now), None);
+
+        remember(&cache);
+        cache.forget_some("t", id, Forget::All);
+        assert_eq!(cache.credential("t", id, b"h", now), None);
+        assert_eq!(cache.desired_etag("t", id), None);
     }
 
     #[test]

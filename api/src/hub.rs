@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use meshfleet_core::notify::{
-    CLUSTER_CHANNEL, DESIRED_STATE_CHANNEL, Fence, RELEASES_CHANNEL, Signal, parse_cluster_payload,
+    CLUSTER_CHANNEL, CREDENTIALS_CHANNEL, DESIRED_STATE_CHANNEL, Fence, RELEASES_CHANNEL, Signal,
+    parse_cluster_payload,
 };
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::cache::{Cache, Stamp};
+use crate::cache::{Cache, Forget, Stamp};
 
 /// The longest a request waits for a fence before it reads the database instead.
 const FENCE_LIMIT: Duration = Duration::from_secs(1);
@@ -144,8 +145,16 @@ impl Hub {
         }
         match parse_cluster_payload(payload) {
             Some((tenant, id)) => {
-                // forgotten before the waiters wake, so that they re-read
-                self.cache.forget(tenant, id);
+                // forgotten before the waiters wake, so that they re-read;
+                // an agent's credential stays remembered across its own
+                // reports and upgrades (it changes only with a notification
+                // of its own), and its desired state across its reports
+                let what = match channel {
+                    DESIRED_STATE_CHANNEL => Forget::AllButCredentials,
+                    CLUSTER_CHANNEL => Forget::StatusAndResource,
+                    _ => Forget::All,
+                };
+                self.cache.forget_some(tenant, id, what);
                 if channel == DESIRED_STATE_CHANNEL {
                     self.wake(tenant, id);
                 }
@@ -160,7 +169,12 @@ pub async fn listen(pool: PgPool, hub: Arc<Hub>) {
     let handler = hub.clone();
     meshfleet_core::notify::listen(
         pool,
-        &[DESIRED_STATE_CHANNEL, CLUSTER_CHANNEL, RELEASES_CHANNEL],
+        &[
+            DESIRED_STATE_CHANNEL,
+            CLUSTER_CHANNEL,
+            CREDENTIALS_CHANNEL,
+            RELEASES_CHANNEL,
+        ],
         Some(&hub.fence),
         move |signal| match signal {
             Signal::Notification { channel, payload } => handler.dispatch(channel, payload),

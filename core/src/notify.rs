@@ -18,9 +18,13 @@ pub const RELEASES_CHANNEL: &str = "meshfleet_releases";
 /// `tenant/cluster-id`.
 pub const ROLLOUT_CHANNEL: &str = "meshfleet_rollout";
 /// Something a replica may remember about a cluster changed without changing
-/// its desired state (its resource version, its first report, its agent
-/// credential); payload `tenant/cluster-id`. Wakes nobody; forgets.
+/// its desired state (its resource version, its first report, its status,
+/// its agent credential); payload `tenant/cluster-id`. Wakes nobody; forgets.
 pub const CLUSTER_CHANNEL: &str = "meshfleet_cluster";
+/// A cluster's agent credential changed (replaced, rotated, revoked): sent
+/// with a [`CLUSTER_CHANNEL`] notification, and the only one that makes a
+/// replica forget the credentials it remembers; payload `tenant/cluster-id`.
+pub const CREDENTIALS_CHANNEL: &str = "meshfleet_credentials";
 /// Reconcile work became due early; payload a hint (ignored).
 pub const RECONCILE_CHANNEL: &str = "meshfleet_reconcile";
 

@@ -168,7 +168,7 @@ impl LabelledCrd {
         l
     }
 
-    fn to_json(&self) -> Result<Value> {
+    pub(crate) fn to_json(&self) -> Result<Value> {
         let mut v = serde_json::to_value(&*self.crd)?;
         v["metadata"]["labels"] = serde_json::to_value(self.all_labels())?;
         Ok(v)

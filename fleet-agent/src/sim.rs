@@ -50,7 +50,7 @@ use crate::backend::{
 };
 use crate::error::{Error, Result};
 use crate::ownership::{LiveCrd, NamespaceObject};
-use crate::render::{CLUSTER_ID_LABEL, Object, VERSION_LABEL, WAYPOINT_CLASS};
+use crate::render::{CLUSTER_ID_LABEL, LabelledCrd, Object, VERSION_LABEL, WAYPOINT_CLASS};
 
 /// Label istiod puts on what it builds for a Gateway.
 const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
@@ -106,21 +106,126 @@ struct SimObject {
     live: Text,
     /// What the agent last applied (its "managed fields"), if it ever did.
     applied: Option<Text>,
-    /// Carries the managed-by label; its component label.
-    owned: bool,
-    component: Option<Box<str>>,
+    /// What is read of the live object without parsing it.
+    ix: Indexed,
     /// The field manager of whoever else created or changed it.
     other_manager: Option<Box<str>>,
-    /// What a workload status reads, kept so that reading it parses nothing:
-    /// `spec.replicas` and the version label.
-    replicas: Option<i64>,
-    version: Option<Box<str>>,
-    /// [`spec_hash`] of the live object: a change outside `metadata` and
-    /// `status` bumps `generation`.
-    spec_hash: u64,
     resource_version: u64,
     generation: i64,
     spec_changed_at: Instant,
+}
+
+/// What the simulator reads of a live object often, kept beside its text so
+/// that reading it parses nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Indexed {
+    /// Carries the managed-by label; its component label.
+    owned: bool,
+    component: Option<Box<str>>,
+    /// What a workload status reads: `spec.replicas` and the version label.
+    replicas: Option<i64>,
+    version: Option<Box<str>>,
+    /// [`spec_hash`]: a change outside `metadata` and `status` bumps
+    /// `generation`.
+    spec_hash: u64,
+}
+
+impl Indexed {
+    fn of(live: &Value) -> Self {
+        Indexed {
+            owned: label(live, MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE),
+            component: label(live, COMPONENT_LABEL).map(Into::into),
+            replicas: live.pointer("/spec/replicas").and_then(Value::as_i64),
+            version: label(live, VERSION_LABEL).map(Into::into),
+            spec_hash: spec_hash(live),
+        }
+    }
+}
+
+/// An object the agent applies, as the simulator stores it: its text and
+/// what is indexed of it, and its `Value` when that was made.
+struct Prepared {
+    value: Option<Value>,
+    text: Text,
+    ix: Indexed,
+}
+
+impl Prepared {
+    fn of(object: &Object) -> Result<Self> {
+        if let Object::CustomResourceDefinition(crd) = object {
+            return crd_prepared(crd);
+        }
+        let value = object.to_json()?;
+        Ok(Prepared {
+            text: Text::of(&value),
+            ix: Indexed::of(&value),
+            value: Some(value),
+        })
+    }
+
+    /// The object as JSON (made now for a CRD taken from [`crd_prepared`]).
+    fn value(&mut self, object: &Object) -> Result<&Value> {
+        if self.value.is_none() {
+            self.value = Some(object.to_json()?);
+        }
+        Ok(self.value.get_or_insert(Value::Null))
+    }
+}
+
+/// A bundle CRD with the agent's labels, prepared once per CRD and set of
+/// labels for every simulated cluster: the CRDs (their schemas are most of
+/// an install's bytes) are the same for every cluster on a version but for
+/// the cluster-id label, which a [`Text`] factors out anyway. Keyed by the
+/// bundle's `Arc` (held weakly, so a dropped bundle's entry is not taken for
+/// a new one at the same address) and the labels with the id marked.
+fn crd_prepared(crd: &LabelledCrd) -> Result<Prepared> {
+    use std::sync::Weak;
+    type Key = (usize, BTreeMap<String, String>);
+    type Crd = k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    type Memo = HashMap<Key, (Weak<Crd>, Arc<str>, Indexed)>;
+    static MEMO: std::sync::OnceLock<Mutex<Memo>> = std::sync::OnceLock::new();
+    let id = crd
+        .labels
+        .get(CLUSTER_ID_LABEL)
+        .filter(|id| !id.is_empty())
+        .map(|id| intern(id));
+    let mut marked = crd.labels.clone();
+    if id.is_some()
+        && let Some(v) = marked.get_mut(CLUSTER_ID_LABEL)
+    {
+        *v = ID_MARK.to_string();
+    }
+    let key: Key = (Arc::as_ptr(&crd.crd) as usize, marked);
+    let memo = MEMO.get_or_init(Mutex::default);
+    if let Some((weak, shape, ix)) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+        && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(&crd.crd))
+        && weak.strong_count() > 0
+    {
+        return Ok(Prepared {
+            value: None,
+            text: Text {
+                shape: shape.clone(),
+                id,
+            },
+            ix: ix.clone(),
+        });
+    }
+    let value = crd.to_json()?;
+    let text = Text::of(&value);
+    let ix = Indexed::of(&value);
+    let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
+    if memo.len() >= 4096 {
+        memo.retain(|_, (weak, _, _)| weak.strong_count() > 0);
+    }
+    memo.insert(
+        key,
+        (Arc::downgrade(&crd.crd), text.shape.clone(), ix.clone()),
+    );
+    Ok(Prepared {
+        value: Some(value),
+        text,
+        ix,
+    })
 }
 
 /// An object's compact JSON text, stored as its *shape* (the text with every
@@ -207,54 +312,48 @@ fn intern(s: &str) -> Arc<str> {
 }
 
 impl SimObject {
-    fn new(live: &Value, applied: Option<Text>, rv: u64) -> Self {
-        let mut text = Text::of(live);
-        if let Some(a) = &applied {
-            text.share(a);
-        }
-        let mut o = SimObject {
-            live: text,
+    /// An object someone else created (`live`).
+    fn new(live: &Value, rv: u64) -> Self {
+        Self::applied(Text::of(live), Indexed::of(live), None, rv)
+    }
+
+    /// An object with the text `live` (what is indexed of it: `ix`), applied
+    /// by the agent when `applied` is that text.
+    fn applied(live: Text, ix: Indexed, applied: Option<Text>, rv: u64) -> Self {
+        SimObject {
+            live,
             applied,
-            owned: false,
-            component: None,
+            ix,
             other_manager: None,
-            replicas: None,
-            version: None,
-            spec_hash: 0,
             resource_version: rv,
             generation: 1,
             spec_changed_at: Instant::now(),
-        };
-        o.index(live);
-        o
+        }
     }
 
     fn value(&self) -> Value {
         self.live.value()
     }
 
-    fn index(&mut self, live: &Value) {
-        self.owned = label(live, MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE);
-        self.component = label(live, COMPONENT_LABEL).map(Into::into);
-        self.replicas = live.pointer("/spec/replicas").and_then(Value::as_i64);
-        self.version = label(live, VERSION_LABEL).map(Into::into);
-        self.spec_hash = spec_hash(live);
-    }
-
     /// Replaces the live object with `after` (whose text is `text`); bumps
     /// `resourceVersion` (and `generation` when more than metadata changed).
     /// Returns whether it changed.
     fn replace(&mut self, after: &Value, text: Text, rv: u64) -> bool {
+        self.replace_indexed(text, Indexed::of(after), rv)
+    }
+
+    /// [`SimObject::replace`] with what is indexed of the new object at hand.
+    fn replace_indexed(&mut self, text: Text, ix: Indexed, rv: u64) -> bool {
         if text == self.live {
             return false;
         }
         self.live = text;
         self.resource_version = rv;
-        if spec_hash(after) != self.spec_hash {
+        if ix.spec_hash != self.ix.spec_hash {
             self.generation += 1;
             self.spec_changed_at = Instant::now();
         }
-        self.index(after);
+        self.ix = ix;
         true
     }
 }
@@ -403,7 +502,7 @@ impl SimCluster {
         let mut inner = self.lock();
         let rv = inner.next_rv;
         inner.next_rv += 1;
-        let mut o = SimObject::new(&object, None, rv);
+        let mut o = SimObject::new(&object, rv);
         o.other_manager = Some(manager.into());
         inner.objects.insert(reference, o);
     }
@@ -556,8 +655,7 @@ impl ClusterBackend for SimCluster {
     async fn apply(&self, object: &Object) -> Result<Applied> {
         self.check_reachable()?;
         let reference = object.reference();
-        let new = object.to_json()?;
-        let new_text = Text::of(&new);
+        let mut new = Prepared::of(object)?;
         let mut inner = self.lock();
         if let Some((_, _, message)) = inner
             .apply_failures
@@ -572,36 +670,37 @@ impl ClusterBackend for SimCluster {
         let rv = inner.next_rv;
         let applied = match inner.objects.get_mut(&reference) {
             None => {
-                inner
-                    .objects
-                    .insert(reference.clone(), SimObject::new(&new, Some(new_text), rv));
+                let text = new.text.clone();
+                let object = SimObject::applied(text.clone(), new.ix.clone(), Some(text), rv);
+                inner.objects.insert(reference.clone(), object);
                 Applied {
                     created: true,
                     changed: true,
                 }
             }
             Some(obj) => {
-                let changed = if obj.live == new_text {
+                let changed = if obj.live == new.text {
                     // Live is exactly what is applied: nothing to merge.
                     false
                 } else if obj.applied.as_ref() == Some(&obj.live) {
                     // Every live field is the agent's (nobody else changed
                     // the object since its last apply): the merge gives
                     // exactly what is applied now, so nothing is parsed.
-                    obj.replace(&new, new_text.clone(), rv)
+                    obj.replace_indexed(new.text.clone(), new.ix.clone(), rv)
                 } else {
                     let mut after = obj.value();
                     let old = obj.applied.as_ref().map_or(Value::Null, Text::value);
-                    ssa_merge(&mut after, &old, &new);
-                    let text = if after == new {
-                        new_text.clone()
+                    let value = new.value(object)?;
+                    ssa_merge(&mut after, &old, value);
+                    let text = if after == *value {
+                        new.text.clone()
                     } else {
                         Text::of(&after)
                     };
                     obj.replace(&after, text, rv)
                 };
-                obj.live.share(&new_text);
-                obj.applied = Some(new_text);
+                obj.live.share(&new.text);
+                obj.applied = Some(new.text.clone());
                 Applied {
                     created: false,
                     changed,
@@ -611,8 +710,11 @@ impl ClusterBackend for SimCluster {
         if applied.changed {
             inner.next_rv += 1;
         }
-        if is_waypoint(&reference, &new) {
-            deploy_waypoint(&mut inner, &reference, &new);
+        if reference.kind == "Gateway" {
+            let value = new.value(object)?;
+            if is_waypoint(&reference, value) {
+                deploy_waypoint(&mut inner, &reference, value);
+            }
         }
         push_op(
             &mut inner,
@@ -663,14 +765,14 @@ impl ClusterBackend for SimCluster {
             .objects
             .iter()
             .filter(|(r, o)| {
-                o.owned
+                o.ix.owned
                     && MANAGED_KINDS
                         .iter()
                         .any(|k| k.api_version == r.api_version && k.kind == r.kind)
             })
             .map(|(r, o)| OwnedObject {
                 reference: r.clone(),
-                component: o.component.as_deref().map(str::to_string),
+                component: o.ix.component.as_deref().map(str::to_string),
             })
             .collect())
     }
@@ -684,11 +786,12 @@ impl ClusterBackend for SimCluster {
         let desired = if reference.kind == "DaemonSet" {
             i32::try_from(inner.opts.nodes).unwrap_or(i32::MAX)
         } else {
-            obj.replicas
+            obj.ix
+                .replicas
                 .and_then(|r| i32::try_from(r).ok())
                 .unwrap_or(1)
         };
-        let version = obj.version.as_deref().map(str::to_string);
+        let version = obj.ix.version.as_deref().map(str::to_string);
         let mut status = WorkloadStatus {
             generation: obj.generation,
             observed_generation: obj.generation,
@@ -825,7 +928,7 @@ impl ClusterBackend for SimCluster {
                 Some(k) => &r.kind == k,
                 None => format!("{}s", r.kind.to_ascii_lowercase()) == plural,
             })
-            .filter(|(_, o)| !o.owned)
+            .filter(|(_, o)| !o.ix.owned)
             .take(limit as usize)
             .map(|(r, _)| r.clone())
             .collect())
@@ -912,7 +1015,7 @@ fn deploy_waypoint(inner: &mut Inner, gateway: &ObjectRef, object: &Value) {
         }
         None => {
             inner.next_rv += 1;
-            let mut o = SimObject::new(&deployment, None, rv);
+            let mut o = SimObject::new(&deployment, rv);
             o.other_manager = Some("istiod".into());
             inner.objects.insert(reference, o);
         }
@@ -1020,6 +1123,40 @@ mod tests {
         let shape = |sim: &SimCluster| sim.lock().objects[&r].live.shape.clone();
         assert!(Arc::ptr_eq(&shape(&a), &shape(&b)));
         assert!(!a.apply(oa).await.unwrap().changed);
+    }
+
+    #[tokio::test]
+    async fn a_crd_prepared_once_reads_back_whole_with_each_clusters_id() {
+        let (a, b) = (SimCluster::default(), SimCluster::default());
+        let mut d = desired("1.28.2");
+        d.cluster_id = uuid::Uuid::new_v4();
+        let steps = render(&d).unwrap();
+        let Object::CustomResourceDefinition(crd) = &steps[0].objects[0] else {
+            panic!("the first step applies CRDs");
+        };
+        // the same bundle CRD for another cluster: the second apply is
+        // prepared from the first's text
+        let mut other = crd.clone();
+        other
+            .labels
+            .insert(CLUSTER_ID_LABEL.into(), uuid::Uuid::new_v4().to_string());
+        let (oa, ob) = (
+            Object::CustomResourceDefinition(crd.clone()),
+            Object::CustomResourceDefinition(other),
+        );
+        assert!(a.apply(&oa).await.unwrap().created);
+        assert!(b.apply(&ob).await.unwrap().created);
+        let r = oa.reference();
+        for (sim, object) in [(&a, &oa), (&b, &ob)] {
+            let mut live = sim.get(&r).unwrap();
+            let meta = live["metadata"].as_object_mut().unwrap();
+            meta.remove("resourceVersion");
+            meta.remove("generation");
+            assert_eq!(live, object.to_json().unwrap());
+            assert!(!sim.apply(object).await.unwrap().changed);
+        }
+        let owned = b.list_owned().await.unwrap();
+        assert!(owned.iter().any(|o| o.reference == r));
     }
 
     #[tokio::test]

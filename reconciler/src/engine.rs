@@ -146,19 +146,17 @@ impl Reconciler {
 
     /// One sweep: quiet agents, due clusters and due (or hinted) rollouts,
     /// interleaved batch by batch so that neither starves the other; how
-    /// many items it reconciled. The rollout hints gathered so far are used
-    /// once: a rollout is driven at most once per sweep for them.
+    /// many items it reconciled. Before each batch of clusters the rollout
+    /// hints gathered so far are used: a rollout is driven at most once per
+    /// batch for them.
     pub async fn run_once(&self) -> Result<usize> {
         let mut done = self.sweep_connectivity().await?;
-        let mut hints = Some(self.take_hints());
         // bounded, so that `run` gets to check for shutdown
         for _ in 0..100 {
-            // rollouts first: a report that ends a cluster's upgrade starts
-            // the next one without waiting for the batch of cluster looks
-            // the same reports scheduled
-            let rollouts = self
-                .sweep_rollouts(hints.take().unwrap_or_default())
-                .await?;
+            // rollouts first, with the hints gathered so far: a report that
+            // ends a cluster's upgrade starts the next one without waiting
+            // for a batch of cluster looks (or several, in a backlog)
+            let rollouts = self.sweep_rollouts(self.take_hints()).await?;
             let clusters = self.sweep_cluster_batch().await?;
             done += clusters + rollouts;
             if clusters < self.ctx.config.batch as usize {

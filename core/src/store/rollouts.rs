@@ -346,11 +346,19 @@ const MEMBER_COLUMNS: &str = "c.generation, s.health AS stored_health, s.observe
          WHERE rep.tenant_id = s.tenant_id AND rep.cluster_id = s.cluster_id)
     END AS report,
     s.last_heartbeat_at, s.changed_at AS report_changed_at";
-const MEMBER_FROM: &str = "FROM rollout_clusters rc
-    LEFT JOIN clusters c ON c.tenant_id = rc.tenant_id AND c.id = rc.cluster_id
-    LEFT JOIN cluster_status s ON s.tenant_id = rc.tenant_id AND s.cluster_id = rc.cluster_id";
+macro_rules! member_joins {
+    () => {
+        "LEFT JOIN clusters c ON c.tenant_id = rc.tenant_id AND c.id = rc.cluster_id
+    LEFT JOIN cluster_status s ON s.tenant_id = rc.tenant_id AND s.cluster_id = rc.cluster_id"
+    };
+}
+const MEMBER_FROM: &str = concat!("FROM rollout_clusters rc\n    ", member_joins!());
+const MEMBER_JOINS: &str = member_joins!();
 
 /// The clusters of a rollout's stage in `states`, by name (at most `limit`).
+/// The members are picked (by `rollout_clusters_by_stage`, in name order)
+/// before their clusters and statuses are joined: a pick of the next few
+/// pending clusters joins those few, not the stage.
 pub async fn stage_members(
     conn: &mut PgConnection,
     tenant: &str,
@@ -361,10 +369,13 @@ pub async fn stage_members(
 ) -> Result<Vec<StageMember>, sqlx::Error> {
     let states: Vec<String> = states.iter().map(name_of).collect();
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {RC_COLUMNS}, {MEMBER_COLUMNS} {MEMBER_FROM}
-         WHERE rc.tenant_id = $1 AND rc.rollout_id = $2 AND rc.stage = $3 AND rc.state = ANY($4)
-         ORDER BY rc.cluster_name
-         LIMIT $5"
+        "WITH rc AS (
+             SELECT * FROM rollout_clusters
+             WHERE tenant_id = $1 AND rollout_id = $2 AND stage = $3 AND state = ANY($4)
+             ORDER BY cluster_name
+             LIMIT $5)
+         SELECT {RC_COLUMNS}, {MEMBER_COLUMNS} FROM rc {MEMBER_JOINS}
+         ORDER BY rc.cluster_name"
     )))
     .bind(tenant)
     .bind(rollout)
