@@ -95,14 +95,10 @@ impl Cache {
         }
     }
 
-    /// Forgets what is remembered of one cluster (a notification about it).
-    pub fn forget(&self, tenant: &str, cluster_id: Uuid) {
-        self.forget_some(tenant, cluster_id, Forget::All);
-    }
-
-    /// Forgets `what` of one cluster. Whatever it forgets, no read stamped
-    /// before is stored afterwards (one `forgotten_at` per cluster).
-    pub fn forget_some(&self, tenant: &str, cluster_id: Uuid, what: Forget) {
+    /// Forgets `what` is remembered of one cluster (a notification about
+    /// it). Whatever it forgets, no read stamped before is stored afterwards
+    /// (one `forgotten_at` per cluster).
+    pub fn forget(&self, tenant: &str, cluster_id: Uuid, what: Forget) {
         let mut inner = self.lock();
         let at = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         if inner.slots.len() >= CAPACITY {
@@ -266,7 +262,7 @@ mod tests {
         let cache = Cache::default();
         let id = Uuid::new_v4();
         let before = cache.stamp();
-        cache.forget("t", id);
+        cache.forget("t", id, Forget::All);
         cache.store_desired_etag("t", id, before, "\"old\"");
         assert_eq!(cache.desired_etag("t", id), None);
         let after = cache.stamp();
@@ -289,25 +285,25 @@ mod tests {
             cache.store_report_hash("t", id, stamp, b"r");
         };
         remember(&cache);
-        cache.forget_some("t", id, Forget::StatusAndResource);
+        cache.forget("t", id, Forget::StatusAndResource);
         assert_eq!(cache.credential("t", id, b"h", now).as_deref(), Some("a"));
         assert_eq!(cache.desired_etag("t", id).as_deref(), Some("\"d\""));
         assert!(!cache.report_is("t", id, b"r"));
 
         remember(&cache);
-        cache.forget_some("t", id, Forget::AllButCredentials);
+        cache.forget("t", id, Forget::AllButCredentials);
         assert_eq!(cache.credential("t", id, b"h", now).as_deref(), Some("a"));
         assert_eq!(cache.desired_etag("t", id), None);
         assert!(!cache.report_is("t", id, b"r"));
 
         // a read stamped before any forget is not stored
         let before = cache.stamp();
-        cache.forget_some("t", id, Forget::StatusAndResource);
+        cache.forget("t", id, Forget::StatusAndResource);
         cache.store_credential("t", id, before, b"old", "a", until);
         assert_eq!(cache.credential("t", id, b"old", now), None);
 
         remember(&cache);
-        cache.forget_some("t", id, Forget::All);
+        cache.forget("t", id, Forget::All);
         assert_eq!(cache.credential("t", id, b"h", now), None);
         assert_eq!(cache.desired_etag("t", id), None);
     }
@@ -323,7 +319,7 @@ mod tests {
         cache.store_resource_etag("t", "a", id, cache.stamp(), "\"x-1\"");
         assert_eq!(cache.resource_etag("t", "a").as_deref(), Some("\"x-1\""));
         assert_eq!(cache.resource_etag("u", "a"), None);
-        cache.forget("t", id);
+        cache.forget("t", id, Forget::All);
         assert_eq!(cache.resource_etag("t", "a"), None);
     }
 
@@ -337,7 +333,7 @@ mod tests {
         assert_eq!(cache.credential("t", id, b"h", now).as_deref(), Some("a"));
         assert_eq!(cache.credential("t", id, b"other", now), None);
         assert_eq!(cache.credential("t", id, b"h", until), None);
-        cache.forget("t", id);
+        cache.forget("t", id, Forget::All);
         assert_eq!(cache.credential("t", id, b"h", now), None);
     }
 
@@ -350,7 +346,7 @@ mod tests {
         assert!(cache.report_is("t", id, b"h1"));
         assert!(!cache.report_is("t", id, b"h2"), "another report");
         assert!(!cache.report_is("u", id, b"h1"), "another tenant's key");
-        cache.forget("t", id);
+        cache.forget("t", id, Forget::All);
         assert!(!cache.report_is("t", id, b"h1"));
         cache.store_report_hash("t", id, before, b"h1");
         assert!(

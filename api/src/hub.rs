@@ -154,7 +154,7 @@ impl Hub {
                     CLUSTER_CHANNEL => Forget::StatusAndResource,
                     _ => Forget::All,
                 };
-                self.cache.forget_some(tenant, id, what);
+                self.cache.forget(tenant, id, what);
                 if channel == DESIRED_STATE_CHANNEL {
                     self.wake(tenant, id);
                 }

@@ -142,12 +142,13 @@ impl Indexed {
     }
 }
 
-/// An object the agent applies, as the simulator stores it: its text and
-/// what is indexed of it, and its `Value` when that was made.
+/// An object the agent applies, as the simulator stores it: its text, and
+/// its `Value` and what is indexed of it once they were made (an apply of
+/// an unchanged object, every pass's most common one, needs the text only).
 struct Prepared {
     value: Option<Value>,
     text: Text,
-    ix: Indexed,
+    ix: Option<Indexed>,
 }
 
 impl Prepared {
@@ -158,17 +159,28 @@ impl Prepared {
         let value = object.to_json()?;
         Ok(Prepared {
             text: Text::of(&value),
-            ix: Indexed::of(&value),
+            ix: None,
             value: Some(value),
         })
     }
 
     /// The object as JSON (made now for a CRD taken from [`crd_prepared`]).
     fn value(&mut self, object: &Object) -> Result<&Value> {
-        if self.value.is_none() {
-            self.value = Some(object.to_json()?);
+        let value = match self.value.take() {
+            Some(value) => value,
+            None => object.to_json()?,
+        };
+        Ok(self.value.insert(value))
+    }
+
+    /// What is indexed of the object (made now unless prepared with it).
+    fn ix(&mut self, object: &Object) -> Result<Indexed> {
+        if let Some(ix) = &self.ix {
+            return Ok(ix.clone());
         }
-        Ok(self.value.get_or_insert(Value::Null))
+        let ix = Indexed::of(self.value(object)?);
+        self.ix = Some(ix.clone());
+        Ok(ix)
     }
 }
 
@@ -207,7 +219,7 @@ fn crd_prepared(crd: &LabelledCrd) -> Result<Prepared> {
                 shape: shape.clone(),
                 id,
             },
-            ix: ix.clone(),
+            ix: Some(ix.clone()),
         });
     }
     let value = crd.to_json()?;
@@ -224,7 +236,7 @@ fn crd_prepared(crd: &LabelledCrd) -> Result<Prepared> {
     Ok(Prepared {
         value: Some(value),
         text,
-        ix,
+        ix: Some(ix),
     })
 }
 
@@ -671,8 +683,8 @@ impl ClusterBackend for SimCluster {
         let applied = match inner.objects.get_mut(&reference) {
             None => {
                 let text = new.text.clone();
-                let object = SimObject::applied(text.clone(), new.ix.clone(), Some(text), rv);
-                inner.objects.insert(reference.clone(), object);
+                let live = SimObject::applied(text.clone(), new.ix(object)?, Some(text), rv);
+                inner.objects.insert(reference.clone(), live);
                 Applied {
                     created: true,
                     changed: true,
@@ -686,7 +698,7 @@ impl ClusterBackend for SimCluster {
                     // Every live field is the agent's (nobody else changed
                     // the object since its last apply): the merge gives
                     // exactly what is applied now, so nothing is parsed.
-                    obj.replace_indexed(new.text.clone(), new.ix.clone(), rv)
+                    obj.replace_indexed(new.text.clone(), new.ix(object)?, rv)
                 } else {
                     let mut after = obj.value();
                     let old = obj.applied.as_ref().map_or(Value::Null, Text::value);
