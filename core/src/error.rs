@@ -47,7 +47,14 @@ pub fn unavailable_detail(e: &sqlx::Error) -> Option<String> {
         sqlx::Error::Database(db) => db.code()?,
         _ => return None,
     };
-    let detail = match &*code {
+    let detail = code_detail(&code)?;
+    Some(format!("{detail} ({code})"))
+}
+
+/// What an SQLSTATE that is no one's mistake but a passing condition of the
+/// database (or of the service's access to it) means to the caller.
+fn code_detail(code: &str) -> Option<&'static str> {
+    let detail = match code {
         "57014" => {
             "the database did not finish in time (statement timeout); nothing was written; retry"
         }
@@ -63,9 +70,12 @@ pub fn unavailable_detail(e: &sqlx::Error) -> Option<String> {
         c if c.starts_with("08") || c.starts_with("57P") || c.starts_with("58") => {
             "the database is unavailable; retry later"
         }
+        // 28: the database refused the service's own login (a new pool
+        // connection): the service's outage, not the caller's mistake
+        c if c.starts_with("28") => "the database refuses the service's login; retry later",
         _ => return None,
     };
-    Some(format!("{detail} ({code})"))
+    Some(detail)
 }
 
 #[cfg(test)]
@@ -78,5 +88,14 @@ mod tests {
         assert!(unavailable_detail(&sqlx::Error::Io(std::io::Error::other("gone"))).is_some());
         assert!(unavailable_detail(&sqlx::Error::RowNotFound).is_none());
         assert!(unavailable_detail(&sqlx::Error::Protocol("bad".into())).is_none());
+    }
+
+    #[test]
+    fn a_refused_login_of_the_service_itself_is_an_outage_and_a_bad_value_is_not() {
+        assert!(code_detail("28000").is_some(), "role may not log in");
+        assert!(code_detail("28P01").is_some(), "password refused");
+        assert!(code_detail("57P01").is_some(), "shutdown");
+        assert!(code_detail("22021").is_none(), "bad byte sequence");
+        assert!(code_detail("23505").is_none(), "unique violation");
     }
 }
