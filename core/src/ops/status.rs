@@ -15,8 +15,8 @@ use crate::domain::health;
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 use crate::store::events::{self, NewEvent};
+use crate::store::status;
 use crate::store::status::Beat;
-use crate::store::{fleet, reconcile, rollouts, status};
 
 /// What a report turned into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +94,10 @@ pub async fn record_report(
         .ok_or_else(|| Error::NotFound(format!("cluster `{cluster_name}` not found")))?;
     let health = health::health(report, lock.generation);
     let health_name = health::health_name(health);
-    status::write_status(
+    // The first Healthy report of a generation: it converged (the SLI).
+    let converged =
+        health == Health::Healthy && report.observed_generation == Some(lock.generation);
+    status::write_changed_report(
         &mut tx,
         tenant,
         cluster_id,
@@ -106,6 +109,7 @@ pub async fn record_report(
             observed_generation: report.observed_generation,
             observed_versions: &observed_versions(report),
             agent_version: report.facts.agent_version.as_deref(),
+            converged_since: converged.then_some(lock.generation_changed_at),
         },
         settings.status_history_keep,
         now,
@@ -150,22 +154,6 @@ pub async fn record_report(
         )
         .await?;
     }
-    // The first Healthy report of a generation: it converged (the SLI).
-    if health == Health::Healthy && report.observed_generation == Some(lock.generation) {
-        fleet::record_convergence(
-            &mut *tx,
-            tenant,
-            cluster_id,
-            lock.generation,
-            lock.generation_changed_at,
-            now,
-        )
-        .await?;
-    }
-    // Deletions and channel steps wait on reports: look again now.
-    reconcile::schedule_on_report(&mut tx, tenant, cluster_id, now).await?;
-    // A rollout may wait on this cluster.
-    rollouts::hint(&mut *tx, tenant, &[cluster_id]).await?;
     tx.commit().await?;
     Ok(Recorded::Changed)
 }

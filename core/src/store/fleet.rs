@@ -400,30 +400,6 @@ pub async fn agent_versions(
     .await
 }
 
-/// Records that `generation` of a cluster converged (its first `Healthy`
-/// report); later reports of the same generation change nothing.
-pub async fn record_convergence(
-    db: impl PgExecutor<'_>,
-    tenant: &str,
-    cluster_id: Uuid,
-    generation: i64,
-    set_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO cluster_convergence (tenant_id, cluster_id, generation, set_at, converged_at)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant)
-    .bind(cluster_id)
-    .bind(generation)
-    .bind(set_at)
-    .bind(now)
-    .execute(db)
-    .await
-    .map(|_| ())
-}
-
 /// Forgets convergences older than `before` (at most `limit` rows a call).
 pub async fn prune_convergence(
     db: impl PgExecutor<'_>,

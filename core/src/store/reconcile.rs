@@ -7,31 +7,6 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-/// Has the reconciler look at a cluster whose agent reported, now — only if
-/// a report can change what it decides: a deletion waiting for the uninstall,
-/// or a channel follower waiting for convergence before its next minor.
-/// (Rollouts are woken by their own hint; deadlines are scheduled by time.)
-pub async fn schedule_on_report(
-    conn: &mut PgConnection,
-    tenant: &str,
-    cluster_id: Uuid,
-    at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE cluster_reconcile r SET next_check_at = $3
-         FROM clusters c
-         WHERE r.tenant_id = $1 AND r.cluster_id = $2 AND r.next_check_at > $3
-           AND c.tenant_id = r.tenant_id AND c.id = r.cluster_id
-           AND (c.deletion_operation IS NOT NULL OR c.mesh -> 'upgrade' ->> 'mode' = 'automatic')",
-    )
-    .bind(tenant)
-    .bind(cluster_id)
-    .bind(at)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// Has the reconciler look at a cluster at `at` (or earlier, if it was due earlier).
 pub async fn schedule(
     conn: &mut PgConnection,

@@ -539,24 +539,3 @@ pub async fn in_flight_among(
     .fetch_all(db)
     .await
 }
-
-/// Hints reconcilers that these clusters' agents reported (delivered at
-/// commit; payload `tenant/cluster-id`, see
-/// [`crate::notify::parse_cluster_payload`]). Cheaper than finding out, on
-/// every report, whether the cluster is in flight in a rollout: the engine
-/// looks the hinted clusters up in batches, and a rollout's tick then looks
-/// at those of its clusters only.
-pub async fn hint(
-    db: impl PgExecutor<'_>,
-    tenant: &str,
-    clusters: &[Uuid],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "SELECT pg_notify('meshfleet_rollout', $1 || '/' || id) FROM UNNEST($2::uuid[]) AS id",
-    )
-    .bind(tenant)
-    .bind(clusters)
-    .execute(db)
-    .await?;
-    Ok(())
-}

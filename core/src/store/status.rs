@@ -149,10 +149,31 @@ pub struct StatusWrite<'a> {
     /// Distinct observed versions of the components with a desired version.
     pub observed_versions: &'a [String],
     pub agent_version: Option<&'a str>,
+    /// `Some(when the generation was set)`: this is the first `Healthy`
+    /// report of `health_generation`, which converged (the SLI).
+    pub converged_since: Option<DateTime<Utc>>,
 }
 
-/// Stores a changed report and appends it to the history (keeping the newest `keep`).
-pub async fn write_status(
+/// Everything a changed report writes, in one statement (one round trip;
+/// the report path's statements were most of the database's work in a fleet
+/// rollout):
+/// - the report (`cluster_reports`) and its summary (`cluster_status`);
+/// - its history entry, keeping the newest `keep`;
+/// - the generation's convergence, when `converged_since` says it converged
+///   (later reports of the same generation change nothing);
+/// - the reconciler's next look at the cluster, now, when a report can
+///   change what it decides: a deletion waiting for the uninstall, or a
+///   channel follower waiting for convergence before its next minor
+///   (rollouts are woken by their own hint; deadlines are scheduled by time);
+/// - a hint to reconcilers that the agent reported (`meshfleet_rollout`,
+///   delivered at commit; payload `tenant/cluster-id`, see
+///   [`crate::notify::parse_cluster_payload`]): cheaper than finding out here
+///   whether the cluster is in flight in a rollout; the engine looks hinted
+///   clusters up in batches and a rollout's tick looks at those only.
+///
+/// The parts of one statement share its snapshot: the history trim does not
+/// see the row inserted beside it, so it keeps `keep - 1` older ones.
+pub async fn write_changed_report(
     conn: &mut PgConnection,
     tenant: &str,
     cluster_id: Uuid,
@@ -163,16 +184,40 @@ pub async fn write_status(
     // $5 is the observed generation and $6 the health generation: the column
     // order of the table, not of the struct.
     sqlx::query(
-        "INSERT INTO cluster_status (tenant_id, cluster_id, report_hash, health, health_generation,
-                                     observed_generation, last_heartbeat_at, changed_at, connectivity,
-                                     observed_versions, agent_version)
-         VALUES ($1, $2, $3, $4, $6, $5, $7, $7, 'Connected', $8, $9)
-         ON CONFLICT (tenant_id, cluster_id) DO UPDATE SET
-            observed_versions = EXCLUDED.observed_versions, agent_version = EXCLUDED.agent_version,
-            report_hash = EXCLUDED.report_hash, health = EXCLUDED.health,
-            health_generation = EXCLUDED.health_generation,
-            observed_generation = EXCLUDED.observed_generation,
-            last_heartbeat_at = $7, changed_at = $7, connectivity = 'Connected'",
+        "WITH status AS (
+             INSERT INTO cluster_status (tenant_id, cluster_id, report_hash, health, health_generation,
+                                         observed_generation, last_heartbeat_at, changed_at, connectivity,
+                                         observed_versions, agent_version)
+             VALUES ($1, $2, $3, $4, $6, $5, $7, $7, 'Connected', $8, $9)
+             ON CONFLICT (tenant_id, cluster_id) DO UPDATE SET
+                observed_versions = EXCLUDED.observed_versions, agent_version = EXCLUDED.agent_version,
+                report_hash = EXCLUDED.report_hash, health = EXCLUDED.health,
+                health_generation = EXCLUDED.health_generation,
+                observed_generation = EXCLUDED.observed_generation,
+                last_heartbeat_at = $7, changed_at = $7, connectivity = 'Connected'
+         ), report AS (
+             INSERT INTO cluster_reports (tenant_id, cluster_id, report) VALUES ($1, $2, $10)
+             ON CONFLICT (tenant_id, cluster_id) DO UPDATE SET report = EXCLUDED.report
+         ), history AS (
+             INSERT INTO cluster_status_history (tenant_id, cluster_id, health, observed_generation, report, at)
+             VALUES ($1, $2, $4, $5, $10, $7)
+         ), trimmed AS (
+             DELETE FROM cluster_status_history
+             WHERE tenant_id = $1 AND cluster_id = $2 AND id <= (
+                 SELECT id FROM cluster_status_history WHERE tenant_id = $1 AND cluster_id = $2
+                 ORDER BY id DESC OFFSET $11 LIMIT 1)
+         ), converged AS (
+             INSERT INTO cluster_convergence (tenant_id, cluster_id, generation, set_at, converged_at)
+             SELECT $1, $2, $6, $12, $7 WHERE $12 IS NOT NULL
+             ON CONFLICT DO NOTHING
+         ), scheduled AS (
+             UPDATE cluster_reconcile r SET next_check_at = $7
+             FROM clusters c
+             WHERE r.tenant_id = $1 AND r.cluster_id = $2 AND r.next_check_at > $7
+               AND c.tenant_id = r.tenant_id AND c.id = r.cluster_id
+               AND (c.deletion_operation IS NOT NULL OR c.mesh -> 'upgrade' ->> 'mode' = 'automatic')
+         )
+         SELECT pg_notify('meshfleet_rollout', $1 || '/' || $2::text)",
     )
     .bind(tenant)
     .bind(cluster_id)
@@ -183,38 +228,9 @@ pub async fn write_status(
     .bind(now)
     .bind(w.observed_versions)
     .bind(w.agent_version)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO cluster_reports (tenant_id, cluster_id, report) VALUES ($1, $2, $3)
-         ON CONFLICT (tenant_id, cluster_id) DO UPDATE SET report = EXCLUDED.report",
-    )
-    .bind(tenant)
-    .bind(cluster_id)
     .bind(Json(w.report))
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO cluster_status_history (tenant_id, cluster_id, health, observed_generation, report, at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(tenant)
-    .bind(cluster_id)
-    .bind(w.health)
-    .bind(w.observed_generation)
-    .bind(Json(w.report))
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "DELETE FROM cluster_status_history
-         WHERE tenant_id = $1 AND cluster_id = $2 AND id <= (
-             SELECT id FROM cluster_status_history WHERE tenant_id = $1 AND cluster_id = $2
-             ORDER BY id DESC OFFSET $3 LIMIT 1)",
-    )
-    .bind(tenant)
-    .bind(cluster_id)
-    .bind(keep)
+    .bind((keep - 1).max(0))
+    .bind(w.converged_since)
     .execute(&mut *conn)
     .await?;
     Ok(())
