@@ -323,6 +323,83 @@ fn intern(s: &str) -> Arc<str> {
     a
 }
 
+/// What the CRD ownership rules read of a live CRD: no `Value` tree of the
+/// schemas.
+#[derive(serde::Deserialize, Default, Clone)]
+#[serde(default)]
+struct CrdHead {
+    metadata: CrdMeta,
+    spec: CrdSpec,
+}
+
+#[derive(serde::Deserialize, Default, Clone)]
+#[serde(default)]
+struct CrdMeta {
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(serde::Deserialize, Default, Clone)]
+#[serde(default)]
+struct CrdSpec {
+    group: String,
+}
+
+impl CrdHead {
+    /// `from` → `to` in every label and annotation value.
+    fn swap(mut self, from: &str, to: &str) -> CrdHead {
+        let m = &mut self.metadata;
+        for v in m.labels.values_mut().chain(m.annotations.values_mut()) {
+            if v.contains(from) {
+                *v = v.replace(from, to);
+            }
+        }
+        self
+    }
+}
+
+/// A live CRD's [`CrdHead`], parsed once per [`Text`] shape for every
+/// simulated cluster (a CRD's text is mostly its schema, and every agent
+/// lists its CRDs on every pass): remembered with the cluster id marked, as
+/// the shape has it, and given back with this text's id. Keyed by the
+/// shape's address, held weakly (an entry of a dropped shape is not taken
+/// for a new one at the same address).
+fn crd_head(text: &Text) -> CrdHead {
+    use std::sync::Weak;
+    type Memo = HashMap<usize, (Weak<str>, CrdHead)>;
+    static MEMO: std::sync::OnceLock<Mutex<Memo>> = std::sync::OnceLock::new();
+    let memo = MEMO.get_or_init(Mutex::default);
+    let key = Arc::as_ptr(&text.shape) as *const u8 as usize;
+    let remembered = memo
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .filter(|(weak, _)| {
+            std::ptr::eq(weak.as_ptr() as *const u8, key as *const u8) && weak.strong_count() > 0
+        })
+        .map(|(_, head)| head.clone());
+    let marked = match remembered {
+        Some(head) => head,
+        None => {
+            let head: CrdHead = serde_json::from_str(&text.expand()).unwrap_or_default();
+            let marked = match &text.id {
+                Some(id) => head.swap(id, ID_MARK),
+                None => head,
+            };
+            let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
+            if memo.len() >= 4096 {
+                memo.retain(|_, (weak, _)| weak.strong_count() > 0);
+            }
+            memo.insert(key, (Arc::downgrade(&text.shape), marked.clone()));
+            marked
+        }
+    };
+    match &text.id {
+        Some(id) => marked.swap(ID_MARK, id),
+        None => marked,
+    }
+}
+
 impl SimObject {
     /// An object someone else created (`live`).
     fn new(live: &Value, rv: u64) -> Self {
@@ -742,6 +819,7 @@ impl ClusterBackend for SimCluster {
         self.check_reachable()?;
         let mut inner = self.lock();
         if let Some(gone) = inner.objects.remove(reference)
+            && is_gateway(reference)
             && is_waypoint(reference, &gone.value())
         {
             // Owner references: what istiod built for the Gateway goes too.
@@ -874,25 +952,7 @@ impl ClusterBackend for SimCluster {
             .iter()
             .filter(|(r, _)| r.kind == "CustomResourceDefinition")
             .map(|(r, o)| {
-                // Only what the rules read: no Value tree of the schemas.
-                #[derive(serde::Deserialize, Default)]
-                #[serde(default)]
-                struct Meta {
-                    labels: BTreeMap<String, String>,
-                    annotations: BTreeMap<String, String>,
-                }
-                #[derive(serde::Deserialize, Default)]
-                #[serde(default)]
-                struct Spec {
-                    group: String,
-                }
-                #[derive(serde::Deserialize, Default)]
-                #[serde(default)]
-                struct Head {
-                    metadata: Meta,
-                    spec: Spec,
-                }
-                let head: Head = serde_json::from_str(&o.live.expand()).unwrap_or_default();
+                let head = crd_head(&o.live);
                 let mut crd = LiveCrd::named(&r.name);
                 if !head.spec.group.is_empty() {
                     crd.group = head.spec.group;
@@ -982,11 +1042,17 @@ fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn is_waypoint(reference: &ObjectRef, object: &Value) -> bool {
+/// Whether `reference` is a Gateway API Gateway (which may be a waypoint):
+/// checked before an object is parsed to tell.
+fn is_gateway(reference: &ObjectRef) -> bool {
     reference.kind == "Gateway"
         && reference
             .api_version
             .starts_with("gateway.networking.k8s.io/")
+}
+
+fn is_waypoint(reference: &ObjectRef, object: &Value) -> bool {
+    is_gateway(reference)
         && object
             .pointer("/spec/gatewayClassName")
             .and_then(Value::as_str)
@@ -1169,6 +1235,17 @@ mod tests {
         }
         let owned = b.list_owned().await.unwrap();
         assert!(owned.iter().any(|o| o.reference == r));
+        // the CRDs as the ownership rules read them, each with its own
+        // cluster's id (the second read is from the first's parse)
+        for (sim, object) in [(&a, &oa), (&b, &ob), (&a, &oa)] {
+            let listed = sim.list_crds().await.unwrap();
+            let crd = listed.iter().find(|c| c.name == r.name).unwrap();
+            let live = object.to_json().unwrap();
+            let labels: BTreeMap<String, String> =
+                serde_json::from_value(live["metadata"]["labels"].clone()).unwrap();
+            assert_eq!(crd.labels, labels);
+            assert_eq!(crd.group, live["spec"]["group"].as_str().unwrap());
+        }
     }
 
     #[tokio::test]

@@ -791,6 +791,10 @@ struct Timings {
     pickup: Vec<f64>,
     agent: Vec<f64>,
     report: Vec<f64>,
+    /// Agent ready → its report stored (the agent's end of pass, its PUT).
+    reported: Vec<f64>,
+    /// Report stored → the rollout's finishedAt (the reconciler's pick-up).
+    picked: Vec<f64>,
     server: Vec<f64>,
     approximated: usize,
     waves: usize,
@@ -819,11 +823,32 @@ fn makespan(durations: &[f64], lanes: usize) -> f64 {
     end as f64 / 1e6
 }
 
+/// When each cluster's first `Healthy` report of its newest generation was
+/// stored (`cluster_convergence`, written by the report's own transaction),
+/// for those stored since `since`: splits "agent ready → finishedAt" into the
+/// report's way in and the reconciler's pick-up.
+async fn reports_stored(
+    db: &mut PgConnection,
+    since: DateTime<Utc>,
+) -> Result<HashMap<String, DateTime<Utc>>, sqlx::Error> {
+    let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT c.name, cv.converged_at FROM cluster_convergence cv
+         JOIN clusters c ON c.tenant_id = cv.tenant_id AND c.id = cv.cluster_id
+                        AND c.generation = cv.generation
+         WHERE cv.converged_at >= $1",
+    )
+    .bind(since)
+    .fetch_all(&mut *db)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
 fn analyse(
     a: &Args,
     rollout: Option<&Rollout>,
     probes: &[(String, Probe)],
     agent_states: &[Arc<meshfleet_agent::AgentState>],
+    stored: &HashMap<String, DateTime<Utc>>,
     posted_at: DateTime<Utc>,
 ) -> Timings {
     let by_name: HashMap<&str, (&Probe, Option<&Arc<meshfleet_agent::AgentState>>)> = probes
@@ -854,6 +879,10 @@ fn analyse(
                     t.dispatch.push(secs(received - s_at));
                     if let Some(f) = c.finished_at {
                         t.report.push(secs(f - ready));
+                        if let Some(at) = stored.get(&c.name) {
+                            t.reported.push(secs(*at - ready));
+                            t.picked.push(secs(f - *at));
+                        }
                     }
                     secs(ready - received)
                 }
@@ -1347,7 +1376,18 @@ async fn main() {
     };
     let _ = stop_tx.send(true);
 
-    let t = analyse(&a, rollout.as_ref(), &probes, &agent_states, posted_at);
+    let stored = match db.as_mut() {
+        Some(c) => reports_stored(c, posted_at).await.unwrap_or_default(),
+        None => HashMap::new(),
+    };
+    let t = analyse(
+        &a,
+        rollout.as_ref(),
+        &probes,
+        &agent_states,
+        &stored,
+        posted_at,
+    );
     let wall_s = wall.as_secs_f64();
 
     println!();
@@ -1386,6 +1426,16 @@ async fn main() {
         "per cluster: report   (agent ready → rollout finishedAt)                  {}",
         spread(&mut t.report)
     );
+    if !t.reported.is_empty() {
+        println!(
+            "               of which agent ready → its report stored (convergence row)   {}",
+            spread(&mut t.reported)
+        );
+        println!(
+            "               of which report stored → the reconciler's finishedAt       {}",
+            spread(&mut t.picked)
+        );
+    }
     println!(
         "per cluster: server   (rollout startedAt → finishedAt)                    {}",
         spread(&mut t.server)
