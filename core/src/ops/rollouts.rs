@@ -50,6 +50,11 @@ async fn rollout_event(
 /// Creates a rollout: validates it, takes the matching clusters into stages
 /// (locking them, so a cluster is never in two running rollouts), and
 /// records it with its operation. Returns its id.
+/// A rollout with this many members refreshes the planner's statistics of
+/// `rollout_clusters` as it is created (see
+/// [`rollouts::refresh_member_statistics`]).
+const ANALYZE_MEMBERS_AT: usize = 1000;
+
 pub async fn create(
     conn: &mut PgConnection,
     tenant: &str,
@@ -189,6 +194,9 @@ pub async fn create(
     )
     .await?;
     rollouts::insert_rollout_clusters(conn, tenant, id, &target.to_string(), &members).await?;
+    if members.len() >= ANALYZE_MEMBERS_AT {
+        rollouts::refresh_member_statistics(conn).await?;
+    }
     rollout_event(
         conn,
         tenant,

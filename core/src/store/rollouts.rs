@@ -136,6 +136,19 @@ pub async fn insert_rollout_clusters(
     Ok(())
 }
 
+/// `ANALYZE rollout_clusters`, in the transaction that inserted a large
+/// rollout's members (it counts them). Until autovacuum's next analyze,
+/// the statistics would say the new rollout has few members: the member
+/// updates of every tick then hashed all of them (12 ms for 100 of 10,000
+/// members, against 0.8 ms by key once analyzed). A role that does not own
+/// the table gets a warning, not an error.
+pub async fn refresh_member_statistics(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("ANALYZE rollout_clusters")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn get_rollout(
     db: impl PgExecutor<'_>,
     tenant: &str,

@@ -432,6 +432,8 @@ struct Stmt {
     calls: i64,
     rows: i64,
     exec_ms: f64,
+    /// Buffer pages the statement touched (shared hits + reads): what scans.
+    pages: i64,
     query: String,
 }
 
@@ -478,7 +480,8 @@ async fn db_snapshot(db: &mut PgConnection, statements: bool) -> Result<DbSnapsh
     if statements {
         let rows = sqlx::query(
             "SELECT coalesce(queryid, 0) AS queryid, sum(calls)::bigint AS calls, sum(rows)::bigint AS rows, \
-             sum(total_exec_time)::float8 AS exec_ms, min(query) AS query \
+             sum(total_exec_time)::float8 AS exec_ms, \
+             sum(shared_blks_hit + shared_blks_read)::bigint AS pages, min(query) AS query \
              FROM pg_stat_statements \
              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
              GROUP BY 1",
@@ -494,6 +497,7 @@ async fn db_snapshot(db: &mut PgConnection, statements: bool) -> Result<DbSnapsh
                     calls: r.try_get("calls")?,
                     rows: r.try_get("rows")?,
                     exec_ms: r.try_get("exec_ms")?,
+                    pages: r.try_get("pages")?,
                     query: r.try_get("query").unwrap_or_default(),
                 },
             );
@@ -546,6 +550,7 @@ fn print_db_load(before: &DbSnapshot, after: &DbSnapshot) {
                         calls: x.calls - y.calls,
                         rows: x.rows - y.rows,
                         exec_ms: x.exec_ms - y.exec_ms,
+                        pages: x.pages - y.pages,
                         query: x.query.clone(),
                     }
                 })
@@ -587,6 +592,15 @@ fn print_db_load(before: &DbSnapshot, after: &DbSnapshot) {
             deltas.sort_by(|x, y| y.exec_ms.total_cmp(&x.exec_ms));
             for d in deltas.iter().take(8) {
                 println!("{}", row(d));
+            }
+            println!("  top statements by buffer pages touched (what scans):   pages per call");
+            deltas.sort_by_key(|d| std::cmp::Reverse(d.pages));
+            for d in deltas.iter().take(6) {
+                println!(
+                    "{}  {:>7.0}",
+                    row(d),
+                    d.pages as f64 / d.calls.max(1) as f64
+                );
             }
         }
         _ => println!("  statements     n/a (pg_stat_statements not available; see above)"),
