@@ -36,7 +36,7 @@ impl Default for Config {
             lease: Duration::from_secs(30),
             poll: Duration::from_secs(1),
             max_interval: Duration::from_secs(3600),
-            settle: Duration::from_millis(200),
+            settle: Duration::from_millis(100),
         }
     }
 }
