@@ -47,14 +47,14 @@ async fn rollout_event(
     Ok(())
 }
 
-/// Creates a rollout: validates it, takes the matching clusters into stages
-/// (locking them, so a cluster is never in two running rollouts), and
-/// records it with its operation. Returns its id.
 /// A rollout with this many members refreshes the planner's statistics of
 /// `rollout_clusters` as it is created (see
 /// [`rollouts::refresh_member_statistics`]).
 const ANALYZE_MEMBERS_AT: usize = 1000;
 
+/// Creates a rollout: validates it, takes the matching clusters into stages
+/// (locking them, so a cluster is never in two running rollouts), and
+/// records it with its operation. Returns its id.
 pub async fn create(
     conn: &mut PgConnection,
     tenant: &str,
