@@ -67,6 +67,9 @@ struct Slot {
     credentials: Vec<(Vec<u8>, String, DateTime<Utc>)>,
     /// The stored report's hash (see `meshfleet_core::ops::status::record_report`).
     report_hash: Option<Vec<u8>>,
+    /// The SHA-256 of the body that report came in: the same bytes again are
+    /// the same report, known without parsing them (an agent's heartbeat).
+    report_body: Option<[u8; 32]>,
 }
 
 #[derive(Default)]
@@ -246,9 +249,28 @@ impl Cache {
         .is_some()
     }
 
-    pub fn store_report_hash(&self, tenant: &str, cluster_id: Uuid, stamp: Stamp, hash: &[u8]) {
+    /// Whether `body` (a SHA-256) is that of the body the cluster's stored
+    /// report came in.
+    pub fn report_body_is(&self, tenant: &str, cluster_id: Uuid, body: &[u8; 32]) -> bool {
+        self.read(tenant, cluster_id, |s| {
+            (s.report_body.as_ref() == Some(body)).then_some(())
+        })
+        .is_some()
+    }
+
+    /// Remembers the hash of the cluster's stored report and the SHA-256 of
+    /// the body it came in.
+    pub fn store_report_hash(
+        &self,
+        tenant: &str,
+        cluster_id: Uuid,
+        stamp: Stamp,
+        hash: &[u8],
+        body: [u8; 32],
+    ) {
         self.store(tenant, cluster_id, stamp, |s| {
             s.report_hash = Some(hash.to_vec());
+            s.report_body = Some(body);
         });
     }
 }
@@ -282,7 +304,7 @@ mod tests {
             let stamp = cache.stamp();
             cache.store_credential("t", id, stamp, b"h", "a", until);
             cache.store_desired_etag("t", id, stamp, "\"d\"");
-            cache.store_report_hash("t", id, stamp, b"r");
+            cache.store_report_hash("t", id, stamp, b"r", [1; 32]);
         };
         remember(&cache);
         cache.forget("t", id, Forget::StatusAndResource);
@@ -342,13 +364,23 @@ mod tests {
         let cache = Cache::default();
         let id = Uuid::new_v4();
         let before = cache.stamp();
-        cache.store_report_hash("t", id, before, b"h1");
+        cache.store_report_hash("t", id, before, b"h1", [1; 32]);
         assert!(cache.report_is("t", id, b"h1"));
         assert!(!cache.report_is("t", id, b"h2"), "another report");
         assert!(!cache.report_is("u", id, b"h1"), "another tenant's key");
-        cache.forget("t", id, Forget::All);
+        assert!(cache.report_body_is("t", id, &[1; 32]));
+        assert!(!cache.report_body_is("t", id, &[2; 32]), "other bytes");
+        assert!(
+            !cache.report_body_is("u", id, &[1; 32]),
+            "another tenant's key"
+        );
+        cache.forget("t", id, Forget::StatusAndResource);
         assert!(!cache.report_is("t", id, b"h1"));
-        cache.store_report_hash("t", id, before, b"h1");
+        assert!(
+            !cache.report_body_is("t", id, &[1; 32]),
+            "the body is forgotten with the report"
+        );
+        cache.store_report_hash("t", id, before, b"h1", [1; 32]);
         assert!(
             !cache.report_is("t", id, b"h1"),
             "stamped before the change"

@@ -46,6 +46,18 @@ pub async fn not_found(req: Request) -> ApiError {
 /// the shape (422, naming the field by JSON pointer).
 pub struct JsonBody<T>(pub T);
 
+/// A JSON body as its bytes (content type and size checked like
+/// [`JsonBody`]'s), read with [`JsonBytes::parse`] when the handler needs it:
+/// a handler that can answer from the bytes alone parses nothing.
+pub struct JsonBytes(pub Bytes);
+
+impl JsonBytes {
+    /// The body as `T`, with [`JsonBody`]'s rules and errors.
+    pub fn parse<T: DeserializeOwned + serde::Serialize>(&self) -> Result<T, ApiError> {
+        parse_json(&self.0)
+    }
+}
+
 /// A JSON merge patch body (`application/merge-patch+json`), as a value.
 pub struct MergePatch(pub serde_json::Value);
 
@@ -119,7 +131,7 @@ pub fn parse_json<T: DeserializeOwned + serde::Serialize>(bytes: &[u8]) -> Resul
         }
     };
     let read = serde_json::to_value(&parsed).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if let Some(pointer) = array_for_object(&value, &read, String::new()) {
+    if let Some(pointer) = array_for_object(&value, &read) {
         return Err(ApiError::invalid_field(
             &pointer,
             "invalid type: array, expected an object",
@@ -151,29 +163,50 @@ fn integral_numbers_as_integers(value: &mut serde_json::Value) {
 
 /// The pointer of the first place where the body has an array and what was
 /// read from it is an object (a struct given as the list of its fields).
-fn array_for_object(
-    sent: &serde_json::Value,
-    read: &serde_json::Value,
-    at: String,
-) -> Option<String> {
+/// Walks both trees without allocating; the pointer is written only when
+/// such a place is found (every request body passes through here).
+fn array_for_object(sent: &serde_json::Value, read: &serde_json::Value) -> Option<String> {
     use serde_json::Value;
-    match (sent, read) {
-        (Value::Array(_), Value::Object(_)) => Some(at),
-        (Value::Array(s), Value::Array(r)) => s
-            .iter()
-            .zip(r)
-            .enumerate()
-            .find_map(|(i, (s, r))| array_for_object(s, r, format!("{at}/{i}"))),
-        (Value::Object(s), Value::Object(r)) => s.iter().find_map(|(k, s)| {
-            let r = r.get(k)?;
-            array_for_object(
-                s,
-                r,
-                format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
-            )
-        }),
-        _ => None,
+    enum Step<'a> {
+        Index(usize),
+        Key(&'a str),
     }
+    fn walk<'a>(sent: &'a Value, read: &Value, path: &mut Vec<Step<'a>>) -> bool {
+        match (sent, read) {
+            (Value::Array(_), Value::Object(_)) => true,
+            (Value::Array(s), Value::Array(r)) => s.iter().zip(r).enumerate().any(|(i, (s, r))| {
+                path.push(Step::Index(i));
+                let found = walk(s, r, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            (Value::Object(s), Value::Object(r)) => s.iter().any(|(k, s)| {
+                let Some(r) = r.get(k) else { return false };
+                path.push(Step::Key(k));
+                let found = walk(s, r, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = Vec::new();
+    if !walk(sent, read, &mut path) {
+        return None;
+    }
+    let mut pointer = String::new();
+    for step in path {
+        pointer.push('/');
+        match step {
+            Step::Index(i) => pointer.push_str(&i.to_string()),
+            Step::Key(k) => pointer.push_str(&k.replace('~', "~0").replace('/', "~1")),
+        }
+    }
+    Some(pointer)
 }
 
 /// Converts a serde path (`mesh.waypoints[0].name`) to a JSON pointer.
@@ -209,6 +242,14 @@ impl<S: Send + Sync, T: DeserializeOwned + serde::Serialize> FromRequest<S> for 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let bytes = read_body(req, &["application/json"]).await?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        read_body(req, &["application/json"]).await.map(JsonBytes)
     }
 }
 
@@ -577,6 +618,32 @@ mod tests {
         assert!(matches!(
             parse_json::<Outer>(b"{not json"),
             Err(ApiError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn a_struct_sent_as_an_array_is_refused_at_its_pointer() {
+        #[derive(serde::Deserialize, serde::Serialize, Debug)]
+        struct Inner {
+            replicas: u32,
+        }
+        #[derive(serde::Deserialize, serde::Serialize, Debug)]
+        struct Outer {
+            #[serde(rename = "a/b~c")]
+            items: Vec<Inner>,
+        }
+        let ok = parse_json::<Outer>(br#"{"a/b~c":[{"replicas":1},{"replicas":2.0}]}"#).unwrap();
+        assert_eq!(ok.items[1].replicas, 2);
+        match parse_json::<Outer>(br#"{"a/b~c":[{"replicas":1},[3]]}"#) {
+            Err(ApiError::Unprocessable { errors, .. }) => {
+                assert_eq!(errors[0].pointer, "/a~1b~0c/1");
+                assert!(errors[0].detail.contains("array, expected an object"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_json::<Outer>(br#"[[{"replicas":1}]]"#),
+            Err(ApiError::Unprocessable { errors, .. }) if errors[0].pointer.is_empty()
         ));
     }
 }

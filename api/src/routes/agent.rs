@@ -17,6 +17,7 @@ use opentelemetry::Context;
 use opentelemetry::trace::{SpanContext, TraceContextExt};
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use utoipa::IntoParams;
 
@@ -29,8 +30,8 @@ use crate::agent_auth::{self, AgentPrincipal};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
-    CursorField, CursorShape, CursorValue, JsonBody, Preconditions, Query, id_cursor, page_limit,
-    paginate, with_header,
+    CursorField, CursorShape, CursorValue, JsonBody, JsonBytes, Preconditions, Query, id_cursor,
+    page_limit, paginate, with_header,
 };
 use crate::routes::clusters::known_name;
 use crate::state::AppState;
@@ -548,16 +549,32 @@ fn delivery_traceparent(
 pub async fn put_status(
     State(state): State<AppState>,
     agent: AgentPrincipal,
-    JsonBody(report): JsonBody<StatusReport>,
+    body: JsonBytes,
 ) -> ApiResult<StatusCode> {
-    report::validate_report(&report).map_err(ApiError::invalid)?;
-    let fingerprint = Fingerprint::of(&report)?;
     let now = state.clock.now();
     let (tenant, cluster_id) = (&agent.tenant, agent.cluster_id);
+    let body_hash: [u8; 32] = Sha256::digest(&body.0).into();
     // Known to be unchanged (this replica remembers the stored report, and
     // would have been told of any change committed before this request):
     // only the heartbeat time moves, written with the others within a second.
+    // The very bytes of the stored report's body are that report (an agent
+    // repeats its last report as its heartbeat) and are not parsed again.
     let mut fenced = agent.fenced;
+    let same_bytes = state
+        .hub
+        .remembered(&mut fenced, |c| {
+            c.report_body_is(tenant, cluster_id, &body_hash)
+                .then_some(())
+        })
+        .await;
+    if same_bytes.is_some() {
+        state.heartbeats.remember(tenant, cluster_id, now);
+        count_report("remembered");
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let report: StatusReport = body.parse()?;
+    report::validate_report(&report).map_err(ApiError::invalid)?;
+    let fingerprint = Fingerprint::of(&report)?;
     let unchanged = state
         .hub
         .remembered(&mut fenced, |c| {
@@ -566,6 +583,8 @@ pub async fn put_status(
         })
         .await;
     let result = if unchanged.is_some() {
+        // (the same report in other bytes: these are not remembered, as no
+        // read stamped before the check backs them)
         state.heartbeats.remember(tenant, cluster_id, now);
         "remembered"
     } else {
@@ -583,10 +602,13 @@ pub async fn put_status(
         )
         .await?;
         if let Some(stamp) = stamp {
-            state
-                .hub
-                .cache
-                .store_report_hash(tenant, cluster_id, stamp, &fingerprint.hash);
+            state.hub.cache.store_report_hash(
+                tenant,
+                cluster_id,
+                stamp,
+                &fingerprint.hash,
+                body_hash,
+            );
         }
         // an unchanged one was coalesced into a batch's heartbeat-only write,
         // a changed one wrote status and history
@@ -595,9 +617,13 @@ pub async fn put_status(
             Recorded::Changed => "changed",
         }
     };
+    count_report(result);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn count_report(result: &'static str) {
     metrics::counter!("meshfleet_agent_heartbeats_total").increment(1);
     metrics::counter!("meshfleet_status_writes_total", "result" => result).increment(1);
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `kubectl kustomize deploy/agent`, committed (CI fails when it drifts).
