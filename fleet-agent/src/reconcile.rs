@@ -346,6 +346,7 @@ async fn run_step<B: ClusterBackend>(
             }
         }
         let c = &mut out.components[idx];
+        let before = (c.desired_replicas, c.ready_replicas);
         c.desired_replicas = Some(desired_n);
         c.ready_replicas = Some(ready_n);
         if all_ready {
@@ -365,14 +366,21 @@ async fn run_step<B: ClusterBackend>(
             };
             return Err(("RolloutTimeout", e.to_string()));
         }
-        c.message = Some(format!("rolling out: {detail}"));
-        c.conditions = vec![condition(
-            "Ready",
-            "False",
-            "Progressing",
-            c.message.clone(),
-        )];
-        publish(progress, &out.components);
+        let message = format!("rolling out: {detail}");
+        // Published when what it says moved: most polls of a rollout in
+        // progress read the same replica counts.
+        if c.message.as_deref() != Some(message.as_str())
+            || before != (c.desired_replicas, c.ready_replicas)
+        {
+            c.message = Some(message);
+            c.conditions = vec![condition(
+                "Ready",
+                "False",
+                "Progressing",
+                c.message.clone(),
+            )];
+            publish(progress, &out.components);
+        }
         tokio::time::sleep(opts.poll_interval).await;
     }
 }
