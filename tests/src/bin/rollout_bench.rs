@@ -63,8 +63,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Watch {
-    /// Poll `GET /v1/operations/{id}` (one row) every --poll-interval, and the
-    /// full rollout only every --progress-every and at the end.
+    /// Poll `GET /v1/operations/{id}` (one row) every --poll-interval, the
+    /// rollout's counts (`GET /v1/rollouts`) every --progress-every, and the
+    /// full rollout only at the end.
     Operation,
     /// Poll the full `GET /v1/rollouts/{id}` (every cluster of every stage)
     /// every --poll-interval.
@@ -149,7 +150,7 @@ struct Args {
     /// How often the rollout's end is looked for.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     poll_interval: Duration,
-    /// How often progress is printed (reads the full rollout).
+    /// How often progress is printed (reads the rollout list: counts and stage states).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     progress_every: Duration,
     /// PostgreSQL of the service, for pg_stat_database / pg_stat_statements,
@@ -950,26 +951,58 @@ fn analyse(
     t
 }
 
+/// `GET {base}{path}` as JSON (the tenant's token).
+async fn get_json(
+    client: &reqwest::Client,
+    a: &Args,
+    token: &str,
+    path: &str,
+) -> Result<Value, String> {
+    let r = send("reading the rollout", || {
+        client.get(format!("{}{path}", a.base)).bearer_auth(token)
+    })
+    .await;
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!("GET {path}: {status} {text}"));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("GET {path}: {e}"))
+}
+
+fn with_state(v: Value) -> (Value, String) {
+    let state = v["state"].as_str().unwrap_or("?").to_string();
+    (v, state)
+}
+
 async fn get_rollout(
     client: &reqwest::Client,
     a: &Args,
     token: &str,
     id: &str,
 ) -> Result<(Value, String), String> {
-    let r = send("reading the rollout", || {
-        client
-            .get(format!("{}/v1/rollouts/{id}", a.base))
-            .bearer_auth(token)
-    })
-    .await;
-    let status = r.status();
-    let text = r.text().await.unwrap_or_default();
-    if !status.is_success() {
-        return Err(format!("GET /v1/rollouts/{id}: {status} {text}"));
-    }
-    let v: Value = serde_json::from_str(&text).map_err(|e| format!("rollout body: {e}"))?;
-    let state = v["state"].as_str().unwrap_or("?").to_string();
-    Ok((v, state))
+    get_json(client, a, token, &format!("/v1/rollouts/{id}"))
+        .await
+        .map(with_state)
+}
+
+/// The rollout as the list shows it (counts and stage states, no clusters):
+/// what the progress line needs, without loading every member each time.
+async fn rollout_summary(
+    client: &reqwest::Client,
+    a: &Args,
+    token: &str,
+    id: &str,
+) -> Result<(Value, String), String> {
+    let list = get_json(client, a, token, "/v1/rollouts?limit=10").await?;
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["id"].as_str() == Some(id))
+        .cloned()
+        .map(with_state)
+        .ok_or_else(|| format!("rollout {id} is not among the newest in GET /v1/rollouts"))
 }
 
 fn terminal(state: &str) -> bool {
@@ -1348,7 +1381,7 @@ async fn main() {
         }
         if last_progress.elapsed() >= a.progress_every {
             last_progress = Instant::now();
-            if let Ok((v, state)) = get_rollout(&client, &a, &token, &id).await {
+            if let Ok((v, state)) = rollout_summary(&client, &a, &token, &id).await {
                 println!("{}", progress_line(t0.elapsed().as_secs_f64(), &v));
                 // Paused / waiting for approval does not end the operation.
                 if terminal(&state) {
