@@ -48,11 +48,19 @@ pub(crate) const CLUSTER_COLUMNS: &str =
     c.desired_version, c.version_history, c.generation_changed_at, c.deletion_operation,
     rep.report, s.last_heartbeat_at, s.connectivity AS recorded_connectivity,
     r.pending_upgrade, rel.end_of_support, c.created_at, c.updated_at";
-pub(crate) const CLUSTER_FROM: &str = "clusters c
+// What [`CLUSTER_COLUMNS`] joins to a cluster row named `c`.
+macro_rules! cluster_joins {
+    () => {
+        "
     LEFT JOIN cluster_status s ON s.tenant_id = c.tenant_id AND s.cluster_id = c.id
     LEFT JOIN cluster_reports rep ON rep.tenant_id = c.tenant_id AND rep.cluster_id = c.id
     LEFT JOIN cluster_reconcile r ON r.tenant_id = c.tenant_id AND r.cluster_id = c.id
-    LEFT JOIN releases rel ON rel.version = c.desired_version";
+    LEFT JOIN releases rel ON rel.version = c.desired_version"
+    };
+}
+pub(crate) const CLUSTER_FROM: &str = concat!("clusters c", cluster_joins!());
+/// The same joins, after a row named `c` (a CTE's).
+const CLUSTER_JOINS: &str = cluster_joins!();
 
 pub async fn get_cluster(
     db: impl PgExecutor<'_>,
@@ -214,19 +222,25 @@ pub async fn update_clusters(
     let versions: Vec<&str> = updates.iter().map(|u| u.desired_version).collect();
     // text[][] must be rectangular: each history travels as a JSON array.
     let histories: Vec<Json<&[String]>> = updates.iter().map(|u| Json(u.version_history)).collect();
-    sqlx::query(
-        "UPDATE clusters c SET labels = u.labels, mesh = u.mesh,
-             generation_changed_at = CASE WHEN c.generation = u.generation
-                                          THEN c.generation_changed_at ELSE $8 END,
-             generation = u.generation, desired_version = u.desired_version,
-             version_history = ARRAY(SELECT jsonb_array_elements_text(u.history)),
-             resource_version = c.resource_version + 1, updated_at = $8,
-             change_traceparent = CASE WHEN c.generation = u.generation
-                                       THEN c.change_traceparent ELSE $9 END
-         FROM unnest($2::text[], $3::jsonb[], $4::jsonb[], $5::bigint[], $6::text[], $7::jsonb[])
-              AS u(name, labels, mesh, generation, desired_version, history)
-         WHERE c.tenant_id = $1 AND c.name = u.name",
-    )
+    // One statement: the update, then the rows as written joined with the
+    // rest of their row (the joined tables as of the statement's start,
+    // which this statement does not change).
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH c AS (
+             UPDATE clusters c SET labels = u.labels, mesh = u.mesh,
+                 generation_changed_at = CASE WHEN c.generation = u.generation
+                                              THEN c.generation_changed_at ELSE $8 END,
+                 generation = u.generation, desired_version = u.desired_version,
+                 version_history = ARRAY(SELECT jsonb_array_elements_text(u.history)),
+                 resource_version = c.resource_version + 1, updated_at = $8,
+                 change_traceparent = CASE WHEN c.generation = u.generation
+                                           THEN c.change_traceparent ELSE $9 END
+             FROM unnest($2::text[], $3::jsonb[], $4::jsonb[], $5::bigint[], $6::text[], $7::jsonb[])
+                  AS u(name, labels, mesh, generation, desired_version, history)
+             WHERE c.tenant_id = $1 AND c.name = u.name
+             RETURNING c.*)
+         SELECT {CLUSTER_COLUMNS} FROM c {CLUSTER_JOINS}"
+    )))
     .bind(tenant)
     .bind(&names)
     .bind(&labels)
@@ -236,13 +250,6 @@ pub async fn update_clusters(
     .bind(&histories)
     .bind(now)
     .bind(meshfleet_telemetry::current_traceparent())
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {CLUSTER_COLUMNS} FROM {CLUSTER_FROM} WHERE c.tenant_id = $1 AND c.name = ANY($2)"
-    )))
-    .bind(tenant)
-    .bind(&names)
     .fetch_all(&mut *conn)
     .await
 }
