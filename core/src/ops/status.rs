@@ -97,7 +97,7 @@ pub async fn record_report(
     // The first Healthy report of a generation: it converged (the SLI).
     let converged =
         health == Health::Healthy && report.observed_generation == Some(lock.generation);
-    status::write_changed_report(
+    let previous = status::write_changed_report(
         &mut tx,
         tenant,
         cluster_id,
@@ -115,7 +115,7 @@ pub async fn record_report(
         now,
     )
     .await?;
-    if lock.connectivity.as_deref() != Some("Connected") {
+    if previous.connectivity.as_deref() != Some("Connected") {
         events::insert_event(
             &mut tx,
             tenant,
@@ -126,14 +126,14 @@ pub async fn record_report(
                 action: "cluster.connectivity.changed",
                 generation: None,
                 detail: json!({
-                    "from": lock.connectivity.as_deref().unwrap_or("Disconnected"),
+                    "from": previous.connectivity.as_deref().unwrap_or("Disconnected"),
                     "to": "Connected",
                 }),
             },
         )
         .await?;
     }
-    if lock.health.as_deref() != Some(health_name) {
+    if previous.health.as_deref() != Some(health_name) {
         let failing: Vec<serde_json::Value> = report
             .components
             .iter()
@@ -149,7 +149,7 @@ pub async fn record_report(
                 actor: &actor,
                 action: "cluster.health_changed",
                 generation: report.observed_generation,
-                detail: json!({ "from": lock.health, "to": health_name, "failing": failing }),
+                detail: json!({ "from": previous.health, "to": health_name, "failing": failing }),
             },
         )
         .await?;

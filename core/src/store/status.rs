@@ -95,20 +95,17 @@ pub async fn flush_heartbeats(
     .map(|r| r.rows_affected())
 }
 
-/// What a status write needs to know, read under the cluster's lock.
+/// What a status write needs to know of the cluster, read under its lock.
 #[derive(Debug)]
 pub struct StatusLock {
     pub generation: i64,
     /// When `generation` was set.
     pub generation_changed_at: DateTime<Utc>,
-    /// The health stored with the last report (`None`: never reported).
-    pub health: Option<String>,
-    /// The connectivity last recorded (`None`: never reported).
-    pub connectivity: Option<String>,
 }
 
-/// Locks the cluster for a status write; the status is read after the lock
-/// is held (a second statement), so it is what the previous holder committed.
+/// Locks the cluster for a status write (every writer of a changed report
+/// holds it, so the status the write then reads is what the previous holder
+/// committed).
 pub async fn lock_for_status(
     conn: &mut PgConnection,
     tenant: &str,
@@ -122,22 +119,19 @@ pub async fn lock_for_status(
     .bind(cluster_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((generation, generation_changed_at)) = generation else {
-        return Ok(None);
-    };
-    let status: Option<(String, String)> = sqlx::query_as(
-        "SELECT health, connectivity FROM cluster_status WHERE tenant_id = $1 AND cluster_id = $2",
+    Ok(
+        generation.map(|(generation, generation_changed_at)| StatusLock {
+            generation,
+            generation_changed_at,
+        }),
     )
-    .bind(tenant)
-    .bind(cluster_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(Some(StatusLock {
-        generation,
-        generation_changed_at,
-        health: status.as_ref().map(|s| s.0.clone()),
-        connectivity: status.map(|s| s.1),
-    }))
+}
+
+/// The status a changed report replaced (each `None`: never reported).
+#[derive(Debug, sqlx::FromRow)]
+pub struct PreviousStatus {
+    pub health: Option<String>,
+    pub connectivity: Option<String>,
 }
 
 pub struct StatusWrite<'a> {
@@ -180,11 +174,17 @@ pub async fn write_changed_report(
     w: StatusWrite<'_>,
     keep: i64,
     now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+) -> Result<PreviousStatus, sqlx::Error> {
     // $5 is the observed generation and $6 the health generation: the column
-    // order of the table, not of the struct.
-    sqlx::query(
-        "WITH status AS (
+    // order of the table, not of the struct. Every part of the statement
+    // sees the rows as they were when it started: `previous` reads the
+    // status the write replaces (under the cluster's lock, taken by the
+    // statement before).
+    sqlx::query_as(
+        "WITH previous AS (
+             SELECT health, connectivity FROM cluster_status
+             WHERE tenant_id = $1 AND cluster_id = $2
+         ), status AS (
              INSERT INTO cluster_status (tenant_id, cluster_id, report_hash, health, health_generation,
                                          observed_generation, last_heartbeat_at, changed_at, connectivity,
                                          observed_versions, agent_version)
@@ -217,7 +217,9 @@ pub async fn write_changed_report(
                AND c.tenant_id = r.tenant_id AND c.id = r.cluster_id
                AND (c.deletion_operation IS NOT NULL OR c.mesh -> 'upgrade' ->> 'mode' = 'automatic')
          )
-         SELECT pg_notify('meshfleet_rollout', $1 || '/' || $2::text)",
+         SELECT (SELECT health FROM previous) AS health,
+                (SELECT connectivity FROM previous) AS connectivity
+         FROM (SELECT pg_notify('meshfleet_rollout', $1 || '/' || $2::text)) AS hint",
     )
     .bind(tenant)
     .bind(cluster_id)
@@ -231,9 +233,8 @@ pub async fn write_changed_report(
     .bind(Json(w.report))
     .bind((keep - 1).max(0))
     .bind(w.converged_since)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .fetch_one(&mut *conn)
+    .await
 }
 
 /// A connectivity transition recorded by [`sweep_connectivity`].
