@@ -1005,6 +1005,54 @@ async fn rollout_summary(
         .ok_or_else(|| format!("rollout {id} is not among the newest in GET /v1/rollouts"))
 }
 
+/// CPU seconds per process group ([`cpu_snapshot`]).
+type Cpu = BTreeMap<String, f64>;
+
+/// The bound the machine's cores set: with every core busy the whole time,
+/// the CPU the rollout took (control plane and simulator together) needs at
+/// least `total / cores` of wall time, so the overhead measured on this
+/// machine cannot be below that minus the agents' time. And the control
+/// plane's CPU per upgraded cluster, the figure that decides that bound,
+/// with the idle fleet's own load (heartbeats, long polls: the `idle` CPU
+/// rate before the rollout) counted apart.
+fn print_cpu_floor(
+    before: &Cpu,
+    after: &Cpu,
+    idle: Option<(&Cpu, &Cpu, f64)>,
+    dt: f64,
+    clusters: usize,
+    agents_s: f64,
+) {
+    const SIM: &str = "rollout-bench (simulator, agents)";
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let used = |b: &Cpu, a: &Cpu| -> (f64, f64) {
+        let delta = |k: &String| a[k] - b.get(k).copied().unwrap_or(0.0);
+        let sim: f64 = a.keys().filter(|k| *k == SIM).map(delta).sum();
+        let all: f64 = a.keys().map(delta).sum();
+        (all - sim, sim)
+    };
+    let (control, sim) = used(before, after);
+    if clusters == 0 || control + sim <= 0.0 {
+        return;
+    }
+    let floor = (control + sim) / cores;
+    println!(
+        "CPU floor       {floor:.2} s = {:.1} core-s ÷ {cores} cores: no run of this CPU is shorter on this machine, so the overhead here is at least {:.2} s",
+        control + sim,
+        floor - agents_s
+    );
+    let per = |core_s: f64| core_s / clusters as f64 * 1000.0;
+    let idle_part = idle
+        .map(|(b, a, idle_dt)| used(b, a).0 / idle_dt.max(1e-3) * dt)
+        .map(|c| format!(" ({:.2} ms of it the idle fleet's heartbeats and long polls, at the rate measured before the rollout)", per(c)))
+        .unwrap_or_default();
+    println!(
+        "                per upgraded cluster: control plane (api, reconciler, PostgreSQL) {:.2} ms of CPU{idle_part}, simulator {:.2} ms",
+        per(control),
+        per(sim)
+    );
+}
+
 fn terminal(state: &str) -> bool {
     matches!(
         state,
@@ -1526,6 +1574,10 @@ async fn main() {
         .as_secs_f64()
         .max(1e-3);
     print_cpu(&cpu_before, &cpu_after, dt);
+    let idle = baseline
+        .as_ref()
+        .map(|(_, _, c0)| (c0, &cpu_before, a.baseline.as_secs_f64()));
+    print_cpu_floor(&cpu_before, &cpu_after, idle, dt, a.clusters, t.ideal);
     if let (Some(b), Some(af)) = (&db_before, &db_after) {
         print_db_load(b, af);
         if let Some((_, Some(d0), _)) = &baseline {
