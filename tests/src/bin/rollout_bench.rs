@@ -32,6 +32,13 @@
 //! literal Σ-over-waves figure (waves cut from the start order) is printed
 //! too; it over-counts when the reconciler refills slots as clusters finish,
 //! because a slow agent in one cut does not hold up the next one.
+//!
+//! The *CPU floor* printed beside it is the rollout's CPU (control plane and
+//! simulator, in core-seconds) over the machine's cores: no run of that much
+//! CPU can take less wall time here, so the overhead cannot be below the
+//! floor minus the agents' time. Where the two are close the run is
+//! CPU-bound, and only less CPU per upgraded cluster (also printed, the idle
+//! fleet's share apart) or more cores lowers the overhead.
 
 #![allow(clippy::unwrap_used)]
 
