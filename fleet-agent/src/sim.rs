@@ -188,14 +188,11 @@ impl Prepared {
 /// labels for every simulated cluster: the CRDs (their schemas are most of
 /// an install's bytes) are the same for every cluster on a version but for
 /// the cluster-id label, which a [`Text`] factors out anyway. Keyed by the
-/// bundle's `Arc` (held weakly, so a dropped bundle's entry is not taken for
-/// a new one at the same address) and the labels with the id marked.
+/// bundle CRD's allocation (see [`WeakMemo`]) and the labels with the id
+/// marked.
 fn crd_prepared(crd: &LabelledCrd) -> Result<Prepared> {
-    use std::sync::Weak;
-    type Key = (usize, BTreeMap<String, String>);
     type Crd = k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    type Memo = HashMap<Key, (Weak<Crd>, Arc<str>, Indexed)>;
-    static MEMO: std::sync::OnceLock<Mutex<Memo>> = std::sync::OnceLock::new();
+    static MEMO: WeakMemo<Crd, BTreeMap<String, String>, (Arc<str>, Indexed)> = WeakMemo::new();
     let id = crd
         .labels
         .get(CLUSTER_ID_LABEL)
@@ -207,37 +204,79 @@ fn crd_prepared(crd: &LabelledCrd) -> Result<Prepared> {
     {
         *v = ID_MARK.to_string();
     }
-    let key: Key = (Arc::as_ptr(&crd.crd) as usize, marked);
-    let memo = MEMO.get_or_init(Mutex::default);
-    if let Some((weak, shape, ix)) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
-        && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(&crd.crd))
-        && weak.strong_count() > 0
-    {
+    if let Some((shape, ix)) = MEMO.get(&crd.crd, &marked) {
         return Ok(Prepared {
             value: None,
-            text: Text {
-                shape: shape.clone(),
-                id,
-            },
-            ix: Some(ix.clone()),
+            text: Text { shape, id },
+            ix: Some(ix),
         });
     }
     let value = crd.to_json()?;
     let text = Text::of(&value);
     let ix = Indexed::of(&value);
-    let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
-    if memo.len() >= 4096 {
-        memo.retain(|_, (weak, _, _)| weak.strong_count() > 0);
-    }
-    memo.insert(
-        key,
-        (Arc::downgrade(&crd.crd), text.shape.clone(), ix.clone()),
-    );
+    MEMO.insert(&crd.crd, marked, (text.shape.clone(), ix.clone()));
     Ok(Prepared {
         value: Some(value),
         text,
         ix: Some(ix),
     })
+}
+
+/// A process-wide memo of what is derived from the contents of an `Arc`
+/// (and a key `K`), shared by every simulated cluster. Entries are kept per
+/// allocation, found by its address and held weakly: they are answered only
+/// while that very allocation lives, so a dropped one's entries are never
+/// taken for a new allocation at the same address. The entries of dropped
+/// allocations are swept once 4,096 allocations have entries.
+struct WeakMemo<T: ?Sized, K, V> {
+    map: std::sync::OnceLock<Mutex<WeakMemoMap<T, K, V>>>,
+}
+
+type WeakMemoMap<T, K, V> = HashMap<usize, (std::sync::Weak<T>, HashMap<K, V>)>;
+
+impl<T: ?Sized, K: std::hash::Hash + Eq, V: Clone> WeakMemo<T, K, V> {
+    const fn new() -> Self {
+        WeakMemo {
+            map: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WeakMemoMap<T, K, V>> {
+        self.map
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn address(of: &Arc<T>) -> usize {
+        Arc::as_ptr(of) as *const u8 as usize
+    }
+
+    /// Whether the entry's allocation is `of` itself, still alive.
+    fn holds(weak: &std::sync::Weak<T>, of: &Arc<T>) -> bool {
+        std::ptr::eq(weak.as_ptr() as *const u8, Arc::as_ptr(of) as *const u8)
+            && weak.strong_count() > 0
+    }
+
+    fn get(&self, of: &Arc<T>, key: &K) -> Option<V> {
+        let map = self.lock();
+        let (weak, values) = map.get(&Self::address(of))?;
+        Self::holds(weak, of).then(|| values.get(key).cloned())?
+    }
+
+    fn insert(&self, of: &Arc<T>, key: K, value: V) {
+        let mut map = self.lock();
+        if map.len() >= 4096 {
+            map.retain(|_, (weak, _)| weak.strong_count() > 0);
+        }
+        let entry = map
+            .entry(Self::address(of))
+            .or_insert_with(|| (Arc::downgrade(of), HashMap::new()));
+        if !Self::holds(&entry.0, of) {
+            *entry = (Arc::downgrade(of), HashMap::new());
+        }
+        entry.1.insert(key, value);
+    }
 }
 
 /// An object's compact JSON text, stored as its *shape* (the text with every
@@ -362,23 +401,10 @@ impl CrdHead {
 /// simulated cluster (a CRD's text is mostly its schema, and every agent
 /// lists its CRDs on every pass): remembered with the cluster id marked, as
 /// the shape has it, and given back with this text's id. Keyed by the
-/// shape's address, held weakly (an entry of a dropped shape is not taken
-/// for a new one at the same address).
+/// shape's allocation (see [`WeakMemo`]).
 fn crd_head(text: &Text) -> CrdHead {
-    use std::sync::Weak;
-    type Memo = HashMap<usize, (Weak<str>, CrdHead)>;
-    static MEMO: std::sync::OnceLock<Mutex<Memo>> = std::sync::OnceLock::new();
-    let memo = MEMO.get_or_init(Mutex::default);
-    let key = Arc::as_ptr(&text.shape) as *const u8 as usize;
-    let remembered = memo
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&key)
-        .filter(|(weak, _)| {
-            std::ptr::eq(weak.as_ptr() as *const u8, key as *const u8) && weak.strong_count() > 0
-        })
-        .map(|(_, head)| head.clone());
-    let marked = match remembered {
+    static MEMO: WeakMemo<str, (), CrdHead> = WeakMemo::new();
+    let marked = match MEMO.get(&text.shape, &()) {
         Some(head) => head,
         None => {
             let head: CrdHead = serde_json::from_str(&text.expand()).unwrap_or_default();
@@ -386,11 +412,7 @@ fn crd_head(text: &Text) -> CrdHead {
                 Some(id) => head.swap(id, ID_MARK),
                 None => head,
             };
-            let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
-            if memo.len() >= 4096 {
-                memo.retain(|_, (weak, _)| weak.strong_count() > 0);
-            }
-            memo.insert(key, (Arc::downgrade(&text.shape), marked.clone()));
+            MEMO.insert(&text.shape, (), marked.clone());
             marked
         }
     };
