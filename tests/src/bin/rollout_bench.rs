@@ -1033,9 +1033,9 @@ fn print_cpu_floor(
     const SIM: &str = "rollout-bench (simulator, agents)";
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let used = |b: &Cpu, a: &Cpu| -> (f64, f64) {
-        let delta = |k: &String| a[k] - b.get(k).copied().unwrap_or(0.0);
-        let sim: f64 = a.keys().filter(|k| *k == SIM).map(delta).sum();
-        let all: f64 = a.keys().map(delta).sum();
+        let delta = |k: &str| a.get(k).copied().unwrap_or(0.0) - b.get(k).copied().unwrap_or(0.0);
+        let sim = delta(SIM);
+        let all: f64 = a.keys().map(|k| delta(k)).sum();
         (all - sim, sim)
     };
     let (control, sim) = used(before, after);
