@@ -444,7 +444,7 @@ impl<B: ClusterBackend> Agent<B> {
                     return s;
                 }
                 Err(e) => {
-                    let delay = backoff.next_delay();
+                    let delay = backoff.delay_after(&e);
                     warn!(error = %e, retry_in = ?delay, "no usable credential yet");
                     tokio::time::sleep(delay).await;
                 }
@@ -702,7 +702,7 @@ impl<B: ClusterBackend> Agent<B> {
                     Err(e) => {
                         connected = false;
                         metrics::counter!("meshfleet_agent_service_errors_total").increment(1);
-                        let delay = backoff.next_delay();
+                        let delay = backoff.delay_after(&e);
                         warn!(error = %e, retry_in = ?delay, "desired state: service unavailable; leaving the cluster as it is");
                         poll = poll_after(&s.client, &s.credential, etag.as_deref(), c.poll_wait, delay, &session);
                     }

@@ -202,11 +202,35 @@ fn unavailable(e: reqwest::Error) -> Error {
     Error::Unavailable(e.to_string())
 }
 
+/// The longest `Retry-After` the agent honours: a proxy that asks for a day
+/// does not park the fleet for a day.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// A `Retry-After` in delta-seconds (what meshfleet sends), at most
+/// [`MAX_RETRY_AFTER`]; `None` when absent or not a number of seconds.
+fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
 /// Maps a non-success answer: 401 → [`Error::Unauthorized`], 5xx and 429 →
-/// [`Error::Unavailable`] (retry with backoff), anything else →
+/// [`Error::Unavailable`] (retry with backoff), or [`Error::RetryLater`]
+/// when a 429 or 503 says when (`Retry-After`), anything else →
 /// [`Error::Service`]; the problem's `detail` is kept.
 async fn error_from(resp: reqwest::Response) -> Error {
     let status = resp.status();
+    let after = matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    )
+    .then(|| retry_after(resp.headers()))
+    .flatten();
     let body = resp.text().await.unwrap_or_default();
     let detail = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
@@ -222,6 +246,11 @@ async fn error_from(resp: reqwest::Response) -> Error {
         });
     if status == StatusCode::UNAUTHORIZED {
         Error::Unauthorized(detail)
+    } else if let Some(after) = after {
+        Error::RetryLater {
+            detail: format!("{}: {detail}", status.as_u16()),
+            after,
+        }
     } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         Error::Unavailable(format!("{}: {detail}", status.as_u16()))
     } else {
@@ -264,6 +293,21 @@ impl Backoff {
         Duration::from_millis(rand::rng().random_range(0..=ms))
     }
 
+    /// The wait before retrying after `error`: the next backoff delay, but
+    /// never less than the `Retry-After` the service sent, plus up to a fifth
+    /// of it at random, so that agents told the same moment do not all come
+    /// back in it.
+    pub fn delay_after(&mut self, error: &Error) -> Duration {
+        let delay = self.next_delay();
+        match error.retry_after() {
+            Some(after) => {
+                let ms = u64::try_from(after.as_millis() / 5).unwrap_or(u64::MAX);
+                delay.max(after + Duration::from_millis(rand::rng().random_range(0..=ms)))
+            }
+            None => delay,
+        }
+    }
+
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
@@ -295,5 +339,49 @@ mod tests {
         let mut b = Backoff::new(Duration::from_secs(300), Duration::from_secs(300));
         let delays: std::collections::BTreeSet<_> = (0..20).map(|_| b.next_delay()).collect();
         assert!(delays.len() > 1);
+    }
+
+    #[test]
+    fn a_retry_after_is_a_floor_under_the_backoff_with_a_fifth_of_jitter() {
+        let told = Error::RetryLater {
+            detail: "429: slow down".into(),
+            after: Duration::from_secs(2),
+        };
+        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(500));
+        let delays: Vec<Duration> = (0..50).map(|_| b.delay_after(&told)).collect();
+        for d in &delays {
+            assert!(
+                (Duration::from_secs(2)..=Duration::from_millis(2400)).contains(d),
+                "{d:?}"
+            );
+        }
+        assert!(
+            delays
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                > 1
+        );
+        // Past the Retry-After, the backoff's own (longer) delay still counts.
+        let mut b = Backoff::new(Duration::from_secs(60), Duration::from_secs(60));
+        let plain = Error::Unavailable("500: oops".into());
+        assert!(b.delay_after(&plain) <= Duration::from_secs(60));
+        assert!(b.delay_after(&told) >= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_capped() {
+        let mut h = header::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(header::RETRY_AFTER, " 7 ".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(header::RETRY_AFTER, "86400".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+        // An HTTP-date is not what meshfleet sends: plain backoff then.
+        h.insert(
+            header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), None);
     }
 }

@@ -31,6 +31,12 @@ pub enum Error {
     #[error("meshfleet service unavailable: {0}")]
     Unavailable(String),
 
+    /// The service is shedding load (429, or 503 while its database is
+    /// unavailable) and said when to come back (`Retry-After`). Like
+    /// [`Error::Unavailable`], but the next try waits at least `after`.
+    #[error("meshfleet service asked to retry in {}: {detail}", humantime::format_duration(*.after))]
+    RetryLater { detail: String, after: Duration },
+
     /// The service rejected the credential or bootstrap token (401).
     #[error("meshfleet service rejected the credential: {0}")]
     Unauthorized(String),
@@ -63,7 +69,15 @@ impl Error {
     /// Whether the error means "the service is not there right now": retry with
     /// backoff and leave the cluster alone.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Error::Unavailable(_))
+        matches!(self, Error::Unavailable(_) | Error::RetryLater { .. })
+    }
+
+    /// How long the service asked to be left alone (`Retry-After`), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RetryLater { after, .. } => Some(*after),
+            _ => None,
+        }
     }
 
     /// A Kubernetes 404.

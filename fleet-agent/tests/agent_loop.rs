@@ -36,6 +36,8 @@ struct Inner {
     desired_fault: Option<DesiredFault>,
     /// How many answers it gave with that fault.
     faulty_answers: u32,
+    /// When it gave them.
+    faulty_at: Vec<tokio::time::Instant>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +48,8 @@ enum DesiredFault {
     WrongShape,
     /// 500 with a problem.
     ServerError,
+    /// 429 with `Retry-After` (seconds), as meshfleet's rate limit answers.
+    Throttled(u64),
 }
 
 struct Fake {
@@ -131,6 +135,7 @@ async fn desired_state(
         let mut inner = f.inner.lock().unwrap();
         if let Some(fault) = inner.desired_fault {
             inner.faulty_answers += 1;
+            inner.faulty_at.push(tokio::time::Instant::now());
             let etag = [(header::ETAG, "\"g99\"")];
             return match fault {
                 DesiredFault::Garbage => {
@@ -141,6 +146,12 @@ async fn desired_state(
                 }
                 DesiredFault::ServerError => {
                     problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                }
+                DesiredFault::Throttled(secs) => {
+                    let mut r = problem(StatusCode::TOO_MANY_REQUESTS, "agent rate limit");
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, secs.to_string().parse().unwrap());
+                    r
                 }
             };
         }
@@ -672,6 +683,28 @@ async fn garbage_or_a_500_for_the_desired_state_applies_and_prunes_nothing() {
             .await;
         assert_eq!(h.sim.get(&r).unwrap()["spec"]["replicas"], 2, "{fault:?}");
     }
+    stop(agent).await;
+}
+
+#[tokio::test]
+async fn an_agent_told_to_retry_after_a_while_waits_at_least_that_long_and_then_converges() {
+    let h = Harness::start().await;
+    let agent = h.spawn_agent();
+    h.wait_report("convergence", converged(1)).await;
+    // Its backoff alone (10 ms up to 500 ms) would come back sooner.
+    h.fake.inner.lock().unwrap().desired_fault = Some(DesiredFault::Throttled(1));
+    wait_faulty_answers(&h, 3).await;
+    let at = h.fake.inner.lock().unwrap().faulty_at.clone();
+    for pair in at.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_secs(1), "came back after {gap:?}");
+    }
+    h.fake.inner.lock().unwrap().desired_fault = None;
+    let mut d = desired("1.27.3");
+    d.generation = 2;
+    h.set_desired(d);
+    h.wait_report("convergence after the throttling", converged(2))
+        .await;
     stop(agent).await;
 }
 
