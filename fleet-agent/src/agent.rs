@@ -655,6 +655,12 @@ impl<B: ClusterBackend> Agent<B> {
         let mut rotation = tokio::time::interval(c.rotation_check);
         rotation.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut report_parent: Option<Span> = None;
+        // The last report the service took, and when to try again a newer
+        // one it refused (sooner than the next heartbeat: a rollout waits
+        // for it).
+        let mut delivered: Option<StatusReport> = None;
+        let mut report_retry: Option<Instant> = None;
+        let mut report_backoff = Backoff::new(c.backoff_base, c.heartbeat.max(c.backoff_base));
         let mut poll = poll_after(
             &s.client,
             &s.credential,
@@ -709,6 +715,13 @@ impl<B: ClusterBackend> Agent<B> {
                 },
 
                 _ = heartbeat.tick() => send_report = true,
+
+                _ = async {
+                    match report_retry {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                }, if report_retry.is_some() => send_report = true,
 
                 _ = async {
                     match next_pass {
@@ -776,6 +789,7 @@ impl<B: ClusterBackend> Agent<B> {
             }
 
             if send_report {
+                report_retry = None;
                 let report = StatusReport {
                     observed_generation,
                     components: components.clone(),
@@ -810,7 +824,11 @@ impl<B: ClusterBackend> Agent<B> {
                 match sent {
                     // Not `connected`: that means the desired state could be
                     // read, which alone lets a pass run.
-                    Ok(()) => self.state.talked.store(true, Ordering::Relaxed),
+                    Ok(()) => {
+                        self.state.talked.store(true, Ordering::Relaxed);
+                        report_backoff.reset();
+                        delivered = Some(report);
+                    }
                     Err(Error::Unauthorized(detail)) => {
                         break End::Unauthorized {
                             credential: s.credential.clone(),
@@ -822,7 +840,15 @@ impl<B: ClusterBackend> Agent<B> {
                             connected = false;
                         }
                         metrics::counter!("meshfleet_agent_service_errors_total").increment(1);
-                        warn!(error = %e, "status report failed; will retry on the next heartbeat");
+                        if !e.is_unavailable() || delivered.as_ref() == Some(&report) {
+                            warn!(error = %e, "status report failed; will retry on the next heartbeat");
+                        } else {
+                            // News the service could not take now: again after
+                            // the backoff (never before its Retry-After).
+                            let delay = report_backoff.delay_after(&e);
+                            report_retry = Some(Instant::now() + delay);
+                            warn!(error = %e, retry_in = ?delay, "status report failed; will retry");
+                        }
                     }
                 }
             }

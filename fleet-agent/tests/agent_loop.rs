@@ -38,6 +38,10 @@ struct Inner {
     faulty_answers: u32,
     /// When it gave them.
     faulty_at: Vec<tokio::time::Instant>,
+    /// The status route answers 429 with this `Retry-After` (seconds).
+    status_throttled: Option<u64>,
+    /// When it refused a report so.
+    refused_at: Vec<tokio::time::Instant>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +62,16 @@ struct Fake {
 }
 
 type Shared = Arc<Fake>;
+
+/// meshfleet's answer over an agent's rate limit.
+fn throttled(retry_after_secs: u64) -> Response {
+    let mut r = problem(StatusCode::TOO_MANY_REQUESTS, "agent rate limit");
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        retry_after_secs.to_string().parse().unwrap(),
+    );
+    r
+}
 
 fn problem(status: StatusCode, detail: &str) -> Response {
     (
@@ -147,12 +161,7 @@ async fn desired_state(
                 DesiredFault::ServerError => {
                     problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
                 }
-                DesiredFault::Throttled(secs) => {
-                    let mut r = problem(StatusCode::TOO_MANY_REQUESTS, "agent rate limit");
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, secs.to_string().parse().unwrap());
-                    r
-                }
+                DesiredFault::Throttled(secs) => throttled(secs),
             };
         }
     }
@@ -180,7 +189,12 @@ async fn status(
     if let Some(r) = f.check(&headers) {
         return r;
     }
-    f.inner.lock().unwrap().reports.push(report);
+    let mut inner = f.inner.lock().unwrap();
+    if let Some(secs) = inner.status_throttled {
+        inner.refused_at.push(tokio::time::Instant::now());
+        return throttled(secs);
+    }
+    inner.reports.push(report);
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -704,6 +718,40 @@ async fn an_agent_told_to_retry_after_a_while_waits_at_least_that_long_and_then_
     d.generation = 2;
     h.set_desired(d);
     h.wait_report("convergence after the throttling", converged(2))
+        .await;
+    stop(agent).await;
+}
+
+#[tokio::test]
+async fn a_refused_report_with_news_is_sent_again_after_its_retry_after_not_at_the_next_heartbeat()
+{
+    let h = Harness::start().await;
+    // A heartbeat and a long poll's answer far away: only the retry can
+    // bring the news in time.
+    let config = AgentConfig {
+        heartbeat: Duration::from_secs(60),
+        poll_wait: Duration::from_secs(60),
+        ..h.config()
+    };
+    let (agent, _) = h.spawn_agent_with(config);
+    h.wait_report("convergence", converged(1)).await;
+    h.fake.inner.lock().unwrap().status_throttled = Some(1);
+    let mut d = desired("1.27.3");
+    d.generation = 2;
+    h.set_desired(d);
+    // Refused twice, each time after at least the Retry-After.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.fake.inner.lock().unwrap().refused_at.len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "no refused reports");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let at = h.fake.inner.lock().unwrap().refused_at.clone();
+    for pair in at.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_secs(1), "came back after {gap:?}");
+    }
+    h.fake.inner.lock().unwrap().status_throttled = None;
+    h.wait_report("generation 2 after the refusals", converged(2))
         .await;
     stop(agent).await;
 }
