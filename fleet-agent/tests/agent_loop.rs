@@ -40,8 +40,8 @@ struct Inner {
     faulty_at: Vec<tokio::time::Instant>,
     /// The status route answers 429 with this `Retry-After` (seconds).
     status_throttled: Option<u64>,
-    /// When it refused a report so.
-    refused_at: Vec<tokio::time::Instant>,
+    /// When it refused a report so, and the report's observed generation.
+    refused_at: Vec<(tokio::time::Instant, Option<i64>)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -191,7 +191,10 @@ async fn status(
     }
     let mut inner = f.inner.lock().unwrap();
     if let Some(secs) = inner.status_throttled {
-        inner.refused_at.push(tokio::time::Instant::now());
+        let generation = report.observed_generation;
+        inner
+            .refused_at
+            .push((tokio::time::Instant::now(), generation));
         return throttled(secs);
     }
     inner.reports.push(report);
@@ -739,13 +742,24 @@ async fn a_refused_report_with_news_is_sent_again_after_its_retry_after_not_at_t
     let mut d = desired("1.27.3");
     d.generation = 2;
     h.set_desired(d);
-    // Refused twice, each time after at least the Retry-After.
+    // The report of generation 2 is refused, then refused twice again, each
+    // time at least the Retry-After after the last (a resync pass of
+    // generation 1 may have been refused just before: not counted).
+    let refused = || -> Vec<tokio::time::Instant> {
+        let inner = h.fake.inner.lock().unwrap();
+        inner
+            .refused_at
+            .iter()
+            .filter(|(_, generation)| *generation == Some(2))
+            .map(|(at, _)| *at)
+            .collect()
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while h.fake.inner.lock().unwrap().refused_at.len() < 3 {
+    while refused().len() < 3 {
         assert!(tokio::time::Instant::now() < deadline, "no refused reports");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let at = h.fake.inner.lock().unwrap().refused_at.clone();
+    let at = refused();
     for pair in at.windows(2) {
         let gap = pair[1] - pair[0];
         assert!(gap >= Duration::from_secs(1), "came back after {gap:?}");
