@@ -139,12 +139,28 @@ pub fn cpu_snapshot(server: Option<u32>, me: &str) -> BTreeMap<String, f64> {
 }
 
 /// Prints the CPU each process took between two [`cpu_snapshot`]s `dt` seconds apart.
+/// This machine's cores, as a divisor of core-seconds.
+pub fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+}
+
+/// CPU seconds each process group used between two [`cpu_snapshot`]s (the
+/// groups of `after`).
+pub fn cpu_delta(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .collect()
+}
+
 pub fn print_cpu(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, dt: f64) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = cores();
     let mut parts = Vec::new();
     let mut total = 0.0;
-    for (k, v) in after {
-        let d = v - before.get(k).copied().unwrap_or(0.0);
+    for (k, d) in cpu_delta(before, after) {
         total += d;
         parts.push(format!("{k} {d:.1} s ({:.0}%)", d / dt * 100.0));
     }

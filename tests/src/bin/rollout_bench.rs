@@ -58,7 +58,7 @@ use meshfleet_agent::{
 };
 use meshfleet_api::auth::{DevSigner, Role};
 use meshfleet_model::{AGENT_NAMESPACE, BOOTSTRAP_SECRET, ClusterFacts, Rollout};
-use meshfleet_tests::bench::{cpu_snapshot, print_cpu};
+use meshfleet_tests::bench::{cores, cpu_delta, cpu_snapshot, print_cpu};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, Row};
 
@@ -1015,6 +1015,9 @@ async fn rollout_summary(
 /// CPU seconds per process group ([`cpu_snapshot`]).
 type Cpu = BTreeMap<String, f64>;
 
+/// This process's group in the CPU figures.
+const SIM: &str = "rollout-bench (simulator, agents)";
+
 /// The bound the machine's cores set: with every core busy the whole time,
 /// the CPU the rollout took (control plane and simulator together) needs at
 /// least `total / cores` of wall time, so the overhead measured on this
@@ -1030,13 +1033,11 @@ fn print_cpu_floor(
     clusters: usize,
     agents_s: f64,
 ) {
-    const SIM: &str = "rollout-bench (simulator, agents)";
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = cores();
     let used = |b: &Cpu, a: &Cpu| -> (f64, f64) {
-        let delta = |k: &str| a.get(k).copied().unwrap_or(0.0) - b.get(k).copied().unwrap_or(0.0);
-        let sim = delta(SIM);
-        let all: f64 = a.keys().map(|k| delta(k)).sum();
-        (all - sim, sim)
+        let d = cpu_delta(b, a);
+        let sim = d.get(SIM).copied().unwrap_or(0.0);
+        (d.values().sum::<f64>() - sim, sim)
     };
     let (control, sim) = used(before, after);
     if clusters == 0 || control + sim <= 0.0 {
@@ -1313,9 +1314,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let sim_kib = meshfleet_tests::bench::rss_kib(Some(std::process::id())).unwrap_or(0);
     let sim_mib = sim_kib as f64 / 1024.0;
-    let sim_cpu: f64 = cpu_snapshot(None, "rollout-bench (simulator, agents)")
-        .values()
-        .sum();
+    let sim_cpu: f64 = cpu_snapshot(None, SIM).values().sum();
     println!(
         "simulator: {} clusters with their agents hold {sim_mib:.0} MiB RSS in this process ({:.0} KiB each; {sim_cpu:.0} s of CPU so far)   (target <= {} MiB)",
         a.clusters,
@@ -1347,7 +1346,7 @@ async fn main() {
             Some(c) => db_snapshot(c, statements_ok).await.ok(),
             None => None,
         };
-        let c0 = cpu_snapshot(a.server_pid, "rollout-bench (simulator, agents)");
+        let c0 = cpu_snapshot(a.server_pid, SIM);
         tokio::time::sleep(a.baseline).await;
         baseline = Some((m0, d0, c0));
     }
@@ -1356,7 +1355,7 @@ async fn main() {
         Some(c) => db_snapshot(c, statements_ok).await.ok(),
         None => None,
     };
-    let cpu_before = cpu_snapshot(a.server_pid, "rollout-bench (simulator, agents)");
+    let cpu_before = cpu_snapshot(a.server_pid, SIM);
     let body = json!({
         "name": format!("bench-{run}"),
         "targetVersion": a.target,
@@ -1457,7 +1456,7 @@ async fn main() {
         Some(c) => db_snapshot(c, statements_ok).await.ok(),
         None => None,
     };
-    let cpu_after = cpu_snapshot(a.server_pid, "rollout-bench (simulator, agents)");
+    let cpu_after = cpu_snapshot(a.server_pid, SIM);
     let metrics_after = scrape(&client, &a.base).await;
 
     // 5. What happened.
